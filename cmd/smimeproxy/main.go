@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// Exit codes shared by all subcommands. decrypt adds its own (see decrypt.go).
+const (
+	exitOK    = 0
+	exitError = 1 // usage or I/O error
+)
+
+// command is one subcommand. run returns the process exit code; it never calls os.Exit itself.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *cmdEnv, args []string) int
+}
+
+// cmdEnv is what a subcommand may touch of the process: standard streams and environment lookup, so tests can
+// run commands in-process.
+type cmdEnv struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+var commands = map[string]command{}
+
+func register(c command) {
+	if _, dup := commands[c.name]; dup {
+		panic("smimeproxy: duplicate command " + c.name)
+	}
+	commands[c.name] = c
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: smimeproxy <command> [flags] [args]")
+	fmt.Fprintln(w, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'smimeproxy <command> -h' for a command's flags.")
+}
+
+// runMain is main without os.Exit, for tests.
+func runMain(ctx context.Context, env *cmdEnv, args []string) int {
+	if len(args) == 0 {
+		usage(env.stderr)
+		return exitError
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(env.stdout)
+		return exitOK
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(env.stderr, "smimeproxy: unknown command %q\n", args[0])
+		usage(env.stderr)
+		return exitError
+	}
+	return c.run(ctx, env, args[1:])
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := &cmdEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(runMain(ctx, env, os.Args[1:]))
+}
