@@ -1,0 +1,18 @@
+// Package vaultcfg keeps users' S/MIME keys in HashiCorp Vault: it connects to Vault the way Vault's own tools do
+// (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE, ~/.vault-token, AppRole with token renewal) and
+// implements keystore.Store on top of it.
+//
+// Layout: one KV v2 secret per key at <kv-mount>/data/<prefix>/<user>/<key-id> holding the certificate chain
+// (PEM), the private key (PKCS#8 PEM) unless the key lives in Transit, and metadata (fingerprint, subject,
+// emails, validity, recipient identifiers, storage kind). RSA keys may instead be imported into the Transit
+// secrets engine (bring-your-own-key, RFC 5649 key wrap); Transit then decrypts key-transport ciphertext with
+// padding_scheme pkcs1v15 or oaep (Vault 1.19 or later), exposed as a crypto.Decrypter.
+//
+// Unsupported: EC keys and RSA-OAEP with SHA-1 (or any parameters other than SHA-256/MGF1-SHA-256/no label) in
+// Transit, because Transit has no ECDH and fixes OAEP to SHA-256; such keys must stay in KV.
+//
+// Implementation notes: every Vault call takes the caller's context; errors are single-line, name the Vault
+// path and the failure class (ErrUnreachable, ErrSealed, ErrPermissionDenied, ErrMountNotFound) and never carry
+// a token, secret id or key material. Parsed keys are cached in memory (bounded TTL and size) so a busy session
+// does not ask Vault per message and cached keys keep working while Vault is unreachable.
+package vaultcfg
