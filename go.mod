@@ -28,4 +28,5 @@ require (
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
+	software.sslmate.com/src/go-pkcs12 v0.7.4 // indirect
 )
