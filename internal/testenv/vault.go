@@ -1,0 +1,397 @@
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Vault is a real HashiCorp Vault dev server (in-memory storage, unsealed, root token) started for one test,
+// reached through a loopback TCP relay that the test can cut (Stop) and restore (Restart) without losing
+// Vault's data. Tests talk to Addr; the relay adds no other behaviour.
+type Vault struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	token  string
+	direct string // Vault's own listener, host:port
+	relay  *relay
+	home   string
+}
+
+// vaultStartTimeout bounds waiting for the dev server to report healthy (it takes ~0.2 s on an idle machine;
+// the margin is for a loaded 2-core CI box).
+const vaultStartTimeout = 60 * time.Second
+
+// VaultBin returns the Vault server binary: $SMIMEPROXY_VAULT_BIN, else the cache path scripts/build-vault.sh
+// builds into. It fails the test, saying how to build it, when there is none.
+func VaultBin(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("SMIMEPROXY_VAULT_BIN"); bin != "" {
+		if st, err := os.Stat(bin); err != nil || st.IsDir() {
+			t.Fatalf("testenv: SMIMEPROXY_VAULT_BIN=%s is not a file: run scripts/build-vault.sh", bin)
+		}
+		return bin
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	bin, err := vaultCachePath(root)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("testenv: no Vault server binary at %s: run scripts/build-vault.sh (cold build ~10 min) or set SMIMEPROXY_VAULT_BIN", bin)
+	}
+	return bin
+}
+
+// vaultCachePath mirrors scripts/build-vault.sh: the cache directory is keyed by the first 16 hex digits of
+// SHA-256(go.mod || go.sum || main.go) of tools/vault.
+func vaultCachePath(root string) (string, error) {
+	h := sha256.New()
+	for _, f := range []string{"go.mod", "go.sum", "main.go"} {
+		b, err := os.ReadFile(filepath.Join(root, "tools", "vault", f))
+		if err != nil {
+			return "", fmt.Errorf("reading the Vault build module: %w", err)
+		}
+		h.Write(b)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))[:16]
+	cache := os.Getenv("SMIMEPROXY_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", fmt.Errorf("no cache directory: %w", err)
+			}
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "smimeproxy")
+	}
+	return filepath.Join(cache, "vault-"+sum, "vault"), nil
+}
+
+// repoRoot finds the module root (the directory with tools/vault) from the working directory upwards.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for range 20 {
+		if _, err := os.Stat(filepath.Join(dir, "tools", "vault", "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return "", errors.New("cannot find the repository root (with tools/vault) above the working directory")
+}
+
+// StartVault starts a Vault dev server on a free 127.0.0.1 port with a random root token, waits until it is
+// healthy, and enables the Transit engine at transit/ (the dev server already has KV v2 at secret/). The server
+// is killed (by PID) when the test ends. It fails the test when the binary is missing or the server does not
+// come up.
+func StartVault(t testing.TB) *Vault {
+	t.Helper()
+	bin := VaultBin(t)
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	v := &Vault{t: t, token: "root-" + hex.EncodeToString(tok), direct: fmt.Sprintf("127.0.0.1:%d", port), home: t.TempDir()}
+	logPath := filepath.Join(v.home, "vault.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	v.cmd = exec.Command(bin, "server", "-dev", "-dev-listen-address="+v.direct, "-dev-root-token-id="+v.token, "-dev-no-store-token")
+	// HOME in a temp dir: the dev server must not touch the real ~/.vault-token.
+	v.cmd.Env = append(cleanEnv(), "HOME="+v.home, "VAULT_DISABLE_MLOCK=true")
+	v.cmd.Dir = v.home
+	v.cmd.Stdout, v.cmd.Stderr = logf, logf
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := v.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("testenv: starting %s: %v", bin, err)
+	}
+	pid := v.cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() { v.cmd.Wait(); logf.Close(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGKILL)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("testenv: vault (pid %d) did not exit after SIGKILL", pid)
+		}
+	})
+	if err := waitHealthy("http://"+v.direct, exited); err != nil {
+		t.Fatalf("testenv: vault dev server (pid %d) not healthy: %v\n%s", pid, err, tail(logPath, 20))
+	}
+	v.relay, err = newRelay(v.direct)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(v.relay.close)
+	if _, err := v.Request("POST", "sys/mounts/transit", `{"type":"transit"}`); err != nil {
+		t.Fatalf("testenv: enabling transit: %v", err)
+	}
+	return v
+}
+
+// cleanEnv is the process environment without VAULT_* variables, so the caller's Vault settings cannot leak
+// into the dev server.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") && !strings.HasPrefix(kv, "HOME=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitHealthy polls GET /v1/sys/health until it answers 200 (initialized, unsealed, active), the process exits,
+// or vaultStartTimeout passes.
+func waitHealthy(base string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(vaultStartTimeout)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("the process exited")
+		default:
+		}
+		resp, err := hc.Get(base + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = fmt.Errorf("health status %d", resp.StatusCode)
+		} else {
+			last = err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not healthy after %v: %v", vaultStartTimeout, last)
+}
+
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Addr is the URL tests and code under test use (through the relay), e.g. http://127.0.0.1:41234.
+func (v *Vault) Addr() string { return "http://" + v.relay.addr }
+
+// RootToken is the dev server's root token.
+func (v *Vault) RootToken() string { return v.token }
+
+// PID is the Vault server's process id.
+func (v *Vault) PID() int { return v.cmd.Process.Pid }
+
+// Stop makes Vault unreachable at Addr: the relay closes its listener (new connections are refused) and cuts
+// open connections. Vault itself keeps running with its data.
+func (v *Vault) Stop() { v.relay.stop() }
+
+// Restart makes Vault reachable at Addr again after Stop.
+func (v *Vault) Restart() {
+	v.t.Helper()
+	if err := v.relay.start(); err != nil {
+		v.t.Fatalf("testenv: restarting the vault relay: %v", err)
+	}
+}
+
+// Request makes a root-token API call straight to Vault (path without /v1/), e.g. to set up policies or
+// AppRole, and returns the response body. Non-2xx answers are errors.
+func (v *Vault) Request(method, path, jsonBody string) ([]byte, error) {
+	var body io.Reader
+	if jsonBody != "" {
+		body = strings.NewReader(jsonBody)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+v.direct+"/v1/"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("X-Vault-Token", v.token)
+	if jsonBody != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return b, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+// MustRequest is Request that fails the test on error.
+func (v *Vault) MustRequest(method, path, jsonBody string) []byte {
+	v.t.Helper()
+	b, err := v.Request(method, path, jsonBody)
+	if err != nil {
+		v.t.Fatalf("testenv: vault %v", err)
+	}
+	return b
+}
+
+// relay forwards TCP connections from a fixed loopback port to Vault; it can be stopped and started again on
+// the same port (fault injection for "Vault is down").
+type relay struct {
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newRelay(target string) (*relay, error) {
+	r := &relay{target: target, conns: map[net.Conn]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r.addr = ln.Addr().String()
+	r.serve(ln)
+	return r, nil
+}
+
+func (r *relay) serve(ln net.Listener) {
+	r.mu.Lock()
+	r.ln = ln
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.pipe(c)
+			}()
+		}
+	}()
+}
+
+func (r *relay) pipe(c net.Conn) {
+	up, err := net.DialTimeout("tcp", r.target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	r.mu.Lock()
+	if r.ln == nil { // stopped meanwhile
+		r.mu.Unlock()
+		c.Close()
+		up.Close()
+		return
+	}
+	r.conns[c], r.conns[up] = struct{}{}, struct{}{}
+	r.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); up.Close(); done <- struct{}{} }()
+	go func() { io.Copy(c, up); c.Close(); done <- struct{}{} }()
+	<-done
+	<-done
+	r.mu.Lock()
+	delete(r.conns, c)
+	delete(r.conns, up)
+	r.mu.Unlock()
+}
+
+func (r *relay) stop() {
+	r.mu.Lock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	for c := range r.conns {
+		c.Close()
+	}
+	r.mu.Unlock()
+}
+
+func (r *relay) start() error {
+	r.mu.Lock()
+	running := r.ln != nil
+	r.mu.Unlock()
+	if running {
+		return nil
+	}
+	var ln net.Listener
+	var err error
+	// The port was ours a moment ago; retry briefly in case the kernel has not released it yet.
+	for range 50 {
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			r.serve(ln)
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return err
+}
+
+func (r *relay) close() {
+	r.stop()
+	r.wg.Wait()
+}

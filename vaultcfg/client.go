@@ -1,0 +1,243 @@
+package vaultcfg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// client is an authenticated Vault client with error classification and, for AppRole, token renewal.
+type client struct {
+	api    *api.Client
+	addr   string
+	mounts []string // configured mounts, for error messages
+	cfg    Config
+	log    *slog.Logger
+
+	loginMu   sync.Mutex // serializes AppRole logins
+	lastLogin time.Time
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// relogin throttles logins triggered by permission-denied answers.
+const reloginMinInterval = 2 * time.Second
+
+// newClient builds the API client from cfg (defaults applied) and authenticates. The token comes from
+// cfg.Token, else an AppRole login, else cfg.TokenFile.
+func newClient(ctx context.Context, cfg Config) (*client, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("vaultcfg: no vault address: set VAULT_ADDR or --vault-addr")
+	}
+	ac := api.DefaultConfig()
+	if ac.Error != nil {
+		return nil, fmt.Errorf("vaultcfg: vault client configuration from the environment: %s", oneLine([]string{ac.Error.Error()}))
+	}
+	ac.Address = cfg.Addr
+	ac.Timeout = cfg.Timeout
+	ac.MaxRetries = 1
+	ac.MinRetryWait = 200 * time.Millisecond
+	ac.MaxRetryWait = 500 * time.Millisecond
+	if cfg.CACert != "" || cfg.CAPath != "" {
+		if err := ac.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert, CAPath: cfg.CAPath}); err != nil {
+			return nil, fmt.Errorf("vaultcfg: vault CA certificate %s: %s", cfg.CACert+cfg.CAPath, oneLine([]string{err.Error()}))
+		}
+	}
+	a, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("vaultcfg: vault client: %s", oneLine([]string{err.Error()}))
+	}
+	// api.NewClient picks up VAULT_TOKEN and VAULT_NAMESPACE from the process environment; only cfg counts.
+	a.ClearToken()
+	a.ClearNamespace()
+	if cfg.Namespace != "" {
+		a.SetNamespace(cfg.Namespace)
+	}
+	c := &client{api: a, addr: cfg.Addr, cfg: cfg, log: cfg.Logger, mounts: []string{cfg.KVMount, cfg.TransitMount}}
+
+	switch {
+	case cfg.AppRole != nil:
+		secret, err := c.login(ctx)
+		if err != nil {
+			return nil, err
+		}
+		watchCtx, cancel := context.WithCancel(context.Background())
+		c.stop, c.done = cancel, make(chan struct{})
+		go c.keepLoggedIn(watchCtx, secret)
+		return c, nil
+	case cfg.Token != "":
+		a.SetToken(cfg.Token)
+	default:
+		if cfg.TokenFile == "" {
+			return nil, errors.New("vaultcfg: no vault token: set VAULT_TOKEN, run 'vault login', or configure AppRole")
+		}
+		b, err := os.ReadFile(cfg.TokenFile)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("vaultcfg: no vault token: set VAULT_TOKEN, run 'vault login' (writes %s), or configure AppRole", cfg.TokenFile)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("vaultcfg: reading vault token file %s: %w", cfg.TokenFile, errors.Unwrap(err))
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return nil, fmt.Errorf("vaultcfg: vault token file %s is empty", cfg.TokenFile)
+		}
+		a.SetToken(tok)
+	}
+	// Check the token now, so a bad token is reported once with a clear message rather than on first use.
+	if _, err := a.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+		err = c.classify(err, "look up token at", "auth/token/lookup-self")
+		if errors.Is(err, ErrPermissionDenied) {
+			return nil, fmt.Errorf("%w (the token is invalid or expired)", err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// close stops token renewal.
+func (c *client) close() {
+	if c.stop != nil {
+		c.stop()
+		<-c.done
+		c.stop = nil
+	}
+}
+
+// login logs in with AppRole (auth/<mount>/login) and installs the new token.
+func (c *client) login(ctx context.Context) (*api.Secret, error) {
+	ar := c.cfg.AppRole
+	secretID := ar.SecretID
+	if ar.SecretIDFile != "" {
+		b, err := os.ReadFile(ar.SecretIDFile)
+		if err != nil {
+			return nil, fmt.Errorf("vaultcfg: reading approle secret id file %s: %w", ar.SecretIDFile, errors.Unwrap(err))
+		}
+		secretID = strings.TrimSpace(string(b))
+	}
+	if ar.RoleID == "" || secretID == "" {
+		return nil, errors.New("vaultcfg: approle needs a role id and a secret id")
+	}
+	// Log in without the current (maybe expired) token.
+	lc, err := c.api.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("vaultcfg: vault client: %s", oneLine([]string{err.Error()}))
+	}
+	lc.ClearToken()
+	path := "auth/" + ar.Mount + "/login"
+	secret, err := lc.Logical().WriteWithContext(ctx, path, map[string]any{"role_id": ar.RoleID, "secret_id": secretID})
+	if err != nil {
+		err = c.classify(err, "log in at", path)
+		if errors.Is(err, ErrVault) {
+			// Vault answers 400 "invalid role or secret ID" for bad credentials.
+			return nil, fmt.Errorf("%w (check the approle role id and secret id)", err)
+		}
+		return nil, err
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("%w: log in at %s: no token in the answer", ErrVault, path)
+	}
+	c.api.SetToken(secret.Auth.ClientToken)
+	c.lastLogin = time.Now()
+	c.log.Info("vault login", "method", "approle", "mount", ar.Mount, "ttl", time.Duration(secret.Auth.LeaseDuration)*time.Second, "renewable", secret.Auth.Renewable)
+	return secret, nil
+}
+
+// keepLoggedIn renews the AppRole token with an api.LifetimeWatcher and logs in again when it can no longer be
+// renewed (max TTL reached, revoked, Vault restarted), until ctx ends.
+func (c *client) keepLoggedIn(ctx context.Context, secret *api.Secret) {
+	defer close(c.done)
+	for ctx.Err() == nil {
+		if secret.Auth.Renewable {
+			c.watch(ctx, secret)
+		} else {
+			// Not renewable: log in again at two thirds of its lifetime.
+			wait := time.Duration(secret.Auth.LeaseDuration) * time.Second * 2 / 3
+			if wait <= 0 {
+				return // a token without TTL (e.g. a root token) never needs a new login
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		for attempt := 0; ctx.Err() == nil; attempt++ {
+			c.loginMu.Lock()
+			s, err := c.login(ctx)
+			c.loginMu.Unlock()
+			if err == nil {
+				secret = s
+				break
+			}
+			backoff := min(time.Second<<min(attempt, 5), 30*time.Second)
+			c.log.Warn("vault login failed, retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+	}
+}
+
+// watch runs one LifetimeWatcher until it gives up or ctx ends.
+func (c *client) watch(ctx context.Context, secret *api.Secret) {
+	w, err := c.api.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret})
+	if err != nil {
+		c.log.Warn("vault token renewal not possible", "err", oneLine([]string{err.Error()}))
+		return
+	}
+	go w.Start()
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-w.DoneCh():
+			if err != nil {
+				c.log.Warn("vault token renewal stopped", "err", c.classify(err, "renew token at", "auth/token/renew-self"))
+			} else {
+				c.log.Info("vault token reached its maximum lifetime")
+			}
+			return
+		case r := <-w.RenewCh():
+			ttl := time.Duration(0)
+			if r != nil && r.Secret != nil && r.Secret.Auth != nil {
+				ttl = time.Duration(r.Secret.Auth.LeaseDuration) * time.Second
+			}
+			c.log.Info("vault token renewed", "ttl", ttl)
+		}
+	}
+}
+
+// do runs op; with AppRole, a permission-denied answer caused by an expired token (the renewer lost the race,
+// or Vault was down past the token's TTL) leads to one new login and one retry.
+func (c *client) do(ctx context.Context, op func() error) error {
+	err := op()
+	if err == nil || c.cfg.AppRole == nil || !errors.Is(err, ErrPermissionDenied) {
+		return err
+	}
+	c.loginMu.Lock()
+	relogged := false
+	if time.Since(c.lastLogin) > reloginMinInterval {
+		if _, lerr := c.api.Auth().Token().LookupSelfWithContext(ctx); lerr != nil {
+			if _, lerr := c.login(ctx); lerr == nil {
+				relogged = true
+			}
+		}
+	}
+	c.loginMu.Unlock()
+	if !relogged {
+		return err
+	}
+	return op()
+}
