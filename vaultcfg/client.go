@@ -46,6 +46,7 @@ func newClient(ctx context.Context, cfg Config) (*client, error) {
 	ac.MaxRetries = 1
 	ac.MinRetryWait = 200 * time.Millisecond
 	ac.MaxRetryWait = 500 * time.Millisecond
+	ac.CheckRetry = checkRetry
 	if cfg.CACert != "" || cfg.CAPath != "" {
 		if err := ac.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert, CAPath: cfg.CAPath}); err != nil {
 			return nil, fmt.Errorf("vaultcfg: vault CA certificate %s: %s", cfg.CACert+cfg.CAPath, oneLine([]string{err.Error()}))

@@ -18,8 +18,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
@@ -205,12 +203,7 @@ func (s *Store) load(ctx context.Context, user string) ([]keystore.Key, error) {
 // listIDs lists user's key ids (KV v2 LIST on the metadata path); none is not an error.
 func (s *Store) listIDs(ctx context.Context, user string) ([]string, error) {
 	p := s.apiPath("metadata", s.userDir(user))
-	var sec *api.Secret
-	err := s.c.do(ctx, func() error {
-		var err error
-		sec, err = s.c.api.Logical().ListWithContext(ctx, p)
-		return s.c.classify(err, "list", p)
-	})
+	sec, err := s.c.list(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -240,12 +233,7 @@ type record struct {
 // read reads one key's secret; keystore.ErrNotFound when there is none (or its latest version is deleted).
 func (s *Store) read(ctx context.Context, user, id string) (*record, error) {
 	p := s.apiPath("data", s.keyPath(user, id))
-	var sec *api.Secret
-	err := s.c.do(ctx, func() error {
-		var err error
-		sec, err = s.c.api.Logical().ReadWithContext(ctx, p)
-		return s.c.classify(err, "read", p)
-	})
+	sec, err := s.c.read(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -379,11 +367,7 @@ func (s *Store) Put(ctx context.Context, user string, chain []*x509.Certificate,
 		clear(der)
 	}
 	p := s.apiPath("data", s.keyPath(user, e.ID))
-	err = s.c.do(ctx, func() error {
-		_, err := s.c.api.Logical().WriteWithContext(ctx, p, map[string]any{"data": data})
-		return s.c.classify(err, "write", p)
-	})
-	if err != nil {
+	if _, err := s.c.write(ctx, "write", p, map[string]any{"data": data}); err != nil {
 		return keystore.Entry{}, err
 	}
 	if old != nil && old.entry.Storage == keystore.StorageTransit && storage == keystore.StorageKV {
@@ -424,10 +408,7 @@ func (s *Store) Remove(ctx context.Context, user, id string) error {
 // deleteSecret deletes the metadata and all versions of one key's secret.
 func (s *Store) deleteSecret(ctx context.Context, user, id string) error {
 	p := s.apiPath("metadata", s.keyPath(user, id))
-	return s.c.do(ctx, func() error {
-		_, err := s.c.api.Logical().DeleteWithContext(ctx, p)
-		return s.c.classify(err, "delete", p)
-	})
+	return s.c.del(ctx, p)
 }
 
 // checkKeyPair fails unless key is the private key of cert's public key.

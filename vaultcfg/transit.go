@@ -16,8 +16,6 @@ import (
 	"io"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 )
 
 // Transit padding schemes (the padding_scheme parameter of transit/decrypt, Vault 1.19 or later).
@@ -146,23 +144,15 @@ func (k *TransitKey) decryptBatch(ctx context.Context, cts [][]byte, padding str
 			items[i] = map[string]any{"ciphertext": "vault:v1:" + base64.StdEncoding.EncodeToString(ct), "padding_scheme": padding}
 		}
 		p := k.mount + "/decrypt/" + k.name
-		var sec *api.Secret
-		err := k.c.do(ctx, func() error {
-			var err error
-			sec, err = k.c.api.Logical().WriteWithContext(ctx, p, map[string]any{"batch_input": items, "padding_scheme": padding})
-			return k.c.classify(err, "decrypt with", p)
-		})
-		if err != nil {
-			// With one item Vault reports a bad ciphertext as HTTP 400 for the whole call.
-			if len(part) == 1 && isBadRequest(err) {
-				out = append(out, BatchResult{Err: errTransitDecrypt})
-				continue
-			}
-			return nil, err
-		}
+		sec, err := k.c.writeKeepBody(ctx, "decrypt with", p, map[string]any{"batch_input": items, "padding_scheme": padding})
 		var results []any
 		if sec != nil && sec.Data != nil {
 			results, _ = sec.Data["batch_results"].([]any)
+		}
+		// When any item fails Vault answers HTTP 400 or 500 for the whole call but still lists per-item results;
+		// only an answer without them is a failure of the call.
+		if err != nil && len(results) != len(part) {
+			return nil, err
 		}
 		if len(results) != len(part) {
 			return nil, fmt.Errorf("%w: decrypt with %s: %d results for %d ciphertexts", ErrVault, p, len(results), len(part))
@@ -209,12 +199,7 @@ func transitKeyName(prefix, user, id string) string {
 // key is imported.
 func (s *Store) ensureTransitKey(ctx context.Context, name string, key *rsa.PrivateKey) error {
 	p := s.cfg.TransitMount + "/keys/" + name
-	var sec *api.Secret
-	err := s.c.do(ctx, func() error {
-		var err error
-		sec, err = s.c.api.Logical().ReadWithContext(ctx, p)
-		return s.c.classify(err, "read", p)
-	})
+	sec, err := s.c.read(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -240,12 +225,7 @@ func (s *Store) ensureTransitKey(ctx context.Context, name string, key *rsa.Priv
 // the two are concatenated, base64-encoded, and posted to transit/keys/<name>/import.
 func (s *Store) importTransit(ctx context.Context, name string, key *rsa.PrivateKey) error {
 	wp := s.cfg.TransitMount + "/wrapping_key"
-	var sec *api.Secret
-	err := s.c.do(ctx, func() error {
-		var err error
-		sec, err = s.c.api.Logical().ReadWithContext(ctx, wp)
-		return s.c.classify(err, "read", wp)
-	})
+	sec, err := s.c.read(ctx, wp)
 	if err != nil {
 		return err
 	}
@@ -291,10 +271,8 @@ func (s *Store) importTransit(ctx context.Context, name string, key *rsa.Private
 		"hash_function": "SHA256",
 		"exportable":    false,
 	}
-	return s.c.do(ctx, func() error {
-		_, err := s.c.api.Logical().WriteWithContext(ctx, ip, body)
-		return s.c.classify(err, "import key at", ip)
-	})
+	_, err = s.c.write(ctx, "import key at", ip, body)
+	return err
 }
 
 // deleteTransitKey allows deletion of a Transit key and deletes it; a key that is already gone is fine.
@@ -306,21 +284,14 @@ func (s *Store) deleteTransitKey(ctx context.Context, mount, name string) error 
 		mount = s.cfg.TransitMount
 	}
 	cp := mount + "/keys/" + name + "/config"
-	err := s.c.do(ctx, func() error {
-		_, err := s.c.api.Logical().WriteWithContext(ctx, cp, map[string]any{"deletion_allowed": true})
-		return s.c.classify(err, "configure", cp)
-	})
-	if err != nil {
+	if _, err := s.c.write(ctx, "configure", cp, map[string]any{"deletion_allowed": true}); err != nil {
 		if isBadRequest(err) || isNotFound(err) {
 			return nil // no such key
 		}
 		return err
 	}
 	kp := mount + "/keys/" + name
-	return s.c.do(ctx, func() error {
-		_, err := s.c.api.Logical().DeleteWithContext(ctx, kp)
-		return s.c.classify(err, "delete", kp)
-	})
+	return s.c.del(ctx, kp)
 }
 
 func isNotFound(err error) bool {
