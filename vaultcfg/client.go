@@ -97,7 +97,7 @@ func newClient(ctx context.Context, cfg Config) (*client, error) {
 	if _, err := a.Auth().Token().LookupSelfWithContext(ctx); err != nil {
 		err = c.classify(err, "look up token at", "auth/token/lookup-self")
 		if errors.Is(err, ErrPermissionDenied) {
-			return nil, fmt.Errorf("%w (the token is invalid or expired)", err)
+			return nil, &vaultError{class: ErrPermissionDenied, status: 403, msg: fmt.Sprintf("vaultcfg: vault at %s rejected the token: invalid or expired", c.addr)}
 		}
 		return nil, err
 	}

@@ -432,6 +432,7 @@ func TestErrors(t *testing.T) {
 		if err == nil {
 			return
 		}
+		t.Logf("error: %v", err)
 		if strings.Contains(err.Error(), "\n") {
 			t.Errorf("multi-line error: %q", err)
 		}
