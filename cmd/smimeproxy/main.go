@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,10 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, env *cmdEnv, args []string) int
+	// flags, if set, builds the command's FlagSet without running it (for the config file's schema and
+	// 'smimeproxy config example'); commands without it are listed without flags and their config section is
+	// not checked.
+	flags func() *flag.FlagSet
 }
 
 // cmdEnv is what a subcommand may touch of the process: standard streams and environment lookup, so tests can
