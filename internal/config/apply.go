@@ -64,7 +64,8 @@ type Schema struct {
 	// Sections maps a section (see Section) to its flag names.
 	Sections map[string][]string
 	// Unchecked lists sections whose flags are not known (commands that cannot build their FlagSet without
-	// running); keys in them and their subsections are accepted as they are.
+	// running); keys in them and their subsections are accepted as they are, unless the section is also in
+	// Sections.
 	Unchecked []string
 }
 
@@ -105,10 +106,10 @@ func (f *File) Validate(s Schema) (warnings []string, err error) {
 			}
 			continue
 		}
-		if unchecked(sec) {
+		names, ok := s.Sections[sec]
+		if !ok && unchecked(sec) {
 			continue
 		}
-		names, ok := s.Sections[sec]
 		if !ok {
 			if len(f.Entries(sec)) == 0 && s.hasSubsection(sec) {
 				continue // e.g. [keys] only declared as the parent of [keys.import]

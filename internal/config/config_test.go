@@ -309,14 +309,14 @@ func TestWriteExample(t *testing.T) {
 	}
 	out := buf.String()
 	for _, want := range []string{
-		"# vault-addr = \"\"\n",             // shared, at the top
-		"[serve]\n",                         // section per command
-		"[keys.import]\n",                   // section of a subcommand's FlagSet
-		"# cache-size = 32\n",               // ints unquoted
-		"# metrics-allow-remote = false\n",  // bools unquoted
-		"# timeout = \"1m0s\"\n",            // durations as strings
-		"# (env SMIMEPROXY_LISTEN)\n",       // env var named
-		"# Transit mount \"quoted\"\n",      // usage as comment
+		"# vault-addr = \"\"\n",            // shared, at the top
+		"[serve]\n",                        // section per command
+		"[keys.import]\n",                  // section of a subcommand's FlagSet
+		"# cache-size = 32\n",              // ints unquoted
+		"# metrics-allow-remote = false\n", // bools unquoted
+		"# timeout = \"1m0s\"\n",           // durations as strings
+		"# (env SMIMEPROXY_LISTEN)\n",      // env var named
+		"# Transit mount \"quoted\"\n",     // usage as comment
 		"# mount = \"transit\"\n",
 		"smimeproxy demo: run a demo ----\n# (this command's flags cannot be listed here",
 	} {
@@ -332,7 +332,9 @@ func TestWriteExample(t *testing.T) {
 	}
 	schema := config.Schema{Sections: map[string][]string{}, Unchecked: []string{"demo"}}
 	for _, fs := range []*flag.FlagSet{serve.fs, other} {
-		fs.VisitAll(func(fl *flag.Flag) { schema.Sections[config.Section(fs)] = append(schema.Sections[config.Section(fs)], fl.Name) })
+		fs.VisitAll(func(fl *flag.Flag) {
+			schema.Sections[config.Section(fs)] = append(schema.Sections[config.Section(fs)], fl.Name)
+		})
 	}
 	// As written: valid and empty.
 	f, err := config.Parse("example", buf.Bytes())
