@@ -1,0 +1,27 @@
+// Package smime decides which S/MIME messages to decrypt and builds the message served in place of the
+// ciphertext (S/MIME 4.0, RFC 8551; S/MIME 3.2, RFC 5751). It owns the MIME layer above package cms: finding
+// the encryption layer, decoding its transfer encoding, asking a Keyring for keys, and splicing the decrypted
+// entity under the original header. It is pure apart from calling the Keyring: no I/O, no logging.
+//
+// What is decrypted (the EFAIL rule, as in Thunderbird since bug 1806161): only an encryption layer that is the
+// whole message, i.e. the top-level body is application/pkcs7-mime (or application/x-pkcs7-mime, or
+// application/octet-stream named smime.p7m) holding EnvelopedData or AuthEnvelopedData (RFC 8551 section
+// 3.3), or that layer is the entire content under exactly one outer signature: the first part of a
+// multipart/signed (RFC 8551 section 3.5.3) or the eContent of an opaque signed-data (section 3.5.2). An
+// encrypted part beside other parts (multipart/mixed with attacker HTML, the EFAIL direct exfiltration) or
+// deeper is never decrypted: such messages are served unchanged and reported as NotEncrypted. The decision is
+// made from the CMS content type inside, not from the smime-type label, which may be missing.
+//
+// What is served for a decrypted message: one X-Smimeproxy-Status header field, then the outer header fields
+// minus the Content-* fields of the replaced layer, then the decrypted MIME entity byte for byte (line endings
+// canonicalised to CRLF, RFC 8551 section 3.1.1), so an inner signature still verifies. Protected header
+// fields (RFC 9788, the hp parameter; also the older wrapped message/rfc822 with forwarded=no) replace their
+// unprotected outer copies. X-Smimeproxy-* fields received from upstream are always removed (anti-spoofing).
+//
+// Limits: messages larger than Options.MaxSize are not decrypted (reason too-large); layering is looked at
+// to a fixed depth (top level, one signature layer, the encrypted entity and its payload), never recursively.
+// The parser never panics on hostile input; FuzzProcess checks that.
+//
+// Memory: the base64 body is decoded once into a buffer that package cms decrypts in place (cms.ParseOwned);
+// the served message is written with one allocation of its exact size.
+package smime

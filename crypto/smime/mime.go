@@ -1,0 +1,293 @@
+package smime
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"strings"
+)
+
+// The minimal, allocation-light MIME reader this package needs: header fields of one entity, its Content-Type
+// and Content-Transfer-Encoding, and the parts of a multipart/signed. It works on byte slices of the input and
+// never copies bodies. Line ends may be CRLF or bare LF.
+
+// field is one header field as received (RFC 5322 section 2.2), including folded continuation lines and its
+// final line break (absent only on a last line without one).
+type field struct {
+	name []byte // field name, without the colon; empty for a malformed line without a colon
+	raw  []byte
+}
+
+// entity is a MIME entity split into header fields and body (RFC 2045 section 2.4, RFC 5322 section 2.1).
+type entity struct {
+	fields []field
+	body   []byte // after the empty line; empty when there is none
+}
+
+// maxFields bounds the header fields read per entity; the rest of an absurd header is kept as one field.
+const maxFields = 10000
+
+// parseEntity splits b into header fields and body. The header ends at the first empty line; a header without
+// one takes all of b.
+func parseEntity(b []byte) entity {
+	var e entity
+	p := 0
+	for p < len(b) {
+		end := bytes.IndexByte(b[p:], '\n')
+		if end < 0 {
+			end = len(b)
+		} else {
+			end += p + 1
+		}
+		line := b[p:end]
+		if isBlankLine(line) {
+			e.body = b[end:]
+			return e
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(e.fields) > 0 {
+			// Continuation of the previous field (RFC 5322 section 2.2.3 folding).
+			last := &e.fields[len(e.fields)-1]
+			last.raw = b[p-len(last.raw) : end]
+		} else if len(e.fields) >= maxFields {
+			last := &e.fields[len(e.fields)-1]
+			last.raw = b[p-len(last.raw) : end]
+		} else {
+			var name []byte
+			if c := bytes.IndexByte(line, ':'); c > 0 {
+				name = bytes.TrimRight(line[:c], " \t")
+			}
+			e.fields = append(e.fields, field{name: name, raw: line})
+		}
+		p = end
+	}
+	return e
+}
+
+func isBlankLine(line []byte) bool {
+	return len(line) == 1 && line[0] == '\n' || len(line) == 2 && line[0] == '\r' && line[1] == '\n'
+}
+
+// value returns the unfolded value of f: everything after the colon with line breaks removed and surrounding
+// white space trimmed.
+func (f field) value() string {
+	c := bytes.IndexByte(f.raw, ':')
+	if c < 0 {
+		return ""
+	}
+	v := f.raw[c+1:]
+	if bytes.IndexByte(v, '\n') >= 0 {
+		v = bytes.ReplaceAll(bytes.ReplaceAll(v, []byte("\r\n"), nil), []byte("\n"), nil)
+	}
+	return strings.TrimSpace(string(v))
+}
+
+func (f field) is(name string) bool { return strings.EqualFold(string(f.name), name) }
+
+func (f field) hasPrefix(prefix string) bool {
+	return len(f.name) >= len(prefix) && strings.EqualFold(string(f.name[:len(prefix)]), prefix)
+}
+
+// get returns the value of the first field called name, or "".
+func (e *entity) get(name string) string {
+	for _, f := range e.fields {
+		if f.is(name) {
+			return f.value()
+		}
+	}
+	return ""
+}
+
+// has reports whether e has a field called name.
+func (e *entity) has(name string) bool {
+	for _, f := range e.fields {
+		if f.is(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// contentType returns the lowercased media type and parameters of e (RFC 2045 section 5). A missing or
+// unparsable Content-Type is text/plain (RFC 2045 section 5.2); a media type with broken parameters keeps
+// the type and whatever parameters parsed.
+func (e *entity) contentType() (string, map[string]string) {
+	v := e.get("Content-Type")
+	if v == "" {
+		return "text/plain", nil
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return "text/plain", nil
+	}
+	return strings.ToLower(mt), params
+}
+
+// filename returns the filename parameter of the Content-Disposition field (RFC 2183 section 2.3), or "".
+func (e *entity) filename() string {
+	v := e.get("Content-Disposition")
+	if v == "" {
+		return ""
+	}
+	_, params, err := mime.ParseMediaType(v)
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return ""
+	}
+	return params["filename"]
+}
+
+// smimeLabel reports whether e is labelled as a CMS object (RFC 8551 section 3.2.1:
+// application/pkcs7-mime and the older application/x-pkcs7-mime; some agents send application/octet-stream
+// named smime.p7m) and returns its lowercased smime-type parameter (section 3.2.2), possibly "".
+func smimeLabel(e *entity) (bool, string) {
+	mt, params := e.contentType()
+	if !IsSMIMEType(mt, params) && (mt != "application/octet-stream" || !strings.EqualFold(e.filename(), "smime.p7m")) {
+		return false, ""
+	}
+	return true, strings.ToLower(params["smime-type"])
+}
+
+// IsSMIMEType reports whether a part with this media type and these Content-Type parameters (as in an IMAP
+// BODYSTRUCTURE, RFC 9051 section 7.5.2) may hold an S/MIME encryption layer: application/pkcs7-mime or
+// application/x-pkcs7-mime (RFC 8551 section 3.2.1; smime-type is not trusted, it may be missing or be
+// signed-data around an encrypted entity), or application/octet-stream with name=smime.p7m. It is a cheap
+// pre-check for deciding which messages to fetch whole; Process decides by the content. Callers should apply
+// it to the top-level body and, for a multipart/signed top level, to its first part. Parameter names are
+// matched case-insensitively.
+func IsSMIMEType(mediaType string, params map[string]string) bool {
+	switch strings.ToLower(mediaType) {
+	case "application/pkcs7-mime", "application/x-pkcs7-mime":
+		return true
+	case "application/octet-stream":
+		for k, v := range params {
+			if strings.EqualFold(k, "name") && strings.EqualFold(strings.TrimSpace(v), "smime.p7m") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// multipartParts returns up to max+1 body parts of a multipart body with the given boundary (RFC 2046
+// section 5.1.1): each part runs from after its delimiter line to before the line break that precedes the
+// next delimiter. The preamble and epilogue are dropped. A body without any delimiter has no parts.
+func multipartParts(body []byte, boundary string, max int) [][]byte {
+	if boundary == "" || len(boundary) > 200 {
+		return nil
+	}
+	dash := "--" + boundary
+	var parts [][]byte
+	start := -1 // start of the current part's content, -1 before the first delimiter
+	p := 0
+	for p <= len(body) && len(parts) <= max {
+		// Find the next line beginning with the delimiter.
+		var at int
+		if p == 0 && bytes.HasPrefix(body, []byte(dash)) {
+			at = 0
+		} else {
+			from := p
+			if from > 0 {
+				from-- // the line break ending the previous delimiter line may precede the next delimiter
+			}
+			i := bytes.Index(body[from:], []byte("\n"+dash))
+			if i < 0 {
+				break
+			}
+			at = from + i + 1
+		}
+		q := at + len(dash)
+		closing := bytes.HasPrefix(body[q:], []byte("--"))
+		if closing {
+			q += 2
+		}
+		for q < len(body) && (body[q] == ' ' || body[q] == '\t') {
+			q++ // transport padding (RFC 2046 section 5.1.1)
+		}
+		lineEnd := -1
+		switch {
+		case q == len(body):
+			lineEnd = q
+		case body[q] == '\n':
+			lineEnd = q + 1
+		case body[q] == '\r' && q+1 < len(body) && body[q+1] == '\n':
+			lineEnd = q + 2
+		case closing:
+			lineEnd = q // a close delimiter followed by junk on its line still closes
+		}
+		if lineEnd < 0 { // the boundary string is only a prefix of this line
+			p = at + 1
+			continue
+		}
+		if start >= 0 {
+			end := at
+			if end > start && body[end-1] == '\n' {
+				end--
+				if end > start && body[end-1] == '\r' {
+					end--
+				}
+			}
+			parts = append(parts, body[start:end])
+		}
+		if closing {
+			return parts
+		}
+		start = lineEnd
+		p = lineEnd
+		if p >= len(body) {
+			break
+		}
+	}
+	if start >= 0 && len(parts) <= max {
+		parts = append(parts, body[start:]) // unterminated last part
+	}
+	return parts
+}
+
+var errEncoding = errors.New("smime: bad content transfer encoding")
+
+// decodeBody undoes e's Content-Transfer-Encoding (RFC 2045 section 6) into a fresh buffer that the caller
+// owns. It fails with errEncoding for broken base64 or quoted-printable and for unknown encodings.
+func decodeBody(e *entity) ([]byte, error) {
+	switch cte := strings.ToLower(e.get("Content-Transfer-Encoding")); cte {
+	case "base64":
+		return decodeBase64(e.body)
+	case "quoted-printable":
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(e.body)))
+		if err != nil {
+			return nil, errEncoding
+		}
+		return out, nil
+	case "", "7bit", "8bit", "binary":
+		return append([]byte(nil), e.body...), nil
+	default:
+		return nil, errEncoding
+	}
+}
+
+// decodeBase64 decodes a base64 body (RFC 2045 section 6.8) with line breaks into a buffer of (nearly) the
+// exact decoded size. Spaces and tabs are tolerated by a slower path; missing padding too.
+func decodeBase64(src []byte) ([]byte, error) {
+	n := len(src) - bytes.Count(src, []byte{'\n'}) - bytes.Count(src, []byte{'\r'})
+	dst := make([]byte, base64.StdEncoding.DecodedLen(n+3))
+	k, err := base64.StdEncoding.Decode(dst, src)
+	if err == nil {
+		return dst[:k], nil
+	}
+	// Slow path: drop all white space and padding, then decode without padding.
+	clean := make([]byte, 0, n)
+	for _, c := range src {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+		default:
+			clean = append(clean, c)
+		}
+	}
+	clean = bytes.TrimRight(clean, "=")
+	k, err = base64.RawStdEncoding.Decode(dst, clean)
+	if err != nil {
+		return nil, errEncoding
+	}
+	return dst[:k], nil
+}

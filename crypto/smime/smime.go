@@ -1,0 +1,316 @@
+package smime
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
+)
+
+// Key is a private key with the certificate it belongs to. Private is what cms.Envelope.Decrypt accepts: a
+// crypto.Decrypter with an RSA public key (possibly remote), or an EC/X25519/X448 key or cms.KeyAgreer.
+type Key struct {
+	Cert    *x509.Certificate
+	Private crypto.PrivateKey
+}
+
+// Keyring supplies keys for recipient identifiers (RFC 5652 section 6.2.1). It may do I/O (Vault); Process
+// only calls it, once per message, and only for messages it is about to decrypt.
+type Keyring interface {
+	// KeysFor returns the keys whose certificates match any of ids; none is not an error. An error means the
+	// keys could not be looked up (the message is reported undecryptable with reason key-unavailable).
+	KeysFor(ids []cms.RecipientID) ([]Key, error)
+}
+
+// Status says what Process did with a message.
+type Status int
+
+const (
+	// NotEncrypted: no encryption layer that the policy allows decrypting; served unchanged except for the
+	// removal of X-Smimeproxy-* header fields.
+	NotEncrypted Status = iota
+	// Decrypted: the encryption layer was replaced by its plaintext.
+	Decrypted
+	// Undecryptable: an encryption layer the policy allows decrypting, but it could not be decrypted; served
+	// as received with a status header field on top.
+	Undecryptable
+)
+
+func (s Status) String() string {
+	switch s {
+	case NotEncrypted:
+		return "not-encrypted"
+	case Decrypted:
+		return "decrypted"
+	case Undecryptable:
+		return "undecryptable"
+	}
+	return "unknown"
+}
+
+// Reasons for Undecryptable (Result.Reason and the reason parameter of the status header field).
+const (
+	ReasonNoMatchingKey  = "no-matching-key" // no key of ours is a recipient
+	ReasonCorrupt        = "corrupt"         // bad transfer encoding, malformed CMS, or decryption failed
+	ReasonUnsupported    = "unsupported"     // an algorithm package cms does not implement
+	ReasonKeyUnavailable = "key-unavailable" // the Keyring failed
+	ReasonTooLarge       = "too-large"       // over Options.MaxSize or a cms limit
+)
+
+// StatusHeader is the name of the header field Process puts on top of every message it decrypted or failed
+// to decrypt. Fields whose names start with StatusPrefix are removed from upstream messages.
+const (
+	StatusHeader = "X-Smimeproxy-Status"
+	StatusPrefix = "X-Smimeproxy-"
+)
+
+// DefaultMaxSize is the default for Options.MaxSize.
+const DefaultMaxSize = 64 << 20
+
+// Result is the outcome of Process.
+type Result struct {
+	// Served is exactly what the client must be served. It may alias the input when Status is NotEncrypted.
+	Served []byte
+	Status Status
+	// Reason is set for Undecryptable: one of the Reason* constants.
+	Reason string
+	// Info describes the decryption (Decrypted only).
+	Info cms.Info
+	// Fingerprint is the SHA-256 of the certificate whose key decrypted the message, lowercase hex
+	// (Decrypted only).
+	Fingerprint string
+}
+
+// Options tune Process. A nil *Options means the defaults.
+type Options struct {
+	// StatusParams are extra "k=v" parameters appended to the status header field, e.g. a marker that lets
+	// the proxy recognise messages it served.
+	StatusParams []string
+	// MaxSize is the largest message that is decrypted; larger encrypted messages are Undecryptable with
+	// reason too-large. Zero means DefaultMaxSize.
+	MaxSize int64
+}
+
+// Process decides whether msg (a whole RFC 5322 message) carries an encryption layer that may be decrypted
+// (see the package documentation for the policy), decrypts it with a key from kr, and returns what to serve.
+// It never fails: every problem becomes a Result with Status Undecryptable or NotEncrypted. msg is not
+// modified. kr may be nil (nothing can be decrypted then).
+func Process(msg []byte, kr Keyring, opts *Options) Result {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxSize <= 0 {
+		o.MaxSize = DefaultMaxSize
+	}
+	top := parseEntity(msg)
+	layer, reason := locate(&top, int64(len(msg)), o.MaxSize)
+	if reason != "" {
+		return undecryptable(msg, reason, &o)
+	}
+	if layer == nil {
+		return Result{Served: StripStatusHeaders(msg), Status: NotEncrypted}
+	}
+	pt, info, cert, reason := decrypt(layer, kr)
+	if reason != "" {
+		return undecryptable(msg, reason, &o)
+	}
+	return Result{
+		Served:      serve(&top, pt, statusDecrypted(cert, info, &o)),
+		Status:      Decrypted,
+		Info:        info,
+		Fingerprint: fingerprint(cert),
+	}
+}
+
+// encLayer is an encryption layer the policy allows decrypting.
+type encLayer struct {
+	ent *entity // the entity whose body is the CMS object
+	e   *cms.Envelope
+}
+
+// locate finds the encryption layer of msg (top) under the policy in the package doc. It returns (nil, "")
+// for a message that is not to be decrypted, and a reason when the layer exists but cannot be read.
+func locate(top *entity, size, max int64) (*encLayer, string) {
+	mt, params := top.contentType()
+	if mt == "multipart/signed" {
+		// RFC 8551 section 3.5.3 / RFC 1847 section 2.1: exactly two parts, the signed content first.
+		parts := multipartParts(top.body, params["boundary"], 2)
+		if len(parts) != 2 {
+			return nil, ""
+		}
+		first := parseEntity(parts[0])
+		if ok, _ := smimeLabel(&first); !ok {
+			return nil, ""
+		}
+		if size > max {
+			return nil, ReasonTooLarge
+		}
+		// Only enveloped content is decrypted here: an opaque signed-data inside would be a second
+		// signature layer.
+		return envelopeOf(&first)
+	}
+	ok, smimeType := smimeLabel(top)
+	if !ok {
+		return nil, ""
+	}
+	if size > max {
+		return nil, ReasonTooLarge
+	}
+	signedLabel := smimeType == "signed-data" || smimeType == "certs-only"
+	buf, err := decodeBody(top)
+	if err != nil {
+		if signedLabel {
+			return nil, ""
+		}
+		return nil, ReasonCorrupt
+	}
+	env, err := cms.ParseOwned(buf)
+	switch {
+	case err == nil:
+		return &encLayer{ent: top, e: env}, ""
+	case errors.Is(err, cms.ErrNotEnveloped):
+	case signedLabel:
+		return nil, ""
+	default:
+		return nil, reasonOf(err)
+	}
+	// Opaque signed-data (RFC 8551 section 3.5.2): decrypt only when its eContent is, as a whole, an
+	// encrypted entity; the signature is not verified here (the client sees the decrypted entity only).
+	content, err := cms.SignedContent(buf)
+	if err != nil {
+		return nil, ""
+	}
+	inner := parseEntity(content)
+	if ok, _ := smimeLabel(&inner); !ok {
+		return nil, ""
+	}
+	return envelopeOf(&inner)
+}
+
+// envelopeOf decodes and parses the CMS object in e, which is labelled as S/MIME and sits under one signature
+// layer. Anything but enveloped content there is not decrypted.
+func envelopeOf(e *entity) (*encLayer, string) {
+	_, smimeType := smimeLabel(e)
+	signedLabel := smimeType == "signed-data" || smimeType == "certs-only"
+	buf, err := decodeBody(e)
+	if err != nil {
+		if signedLabel {
+			return nil, ""
+		}
+		return nil, ReasonCorrupt
+	}
+	env, err := cms.ParseOwned(buf)
+	switch {
+	case err == nil:
+		return &encLayer{ent: e, e: env}, ""
+	case errors.Is(err, cms.ErrNotEnveloped), signedLabel:
+		return nil, ""
+	default:
+		return nil, reasonOf(err)
+	}
+}
+
+// reasonOf maps a cms error to an Undecryptable reason.
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, cms.ErrTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, cms.ErrUnsupported):
+		return ReasonUnsupported
+	case errors.Is(err, cms.ErrNoRecipient):
+		return ReasonNoMatchingKey
+	default:
+		return ReasonCorrupt
+	}
+}
+
+// decrypt asks kr for keys naming the layer's recipients and tries each whose certificate matches a
+// recipient, in the order returned; the first success wins (RFC 5652 section 6.2: any RecipientInfo may be
+// used).
+func decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, string) {
+	ids := l.e.Recipients()
+	if kr == nil || len(ids) == 0 {
+		return nil, cms.Info{}, nil, ReasonNoMatchingKey
+	}
+	keys, err := kr.KeysFor(ids)
+	if err != nil {
+		return nil, cms.Info{}, nil, ReasonKeyUnavailable
+	}
+	reason := ReasonNoMatchingKey
+	env := l.e
+	for _, k := range keys {
+		if k.Cert == nil || k.Private == nil || !namesAny(ids, k.Cert) {
+			continue
+		}
+		if env == nil {
+			// A failed in-place decryption may have spent the buffer: decode and parse afresh.
+			buf, err := decodeBody(l.ent)
+			if err != nil {
+				return nil, cms.Info{}, nil, ReasonCorrupt
+			}
+			if env, err = cms.ParseOwned(buf); err != nil {
+				return nil, cms.Info{}, nil, reasonOf(err)
+			}
+		}
+		pt, info, err := env.Decrypt(k.Cert, k.Private)
+		if err == nil {
+			return pt, info, k.Cert, ""
+		}
+		env = nil
+		if r := reasonOf(err); r != ReasonNoMatchingKey && (reason == ReasonNoMatchingKey || r == ReasonCorrupt) {
+			reason = r
+		}
+	}
+	return nil, cms.Info{}, nil, reason
+}
+
+func namesAny(ids []cms.RecipientID, cert *x509.Certificate) bool {
+	for _, id := range ids {
+		if id.Matches(cert) {
+			return true
+		}
+	}
+	return false
+}
+
+func fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// statusDecrypted is the status header field of a decrypted message, with its CRLF.
+func statusDecrypted(cert *x509.Certificate, info cms.Info, o *Options) []byte {
+	auth := "no"
+	if info.Authenticated {
+		auth = "yes"
+	}
+	cipher := info.ContentCipher
+	if cipher == "" {
+		cipher = "unknown"
+	}
+	return statusLine("decrypted; key=sha256:"+fingerprint(cert)+"; cipher="+cipher+"; authenticated="+auth, o)
+}
+
+func statusLine(v string, o *Options) []byte {
+	b := make([]byte, 0, len(StatusHeader)+len(v)+64)
+	b = append(b, StatusHeader...)
+	b = append(b, ": "...)
+	b = append(b, v...)
+	for _, p := range o.StatusParams {
+		b = append(b, "; "...)
+		b = append(b, p...)
+	}
+	return append(b, "\r\n"...)
+}
+
+func undecryptable(msg []byte, reason string, o *Options) Result {
+	status := statusLine("undecryptable; reason="+reason, o)
+	rest := StripStatusHeaders(msg)
+	served := make([]byte, 0, len(status)+len(rest))
+	served = append(append(served, status...), rest...)
+	return Result{Served: served, Status: Undecryptable, Reason: reason}
+}
