@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -250,7 +251,7 @@ func (s *Store) read(ctx context.Context, user, id string) (*record, error) {
 		return nil, fmt.Errorf("vaultcfg: %s: %w", p, err)
 	}
 	rec := &record{chain: chain, keyPEM: str(fieldPrivateKey), transitMount: str(fieldTransitMount), transitKey: str(fieldTransitKey)}
-	rec.entry = keystore.EntryOf(chain[0], str(fieldStorage))
+	rec.entry = entryOf(chain[0], str(fieldStorage))
 	if rec.entry.ID != id {
 		return nil, fmt.Errorf("vaultcfg: %s: certificate does not match the key id", p)
 	}
@@ -316,7 +317,7 @@ func (s *Store) Put(ctx context.Context, user string, chain []*x509.Certificate,
 			return keystore.Entry{}, err
 		}
 	}
-	e := keystore.EntryOf(cert, storage)
+	e := entryOf(cert, storage)
 	defer s.cache.forget(user)
 
 	old, err := s.read(ctx, user, e.ID)
@@ -470,4 +471,29 @@ func parseChain(s string) ([]*x509.Certificate, error) {
 		return nil, errors.New("no certificate in the secret")
 	}
 	return chain, nil
+}
+
+// oidEmailAddress is the legacy emailAddress attribute of a subject name (PKCS #9; RFC 5280 section 4.1.2.6
+// says it may appear there, and NSS-made certificates carry the address only there).
+var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+
+// entryOf is keystore.EntryOf with the legacy subject emailAddress added when the certificate has no
+// rfc822Name subject alternative name.
+func entryOf(cert *x509.Certificate, storage string) keystore.Entry {
+	e := keystore.EntryOf(cert, storage)
+	if len(e.Emails) == 0 {
+		for _, atv := range cert.Subject.Names {
+			if s, ok := atv.Value.(string); ok && atv.Type.Equal(oidEmailAddress) {
+				e.Emails = append(e.Emails, s)
+			}
+		}
+		if len(e.Emails) > 0 {
+			// pkix.Name.String renders the unknown attribute as hex (1.2.840.113549.1.9.1=#0c0f...); the
+			// address is in Emails now, so show the subject without it.
+			n := cert.Subject
+			n.Names = nil
+			e.Subject = n.String()
+		}
+	}
+	return e
 }
