@@ -132,6 +132,11 @@ func keyAgreement(ri *recipientInfo, key crypto.PrivateKey) ([]byte, string, err
 	}
 	name += "-" + scheme.name + "-" + wrap.name
 
+	// RFC 5753 section 7.1.1 / RFC 5480 section 2.2: EC points are sent uncompressed here; compressed
+	// points are allowed by X9.62 but not implemented by crypto/ecdh.
+	if wantOrig.Equal(oidECPublicKey) && (len(ri.originatorKey) == 0 || ri.originatorKey[0] != 4) {
+		return nil, name, fmt.Errorf("%w: compressed or malformed originator ec point", ErrUnsupported)
+	}
 	z, err := ka.SharedSecret(ri.originatorKey)
 	if err != nil {
 		return nil, name, ErrDecryption
