@@ -97,7 +97,11 @@ func (e *Envelope) Decrypt(cert *x509.Certificate, key crypto.PrivateKey) ([]byt
 	// RFC 5083 section 1: AuthEnvelopedData needs an authenticated cipher; RFC 5084 section 1 / RFC 8103
 	// section 1: GCM and ChaCha20-Poly1305 are only for AuthEnvelopedData.
 	if (calg.kind == contentCBC) == e.auth {
-		return nil, info, fmt.Errorf("%w: %s in %s", ErrUnsupported, calg.name, map[bool]string{true: "auth-enveloped-data", false: "enveloped-data"}[e.auth])
+		container := "enveloped-data"
+		if e.auth {
+			container = "auth-enveloped-data"
+		}
+		return nil, info, fmt.Errorf("%w: %s in %s", ErrUnsupported, calg.name, container)
 	}
 	info.ContentCipher = calg.name
 	var cek []byte
