@@ -210,3 +210,29 @@ func TestConfigPath(t *testing.T) {
 		t.Errorf("config bogus: exit %d, %q", code, stderr)
 	}
 }
+
+func TestObserveFlags(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	o := addObserveFlags(fs)
+	env, _, stderr := testEnv(map[string]string{"SMIMEPROXY_LOG_FORMAT": "json", "SMIMEPROXY_METRICS_LISTEN": "0.0.0.0:0"})
+	if err := parseFlags(fs, env, []string{"--log-level", "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := o.logger(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Debug("hello", "password", "pw")
+	if got := stderr.String(); !strings.Contains(got, `"msg":"hello","password":"***"`) {
+		t.Errorf("log = %q", got)
+	}
+	if _, err := o.startHTTP(context.Background(), nil, nil, l); err == nil || !strings.Contains(err.Error(), "not loopback") {
+		t.Errorf("startHTTP(0.0.0.0) = %v, want a loopback refusal", err)
+	}
+	o.metricsListen = "127.0.0.1:0"
+	stop, err := o.startHTTP(context.Background(), nil, nil, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+}
