@@ -36,6 +36,7 @@ type encOptions struct {
 	ber       bool                  // indefinite lengths and a constructed encryptedContent
 	chunk     int                   // BER segment size (default 4096)
 	authAttrs bool                  // AuthEnvelopedData: include an authenticated content-type attribute
+	extraRIs  [][]byte              // RecipientInfos added before the real ones
 }
 
 // der encodes one TLV with a definite length.
@@ -274,7 +275,7 @@ func testEncrypt(t testing.TB, plaintext []byte, o encOptions, rs ...encRecipien
 	}
 	cek := make([]byte, contentKeyLen(o.content))
 	rand.Read(cek)
-	var ris [][]byte
+	ris := append([][]byte(nil), o.extraRIs...)
 	for _, r := range rs {
 		ris = append(ris, r.recipientInfo(t, cek))
 	}

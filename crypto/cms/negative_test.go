@@ -5,10 +5,13 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/asn1"
 	"errors"
 	"math/big"
 	"path/filepath"
 	"testing"
+
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 func fixture(t testing.TB, name string) []byte {
@@ -237,5 +240,67 @@ func TestTamperingStreamed(t *testing.T) {
 	// The untouched input still decrypts (Parse copied it while rewriting BER).
 	if _, _, err := decryptAs(t, in, "rsa"); err != nil {
 		t.Errorf("Decrypt(original) = %v", err)
+	}
+}
+
+// TestOtherRecipientInfoKinds: KEKRecipientInfo, PasswordRecipientInfo and OtherRecipientInfo are skipped
+// (RFC 5652 section 6.2.3-6.2.5); the key transport recipient after them still works, and a message with
+// only those kinds has no recipient for a certificate.
+func TestOtherRecipientInfoKinds(t *testing.T) {
+	kekri := der(tagCtx2C, derInt(4), der(cbasn1.SEQUENCE, derOctets([]byte("kek id"))), algID(oidAES128Wrap), derOctets(make([]byte, 24)))
+	pwri := der(tagCtx3C, derInt(0), algID(oidAES128Wrap), derOctets(make([]byte, 24)))
+	ori := der(tagCtx4C, derOID(asn1.ObjectIdentifier{1, 2, 3}), derInt(1))
+	msg := []byte("skip the others")
+	cert := loadCert(t, "rsa")
+	in := testEncrypt(t, msg, encOptions{extraRIs: [][]byte{kekri, pwri, ori}}, encRecipient{cert: cert})
+	env, err := Parse(in)
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	if n := len(env.Recipients()); n != 1 {
+		t.Errorf("len(Recipients()) = %d, want 1", n)
+	}
+	if pt, _, err := env.Decrypt(cert, loadKey(t, "rsa")); err != nil || !bytes.Equal(pt, msg) {
+		t.Errorf("Decrypt() = %q, %v", pt, err)
+	}
+	in = testEncrypt(t, msg, encOptions{extraRIs: [][]byte{kekri, pwri, ori}})
+	if _, _, err := decryptAs(t, in, "rsa"); !errors.Is(err, ErrNoRecipient) {
+		t.Errorf("Decrypt(only other kinds) = %v, want ErrNoRecipient", err)
+	}
+}
+
+// TestSegmentedContentInDER: a definite-length encoding whose [0] IMPLICIT encryptedContent is constructed
+// (X.690 section 8.7.3) is DER as far as the rewrite is concerned; Parse joins the segments into a copy and
+// leaves the input alone, ParseOwned joins them in place.
+func TestSegmentedContentInDER(t *testing.T) {
+	msg := bytes.Repeat([]byte("segmented "), 1000)
+	cert, key := loadCert(t, "p256"), loadKey(t, "p256")
+	for _, content := range []asn1.ObjectIdentifier{oidAES128CBC, oidAES256GCM} {
+		ber := testEncrypt(t, msg, encOptions{content: content, ber: true, chunk: 999}, encRecipient{cert: cert})
+		definite, copied, err := toDER(ber)
+		if err != nil || !copied {
+			t.Fatalf("toDER() = %v, copied=%v", err, copied)
+		}
+		if _, again, _ := toDER(definite); again {
+			t.Fatal("toDER output is not accepted as DER")
+		}
+		orig := bytes.Clone(definite)
+		env, err := Parse(definite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pt, _, err := env.Decrypt(cert, key); err != nil || !bytes.Equal(pt, msg) {
+			t.Fatalf("Parse+Decrypt: %v", err)
+		}
+		if !bytes.Equal(definite, orig) {
+			t.Error("Parse+Decrypt modified the caller's buffer")
+		}
+		env, err = ParseOwned(definite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pt, _, err := env.Decrypt(cert, key); err != nil || !bytes.Equal(pt, msg) {
+			t.Fatalf("ParseOwned+Decrypt: %v", err)
+		}
 	}
 }
