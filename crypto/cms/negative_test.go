@@ -304,3 +304,18 @@ func TestSegmentedContentInDER(t *testing.T) {
 		}
 	}
 }
+
+// TestParseOwnedKeepsOtherTypes: ParseOwned leaves a signed-data buffer intact, so SignedContent can follow.
+func TestParseOwnedKeepsOtherTypes(t *testing.T) {
+	buf := fixture(t, "signed-p256")
+	orig := bytes.Clone(buf)
+	if _, err := ParseOwned(buf); !errors.Is(err, ErrNotEnveloped) {
+		t.Fatalf("ParseOwned(signed) = %v, want ErrNotEnveloped", err)
+	}
+	if !bytes.Equal(buf, orig) {
+		t.Fatal("ParseOwned modified a signed-data buffer")
+	}
+	if _, err := SignedContent(buf); err != nil {
+		t.Errorf("SignedContent() after ParseOwned = %v", err)
+	}
+}

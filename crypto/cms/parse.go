@@ -165,8 +165,11 @@ func Parse(ber []byte) (*Envelope, error) {
 	return parse(ber, false)
 }
 
-// ParseOwned is Parse for a buffer the caller hands over: the Envelope may decrypt in place inside buf, so buf
-// must not be used by the caller afterwards. It saves one message-sized allocation.
+// ParseOwned is Parse for a buffer the caller hands over: the Envelope may join segments and decrypt in place
+// inside buf, so buf must not be used by the caller after a successful ParseOwned. It saves one message-sized
+// allocation. buf is not modified before the content type is known to be (Auth)EnvelopedData: after
+// ErrNotEnveloped, ErrMalformed in the ContentInfo, or ErrTooLarge from the BER reader it is intact (so the
+// caller may still pass it to SignedContent).
 func ParseOwned(buf []byte) (*Envelope, error) {
 	return parse(buf, true)
 }
