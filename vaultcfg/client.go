@@ -22,14 +22,10 @@ type client struct {
 	log    *slog.Logger
 
 	loginMu   sync.Mutex // serializes AppRole logins
-	lastLogin time.Time
 
 	stop context.CancelFunc
 	done chan struct{}
 }
-
-// relogin throttles logins triggered by permission-denied answers.
-const reloginMinInterval = 2 * time.Second
 
 // newClient builds the API client from cfg (defaults applied) and authenticates. The token comes from
 // cfg.Token, else an AppRole login, else cfg.TokenFile.
@@ -147,7 +143,6 @@ func (c *client) login(ctx context.Context) (*api.Secret, error) {
 		return nil, fmt.Errorf("%w: log in at %s: no token in the answer", ErrVault, path)
 	}
 	c.api.SetToken(secret.Auth.ClientToken)
-	c.lastLogin = time.Now()
 	c.log.Info("vault login", "method", "approle", "mount", ar.Mount, "ttl", time.Duration(secret.Auth.LeaseDuration)*time.Second, "renewable", secret.Auth.Renewable)
 	return secret, nil
 }
@@ -221,23 +216,25 @@ func (c *client) watch(ctx context.Context, secret *api.Secret) {
 }
 
 // do runs op; with AppRole, a permission-denied answer caused by an expired token (the renewer lost the race,
-// or Vault was down past the token's TTL) leads to one new login and one retry.
+// or Vault was down past the token's TTL) leads to one new login and one retry. A genuine permission problem
+// costs one token lookup, which succeeds, so no login follows.
 func (c *client) do(ctx context.Context, op func() error) error {
+	before := c.api.Token()
 	err := op()
 	if err == nil || c.cfg.AppRole == nil || !errors.Is(err, ErrPermissionDenied) {
 		return err
 	}
 	c.loginMu.Lock()
-	relogged := false
-	if time.Since(c.lastLogin) > reloginMinInterval {
+	retry := c.api.Token() != before // another goroutine logged in meanwhile
+	if !retry {
 		if _, lerr := c.api.Auth().Token().LookupSelfWithContext(ctx); lerr != nil {
 			if _, lerr := c.login(ctx); lerr == nil {
-				relogged = true
+				retry = true
 			}
 		}
 	}
 	c.loginMu.Unlock()
-	if !relogged {
+	if !retry {
 		return err
 	}
 	return op()

@@ -153,6 +153,27 @@ func TestAppRole(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	// A revoked token (as after a Vault outage longer than its TTL) is replaced on the next call.
+	var acc struct {
+		Data struct {
+			Keys []string `json:"keys"`
+		} `json:"data"`
+	}
+	json.Unmarshal(v.MustRequest("LIST", "auth/token/accessors", ""), &acc)
+	var self struct {
+		Data struct {
+			Accessor string `json:"accessor"`
+		} `json:"data"`
+	}
+	json.Unmarshal(v.MustRequest("GET", "auth/token/lookup-self", ""), &self)
+	for _, a := range acc.Data.Keys {
+		if a != self.Data.Accessor {
+			v.MustRequest("POST", "auth/token/revoke-accessor", `{"accessor":"`+a+`"}`)
+		}
+	}
+	if l, err := s.List(ctx, "erin"); err != nil || len(l) != 1 {
+		t.Errorf("List() after the token was revoked = %v, %v; want a re-login", l, err)
+	}
 	logs := e.log.String()
 	if n := strings.Count(logs, "vault token renewed"); n < 1 {
 		t.Errorf("token renewed %d times, want >= 1:\n%s", n, logs)
