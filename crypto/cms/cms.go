@@ -23,6 +23,11 @@ var (
 	ErrMalformed = errors.New("cms: malformed")
 	// ErrTooLarge: the input exceeds one of the limits documented in doc.go.
 	ErrTooLarge = errors.New("cms: too large")
+	// ErrKeyOperation wraps an error of the caller's key itself (a crypto.Decrypter or KeyAgreer, e.g. a
+	// remote key store that is unreachable), other than rsa.ErrDecryption, so callers can tell an
+	// unavailable key from a failed decryption. Such keys must report RSA padding failures as
+	// rsa.ErrDecryption, or for PKCS #1 v1.5 with SessionKeyLen not at all, to stay free of padding oracles.
+	ErrKeyOperation = errors.New("cms: private key operation failed")
 )
 
 // Content type OIDs (RFC 5652 section 4, RFC 5083 section 1).

@@ -65,8 +65,9 @@ var contentAlgos = []contentAlgo{
 // *ecdsa.PrivateKey and *ecdh.PrivateKey are accepted directly.
 //
 // It fails with ErrNoRecipient when no RecipientInfo names cert, ErrUnsupported for algorithms this package
-// does not implement or a key of the wrong type, and ErrDecryption for every failure that depends on secret
-// data (bad padding, failed key unwrap, wrong MAC), without telling which.
+// does not implement or a key of the wrong type, ErrKeyOperation when the key itself fails (a remote store
+// being unreachable), and ErrDecryption for every failure that depends on secret data (bad padding, failed
+// key unwrap, wrong MAC), without telling which.
 //
 // When the Envelope owns its buffer (BER input rewritten by Parse, or ParseOwned) the content is decrypted in
 // place and the returned plaintext aliases that buffer; such an Envelope can then not be decrypted again.

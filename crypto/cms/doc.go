@@ -61,6 +61,6 @@
 // # Errors
 //
 // Errors wrap the sentinels ErrNotEnveloped, ErrNotSigned, ErrNoRecipient, ErrDecryption, ErrUnsupported,
-// ErrMalformed and ErrTooLarge. Every failure that depends on secret data (key unwrap, padding, MAC) is the bare
+// ErrMalformed, ErrTooLarge and ErrKeyOperation (the caller's key failed, its error wrapped too). Every failure that depends on secret data (key unwrap, padding, MAC) is the bare
 // ErrDecryption, deliberately vague like crypto/rsa's.
 package cms

@@ -23,7 +23,7 @@ func fuzzSeeds(f *testing.F) {
 }
 
 func isSentinel(err error) bool {
-	for _, s := range []error{ErrNotEnveloped, ErrNotSigned, ErrNoRecipient, ErrDecryption, ErrUnsupported, ErrMalformed, ErrTooLarge} {
+	for _, s := range []error{ErrNotEnveloped, ErrNotSigned, ErrNoRecipient, ErrDecryption, ErrUnsupported, ErrMalformed, ErrTooLarge, ErrKeyOperation} {
 		if errors.Is(err, s) {
 			return true
 		}

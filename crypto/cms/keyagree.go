@@ -139,7 +139,12 @@ func keyAgreement(ri *recipientInfo, key crypto.PrivateKey) ([]byte, string, err
 	}
 	z, err := ka.SharedSecret(ri.originatorKey)
 	if err != nil {
-		return nil, name, ErrDecryption
+		switch ka.(type) {
+		case ecdhAgreer, *x448Agreer:
+			// A bad originator point (public data) from the built-in agreers.
+			return nil, name, ErrDecryption
+		}
+		return nil, name, keyError(err)
 	}
 	info := sharedInfo(walg.raw, ri.ukm, wrap.kekLen)
 	var kek []byte

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -140,7 +141,7 @@ func keyTransport(ri *recipientInfo, key crypto.PrivateKey, cekLen int) ([]byte,
 	case ri.keyAlg.oid.Equal(oidRSAEncryption):
 		cek, err := dec.Decrypt(rand.Reader, ri.encryptedKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: cekLen})
 		if err != nil {
-			return nil, "rsa-pkcs1v15", ErrDecryption
+			return nil, "rsa-pkcs1v15", keyError(err)
 		}
 		return cek, "rsa-pkcs1v15", nil
 	case ri.keyAlg.oid.Equal(oidRSAESOAEP):
@@ -150,9 +151,18 @@ func keyTransport(ri *recipientInfo, key crypto.PrivateKey, cekLen int) ([]byte,
 		}
 		cek, err := dec.Decrypt(rand.Reader, ri.encryptedKey, &opts)
 		if err != nil {
-			return nil, name, ErrDecryption
+			return nil, name, keyError(err)
 		}
 		return cek, name, nil
 	}
 	return nil, "", fmt.Errorf("%w: key transport algorithm %v", ErrUnsupported, ri.keyAlg.oid)
+}
+
+// keyError maps an error of a private key operation: rsa.ErrDecryption (and the length checks crypto/rsa makes
+// on public data) become the vague ErrDecryption; anything else is the key's own failure (ErrKeyOperation).
+func keyError(err error) error {
+	if errors.Is(err, rsa.ErrDecryption) || errors.Is(err, ErrDecryption) {
+		return ErrDecryption
+	}
+	return fmt.Errorf("%w: %w", ErrKeyOperation, err)
 }
