@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/smimeproxy/smimeproxy/keystore"
+	"github.com/smimeproxy/smimeproxy/vaultcfg"
+)
+
+func init() {
+	register(command{
+		name:    "keys",
+		summary: "manage users' S/MIME keys in Vault: keys import|list|remove",
+		run:     runKeys,
+	})
+}
+
+// keysSub are the subcommands of keys.
+var keysSub = map[string]func(ctx context.Context, env *cmdEnv, args []string) int{
+	"import": runKeysImport,
+	"list":   runKeysList,
+	"remove": runKeysRemove,
+}
+
+func keysUsage(env *cmdEnv) {
+	fmt.Fprintln(env.stderr, "usage: smimeproxy keys import --user U [--transit] [--password-env VAR | --password-file F] FILE...")
+	fmt.Fprintln(env.stderr, "       smimeproxy keys list --user U")
+	fmt.Fprintln(env.stderr, "       smimeproxy keys remove --user U ID")
+	fmt.Fprintln(env.stderr, "\nRun 'smimeproxy keys <subcommand> -h' for its flags, including the Vault flags.")
+}
+
+func runKeys(ctx context.Context, env *cmdEnv, args []string) int {
+	if len(args) == 0 {
+		keysUsage(env)
+		return exitError
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		keysUsage(env)
+		return exitOK
+	}
+	sub, ok := keysSub[args[0]]
+	if !ok {
+		fmt.Fprintf(env.stderr, "smimeproxy keys: unknown subcommand %q\n", args[0])
+		keysUsage(env)
+		return exitError
+	}
+	return sub(ctx, env, args[1:])
+}
+
+// keysFlags are the flags every keys subcommand has.
+type keysFlags struct {
+	user  string
+	vault *vaultFlags
+}
+
+func newKeysFlagSet(sub string, env *cmdEnv, usage string) (*flag.FlagSet, *keysFlags) {
+	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
+	kf := &keysFlags{}
+	fs.StringVar(&kf.user, "user", "", "the user (mail account) whose keys these are (required)")
+	kf.vault = addVaultFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(env.stderr, "usage: "+usage)
+		fs.PrintDefaults()
+	}
+	return fs, kf
+}
+
+// parseKeysFlags parses and checks --user; it returns the exit code to use when ok is false.
+func parseKeysFlags(fs *flag.FlagSet, kf *keysFlags, env *cmdEnv, args []string) (code int, ok bool) {
+	if err := parseFlags(fs, env, args); err != nil {
+		if err == errHelp {
+			return exitOK, false
+		}
+		return exitError, false
+	}
+	if kf.user == "" {
+		fmt.Fprintf(env.stderr, "smimeproxy %s: --user is required\n", fs.Name())
+		return exitError, false
+	}
+	if err := vaultcfg.ValidateUser(kf.user); err != nil {
+		fmt.Fprintf(env.stderr, "smimeproxy %s: %v\n", fs.Name(), err)
+		return exitError, false
+	}
+	return 0, true
+}
+
+// keyPair is one private key with its certificate chain, from the files given to keys import.
+type keyPair struct {
+	file  string
+	chain []*x509.Certificate
+	key   crypto.PrivateKey
+}
+
+func runKeysImport(ctx context.Context, env *cmdEnv, args []string) int {
+	fs, kf := newKeysFlagSet("import", env, "smimeproxy keys import --user U [--transit] [--password-env VAR | --password-file F] FILE...")
+	transit := fs.Bool("transit", false, "import RSA keys into Vault Transit (decryption happens in Vault; KV keeps only the certificate)")
+	pwEnv := fs.String("password-env", "", "name of the environment variable holding the PKCS#12 or PEM password")
+	pwFile := fs.String("password-file", "", "file holding the PKCS#12 or PEM password (first line)")
+	if code, ok := parseKeysFlags(fs, kf, env, args); !ok {
+		return code
+	}
+	const name = "smimeproxy keys import"
+	if fs.NArg() == 0 {
+		fmt.Fprintf(env.stderr, "%s: no key files given (PKCS#12, or PEM with key and certificate in one file or two)\n", name)
+		return exitError
+	}
+	password, err := readPassword(env, *pwEnv, *pwFile)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		return exitError
+	}
+	defer clear(password)
+	// Parse everything before touching Vault, so a bad file imports nothing.
+	pairs, err := loadKeyPairs(fs.Args(), password)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		return exitError
+	}
+	if *transit {
+		for _, p := range pairs {
+			if _, ok := p.key.(*rsa.PrivateKey); !ok {
+				fmt.Fprintf(env.stderr, "%s: %s: --transit needs an RSA key, this is %s: Vault Transit has no ECDH, so EC keys must be imported without --transit (they are kept in KV)\n", name, p.file, keyKind(p.key))
+				return exitError
+			}
+		}
+	}
+	store, err := kf.vault.openVault(ctx, env)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		return exitError
+	}
+	defer store.Close()
+	now := time.Now()
+	for _, p := range pairs {
+		e, err := store.Put(ctx, kf.user, p.chain, p.key, keystore.PutOptions{Transit: *transit})
+		if err != nil {
+			fmt.Fprintf(env.stderr, "%s: %s: %v\n", name, p.file, err)
+			return exitError
+		}
+		fmt.Fprintf(env.stdout, "imported %s for %s: %s", e.ID, kf.user, e.Subject)
+		if len(e.Emails) > 0 {
+			fmt.Fprintf(env.stdout, " <%s>", strings.Join(e.Emails, ", "))
+		}
+		fmt.Fprintf(env.stdout, ", expires %s, %s key, storage %s\n", e.NotAfter.UTC().Format(time.DateOnly), keyKind(p.key), e.Storage)
+		if now.After(e.NotAfter) {
+			fmt.Fprintf(env.stderr, "%s: warning: certificate %s expired on %s; imported anyway so that old mail stays readable\n", name, e.ID, e.NotAfter.UTC().Format(time.DateOnly))
+		} else if now.Before(e.NotBefore) {
+			fmt.Fprintf(env.stderr, "%s: warning: certificate %s is not valid before %s\n", name, e.ID, e.NotBefore.UTC().Format(time.DateOnly))
+		}
+	}
+	if *transit {
+		fmt.Fprintf(env.stderr, "%s: note: keys in Transit decrypt RSA PKCS #1 v1.5 and RSA-OAEP with SHA-256 only; mail encrypted with RSA-OAEP SHA-1 needs the key in KV (import without --transit)\n", name)
+	}
+	return exitOK
+}
+
+// readPassword returns the password from the environment variable named envName or the first line of file;
+// none is an empty password.
+func readPassword(env *cmdEnv, envName, file string) ([]byte, error) {
+	switch {
+	case envName != "" && file != "":
+		return nil, errors.New("give only one of --password-env and --password-file")
+	case envName != "":
+		v := env.getenv(envName)
+		if v == "" {
+			return nil, fmt.Errorf("environment variable %s (--password-env) is empty or not set", envName)
+		}
+		return []byte(v), nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading the password file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		clear(b)
+		return []byte(strings.TrimSuffix(line, "\r")), nil
+	}
+	return nil, nil
+}
+
+// loadKeyPairs parses files: each one holding a key and its certificate (PKCS#12, or PEM with both) is one
+// key pair (keystore.ParseKeyFile); when some file holds only a key or only certificates, all files together
+// must make one key pair (keystore.MergeKeyFiles, e.g. key.pem cert.pem).
+func loadKeyPairs(files []string, password []byte) ([]keyPair, error) {
+	datas := make([][]byte, len(files))
+	defer func() {
+		for _, d := range datas {
+			clear(d)
+		}
+	}()
+	for i, f := range files {
+		d, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, errors.Unwrap(err))
+		}
+		datas[i] = d
+	}
+	var pairs []keyPair
+	split := false
+	for i, d := range datas {
+		chain, key, err := keystore.ParseKeyFile(d, password)
+		if errors.Is(err, keystore.ErrNoCertificate) || errors.Is(err, keystore.ErrNoPrivateKey) {
+			split = true
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", files[i], err)
+		}
+		pairs = append(pairs, keyPair{file: files[i], chain: chain, key: key})
+	}
+	if !split {
+		return pairs, nil
+	}
+	name := strings.Join(files, " + ")
+	if len(pairs) > 0 {
+		return nil, fmt.Errorf("%s: some files hold a complete key and others only a key or only certificates: import them separately", name)
+	}
+	chain, key, err := keystore.MergeKeyFiles(datas, password)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return []keyPair{{file: name, chain: chain, key: key}}, nil
+}
+
+// keyKind names a private key's algorithm for messages.
+func keyKind(key crypto.PrivateKey) string {
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PrivateKey:
+		return "EC " + k.Curve.Params().Name
+	case *ecdh.PrivateKey:
+		return fmt.Sprint(k.Curve())
+	}
+	return strings.TrimPrefix(fmt.Sprintf("%T", key), "*")
+}
+
+func runKeysList(ctx context.Context, env *cmdEnv, args []string) int {
+	fs, kf := newKeysFlagSet("list", env, "smimeproxy keys list --user U")
+	if code, ok := parseKeysFlags(fs, kf, env, args); !ok {
+		return code
+	}
+	const name = "smimeproxy keys list"
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "%s: unexpected argument %q\n", name, fs.Arg(0))
+		return exitError
+	}
+	store, release, err := kf.vault.open(ctx, env)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		return exitError
+	}
+	defer release()
+	entries, err := store.List(ctx, kf.user)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		return exitError
+	}
+	if len(entries) == 0 {
+		fmt.Fprintf(env.stderr, "%s: no keys for %s\n", name, kf.user)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 8, 2, ' ', 0)
+	now := time.Now()
+	for _, e := range entries {
+		who := e.Subject
+		if len(e.Emails) > 0 {
+			who = strings.Join(e.Emails, ",")
+		}
+		state := ""
+		if now.After(e.NotAfter) {
+			state = "\texpired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\n", e.ID, who, e.NotAfter.UTC().Format(time.DateOnly), e.Storage, state)
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func runKeysRemove(ctx context.Context, env *cmdEnv, args []string) int {
+	fs, kf := newKeysFlagSet("remove", env, "smimeproxy keys remove --user U ID")
+	if code, ok := parseKeysFlags(fs, kf, env, args); !ok {
+		return code
+	}
+	const name = "smimeproxy keys remove"
+	if fs.NArg() != 1 {
+		fmt.Fprintf(env.stderr, "%s: give exactly one key ID (see 'smimeproxy keys list --user %s')\n", name, kf.user)
+		return exitError
+	}
+	id := fs.Arg(0)
+	store, release, err := kf.vault.open(ctx, env)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		return exitError
+	}
+	defer release()
+	if err := store.Remove(ctx, kf.user, id); err != nil {
+		if errors.Is(err, keystore.ErrNotFound) {
+			fmt.Fprintf(env.stderr, "%s: %s has no key %s\n", name, kf.user, id)
+		} else {
+			fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+		}
+		return exitError
+	}
+	fmt.Fprintf(env.stdout, "removed %s for %s\n", id, kf.user)
+	return exitOK
+}
