@@ -1,0 +1,194 @@
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repository root not found: %v", err)
+	}
+	return root
+}
+
+func TestValidateCompose(t *testing.T) {
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		t.Fatal("docker-compose is not installed (scripts/setup.sh installs Debian's package): cannot validate docker-compose.yml")
+	}
+	root := repoRoot(t)
+	out, err := exec.Command(filepath.Join(root, "scripts", "validate-compose.sh")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("validate-compose.sh: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "validate-compose: ok") {
+		t.Errorf("validate-compose.sh output = %q", out)
+	}
+}
+
+// copyTree copies the files validate-compose.sh reads into a temporary repository root.
+func copyTree(t *testing.T, root string) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, f := range []string{
+		"docker-compose.yml", "Dockerfile", ".dockerignore", "scripts/validate-compose.sh",
+		"deploy/compose/empty.toml", "deploy/compose/dovecot/Dockerfile", "deploy/compose/dovecot/dovecot.conf",
+		"deploy/compose/dovecot/users", "deploy/compose/dovecot/seed.sh",
+		"testdata/thunderbird/Bob.p12", "testdata/thunderbird/alice.env.eml",
+	} {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// The script must catch broken files, not just pass.
+func TestValidateComposeCatches(t *testing.T) {
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		t.Fatal("docker-compose is not installed")
+	}
+	root := repoRoot(t)
+	tests := []struct {
+		name, file, old, new, want string
+	}{
+		{"yaml syntax", "docker-compose.yml", "services:\n", "services:\n  - broken\n", "docker-compose config rejected"},
+		{"unpinned vault", "docker-compose.yml", "hashicorp/vault:1.19.5\n    command", "hashicorp/vault:latest\n    command", "not pinned"},
+		{"public port", "docker-compose.yml", `"127.0.0.1:9143:9143"`, `"9143:9143"`, "all host interfaces"},
+		{"root user", "Dockerfile", "USER 65532:65532", "USER root", "non-root"},
+		{"dovecot config", "deploy/compose/dovecot/dovecot.conf", "ssl = no", "ssl = maybe-not", "doveconf rejected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := copyTree(t, root)
+			p := filepath.Join(dir, tt.file)
+			data, _ := os.ReadFile(p)
+			if !bytes.Contains(data, []byte(tt.old)) {
+				t.Fatalf("%s does not contain %q", tt.file, tt.old)
+			}
+			if err := os.WriteFile(p, bytes.Replace(data, []byte(tt.old), []byte(tt.new), 1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(filepath.Join(dir, "scripts", "validate-compose.sh")).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tt.want) {
+				t.Errorf("validate-compose.sh on broken %s: err %v, output %q; want failure mentioning %q", tt.file, err, out, tt.want)
+			}
+		})
+	}
+}
+
+// parseUnit reads a systemd unit file as INI: section → key → values (keys may repeat).
+func parseUnit(t *testing.T, path string) map[string]map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]map[string][]string{}
+	section := ""
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = line[1 : len(line)-1]
+			out[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || section == "" {
+				t.Fatalf("%s:%d: not a key=value line in a section: %q", path, n, line)
+			}
+			out[section][k] = append(out[section][k], v)
+		}
+	}
+	return out
+}
+
+func TestSystemdUnit(t *testing.T) {
+	root := repoRoot(t)
+	unit := filepath.Join(root, "deploy", "systemd", "smimeproxy.service")
+	u := parseUnit(t, unit)
+	want := map[string]map[string]string{
+		"Unit": {"Description": "smimeproxy: IMAP proxy with transparent S/MIME decryption"},
+		"Service": {
+			"ExecStart":               "%h/.local/bin/smimeproxy serve --config %h/.config/smimeproxy/config.toml",
+			"Restart":                 "on-failure",
+			"NoNewPrivileges":         "yes",
+			"PrivateTmp":              "yes",
+			"ProtectSystem":           "strict",
+			"MemoryDenyWriteExecute":  "yes",
+			"LimitCORE":               "0",
+			"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+		},
+		"Install": {"WantedBy": "default.target"},
+	}
+	for sec, kv := range want {
+		for k, v := range kv {
+			if got := u[sec][k]; len(got) != 1 || got[0] != v {
+				t.Errorf("[%s] %s = %q, want %q", sec, k, got, v)
+			}
+		}
+	}
+	if _, ok := u["Service"]["ReadWritePaths"]; ok {
+		t.Error("unit grants write access; smimeproxy writes nothing to disk")
+	}
+	if _, ok := u["Service"]["User"]; ok {
+		t.Error("User= in a user unit")
+	}
+
+	// systemd's own check, in user mode (%h = a temporary home holding an executable at the ExecStart path;
+	// /bin/true stands in for the binary: verify checks it is executable, not what it does).
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is not installed (apt-get install systemd): cannot verify the unit")
+	}
+	home := t.TempDir()
+	run := filepath.Join(home, "run")
+	if err := os.MkdirAll(filepath.Join(home, ".local", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, _ := os.ReadFile(truePath)
+	if err := os.WriteFile(filepath.Join(home, ".local", "bin", "smimeproxy"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	verify := func() ([]byte, error) {
+		cmd := exec.Command(sa, "--user", "verify", unit)
+		cmd.Env = append(os.Environ(), "HOME="+home, "XDG_RUNTIME_DIR="+run, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+		return cmd.CombinedOutput()
+	}
+	out, err := verify()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("systemd-analyze --user verify: %v\n%s", err, out)
+	}
+	// And it notices a missing binary (so the check above is meaningful).
+	os.Remove(filepath.Join(home, ".local", "bin", "smimeproxy"))
+	if out, err := verify(); err == nil || !strings.Contains(string(out), "is not executable") {
+		t.Errorf("systemd-analyze verify without the binary: %v\n%s", err, out)
+	}
+}
