@@ -45,7 +45,11 @@ func newClient(ctx context.Context, cfg Config) (*client, error) {
 	ac.CheckRetry = checkRetry
 	if cfg.CACert != "" || cfg.CAPath != "" {
 		if err := ac.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert, CAPath: cfg.CAPath}); err != nil {
-			return nil, fmt.Errorf("vaultcfg: vault CA certificate %s: %s", cfg.CACert+cfg.CAPath, oneLine([]string{err.Error()}))
+			where := cfg.CACert
+			if where == "" {
+				where = cfg.CAPath
+			}
+			return nil, fmt.Errorf("vaultcfg: vault CA certificate %s: %s", where, oneLine([]string{err.Error()}))
 		}
 	}
 	a, err := api.NewClient(ac)

@@ -70,11 +70,18 @@ func (k *TransitKey) DecryptContext(ctx context.Context, random io.Reader, ciphe
 	if random == nil {
 		random = rand.Reader
 	}
+	var pt []byte
+	var perr error
 	res, err := k.decryptBatch(ctx, [][]byte{ciphertext}, padding)
-	if err != nil {
-		return nil, err
+	switch {
+	case err == nil:
+		pt, perr = res[0].Plaintext, res[0].Err
+	case errors.Is(err, ErrVault):
+		// Vault answered, with an error that may depend on the ciphertext: treat it like a rejected item.
+		perr = errTransitDecrypt
+	default:
+		return nil, err // unreachable, sealed, permission denied, missing mount: independent of the ciphertext
 	}
-	pt, perr := res[0].Plaintext, res[0].Err
 	if sessionKeyLen > 0 {
 		if perr != nil || len(pt) != sessionKeyLen {
 			key := make([]byte, sessionKeyLen)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -31,6 +33,9 @@ type Vault struct {
 	direct string // Vault's own listener, host:port
 	relay  *relay
 	home   string
+	scheme string       // http, or https with StartVaultTLS
+	caCert string       // PEM file of the dev TLS CA (StartVaultTLS)
+	hc     *http.Client // trusts caCert
 }
 
 // vaultStartTimeout bounds waiting for the dev server to report healthy (it takes ~0.2 s on an idle machine;
@@ -113,6 +118,18 @@ func repoRoot() (string, error) {
 // come up.
 func StartVault(t testing.TB) *Vault {
 	t.Helper()
+	return startVault(t, false)
+}
+
+// StartVaultTLS is StartVault with Vault's dev TLS mode: Vault serves HTTPS with a certificate (valid for
+// 127.0.0.1) from a generated CA whose PEM file is CACert.
+func StartVaultTLS(t testing.TB) *Vault {
+	t.Helper()
+	return startVault(t, true)
+}
+
+func startVault(t testing.TB, useTLS bool) *Vault {
+	t.Helper()
 	bin := VaultBin(t)
 	port, err := freePort()
 	if err != nil {
@@ -126,7 +143,17 @@ func StartVault(t testing.TB) *Vault {
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	v.cmd = exec.Command(bin, "server", "-dev", "-dev-listen-address="+v.direct, "-dev-root-token-id="+v.token, "-dev-no-store-token")
+	args := []string{"server", "-dev", "-dev-listen-address=" + v.direct, "-dev-root-token-id=" + v.token, "-dev-no-store-token"}
+	v.scheme, v.hc = "http", &http.Client{Timeout: 30 * time.Second}
+	if useTLS {
+		certDir := filepath.Join(v.home, "tls")
+		if err := os.Mkdir(certDir, 0o700); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+certDir)
+		v.scheme, v.caCert = "https", filepath.Join(certDir, "vault-ca.pem")
+	}
+	v.cmd = exec.Command(bin, args...)
 	// HOME in a temp dir: the dev server must not touch the real ~/.vault-token.
 	v.cmd.Env = append(cleanEnv(), "HOME="+v.home, "VAULT_DISABLE_MLOCK=true")
 	v.cmd.Dir = v.home
@@ -147,7 +174,7 @@ func StartVault(t testing.TB) *Vault {
 			t.Errorf("testenv: vault (pid %d) did not exit after SIGKILL", pid)
 		}
 	})
-	if err := waitHealthy("http://"+v.direct, exited); err != nil {
+	if err := v.waitHealthy(exited); err != nil {
 		t.Fatalf("testenv: vault dev server (pid %d) not healthy: %v\n%s", pid, err, tail(logPath, 20))
 	}
 	v.relay, err = newRelay(v.direct)
@@ -183,10 +210,9 @@ func freePort() (int, error) {
 }
 
 // waitHealthy polls GET /v1/sys/health until it answers 200 (initialized, unsealed, active), the process exits,
-// or vaultStartTimeout passes.
-func waitHealthy(base string, exited <-chan struct{}) error {
+// or vaultStartTimeout passes. In TLS mode it first waits for the CA file.
+func (v *Vault) waitHealthy(exited <-chan struct{}) error {
 	deadline := time.Now().Add(vaultStartTimeout)
-	hc := &http.Client{Timeout: 2 * time.Second}
 	var last error
 	for time.Now().Before(deadline) {
 		select {
@@ -194,7 +220,20 @@ func waitHealthy(base string, exited <-chan struct{}) error {
 			return errors.New("the process exited")
 		default:
 		}
-		resp, err := hc.Get(base + "/v1/sys/health")
+		if v.caCert != "" && v.hc.Transport == nil {
+			pem, err := os.ReadFile(v.caCert)
+			pool := x509.NewCertPool()
+			if err != nil || !pool.AppendCertsFromPEM(pem) {
+				last = fmt.Errorf("no CA file yet: %v", err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			v.hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", v.scheme+"://"+v.direct+"/v1/sys/health", nil)
+		resp, err := v.hc.Do(req)
+		cancel()
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -227,7 +266,10 @@ func tail(path string, n int) string {
 }
 
 // Addr is the URL tests and code under test use (through the relay), e.g. http://127.0.0.1:41234.
-func (v *Vault) Addr() string { return "http://" + v.relay.addr }
+func (v *Vault) Addr() string { return v.scheme + "://" + v.relay.addr }
+
+// CACert is the PEM file of the CA of Vault's TLS certificate (StartVaultTLS), else "".
+func (v *Vault) CACert() string { return v.caCert }
 
 // RootToken is the dev server's root token.
 func (v *Vault) RootToken() string { return v.token }
@@ -256,7 +298,7 @@ func (v *Vault) Request(method, path, jsonBody string) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+v.direct+"/v1/"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, v.scheme+"://"+v.direct+"/v1/"+path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +306,7 @@ func (v *Vault) Request(method, path, jsonBody string) ([]byte, error) {
 	if jsonBody != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := v.hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

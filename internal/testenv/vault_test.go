@@ -37,3 +37,15 @@ func TestStartVault(t *testing.T) {
 		t.Fatalf("vault lost its mounts across Stop/Restart: %v", err)
 	}
 }
+
+func TestStartVaultTLS(t *testing.T) {
+	v := StartVaultTLS(t)
+	if !strings.HasPrefix(v.Addr(), "https://127.0.0.1:") || v.CACert() == "" {
+		t.Fatalf("Addr() = %q, CACert() = %q", v.Addr(), v.CACert())
+	}
+	v.MustRequest("GET", "sys/mounts/transit", "")
+	// Without the CA the server is not trusted.
+	if _, err := http.Get(v.Addr() + "/v1/sys/health"); err == nil {
+		t.Error("plain client trusted the dev TLS certificate")
+	}
+}
