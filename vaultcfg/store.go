@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -30,6 +31,9 @@ type Store struct {
 	log   *slog.Logger
 	cache *cache
 	now   func() time.Time
+
+	loadMu  sync.Mutex
+	loading map[string]*loadCall // user -> in-flight load
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -53,7 +57,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{c: c, cfg: cfg, log: cfg.Logger, cache: newCache(cfg.CacheTTL, cfg.CacheMaxStale, cfg.CacheSize), now: time.Now}
+	s := &Store{c: c, cfg: cfg, log: cfg.Logger, cache: newCache(cfg.CacheTTL, cfg.CacheMaxStale, cfg.CacheSize), now: time.Now, loading: map[string]*loadCall{}}
 	return s, nil
 }
 
@@ -124,7 +128,7 @@ func (s *Store) Lookup(ctx context.Context, user string, ids []cms.RecipientID) 
 			return m, nil
 		}
 	}
-	keys, err := s.load(ctx, user)
+	keys, err := s.loadShared(ctx, user)
 	if err != nil {
 		if ok && (errors.Is(err, ErrUnreachable) || errors.Is(err, ErrSealed)) {
 			if m := matchKeys(cachedKeys, ids); len(m) > 0 {
@@ -134,8 +138,43 @@ func (s *Store) Lookup(ctx context.Context, user string, ids []cms.RecipientID) 
 		}
 		return nil, err
 	}
-	s.cache.put(user, keys, now)
 	return matchKeys(keys, ids), nil
+}
+
+// loadCall is one in-flight load of a user's keys that concurrent lookups wait for.
+type loadCall struct {
+	done chan struct{}
+	keys []keystore.Key
+	err  error
+}
+
+// loadShared loads user's keys into the cache, sharing one Vault round trip among concurrent callers (a mail
+// client opening a folder fetches many messages at once).
+func (s *Store) loadShared(ctx context.Context, user string) ([]keystore.Key, error) {
+	s.loadMu.Lock()
+	if c := s.loading[user]; c != nil {
+		s.loadMu.Unlock()
+		select {
+		case <-c.done:
+			return c.keys, c.err
+		case <-ctx.Done():
+			return nil, s.c.classify(ctx.Err(), "list", s.apiPath("metadata", s.userDir(user)))
+		}
+	}
+	c := &loadCall{done: make(chan struct{})}
+	s.loading[user] = c
+	s.loadMu.Unlock()
+
+	now := s.now()
+	c.keys, c.err = s.load(ctx, user)
+	if c.err == nil {
+		s.cache.put(user, c.keys, now)
+	}
+	s.loadMu.Lock()
+	delete(s.loading, user)
+	s.loadMu.Unlock()
+	close(c.done)
+	return c.keys, c.err
 }
 
 func matchKeys(keys []keystore.Key, ids []cms.RecipientID) []keystore.Key {

@@ -520,3 +520,36 @@ func TestErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentLookups: many sessions looking up at once (cold cache, then warm) all get the key.
+func TestConcurrentLookups(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.open(e.config(e.v.RootToken()))
+	key := rsaKey(t, 0)
+	cert := newCert(t, key, "frank@example.com", time.Now())
+	if _, err := s.Put(ctx, "frank", []*x509.Certificate{cert}, key, keystore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ids := cms.RecipientIDsOf(cert)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keys, err := s.Lookup(ctx, "frank", ids)
+			if err == nil && len(keys) != 1 {
+				err = errors.New("key not found")
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent Lookup() = %v", err)
+	}
+}
