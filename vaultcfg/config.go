@@ -139,3 +139,17 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// GoString keeps %#v from printing the token.
+func (c Config) GoString() string { return "vaultcfg.Config" + c.String() }
+
+// LogValue implements slog.LogValuer without the secret id.
+func (a AppRole) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("mount", a.Mount), slog.Bool("secret_id_file", a.SecretIDFile != ""))
+}
+
+// String is the redacted form of LogValue.
+func (a AppRole) String() string { return a.LogValue().String() }
+
+// GoString keeps %#v from printing the secret id.
+func (a AppRole) GoString() string { return "vaultcfg.AppRole" + a.String() }
