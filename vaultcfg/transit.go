@@ -193,13 +193,17 @@ func isBadRequest(err error) bool {
 // ".", so the user part is a hash: <prefix>-<first 16 hex digits of SHA-256(user)>-<id>.
 func transitKeyName(prefix, user, id string) string {
 	sum := sha256.Sum256([]byte(user))
-	p := strings.Map(func(r rune) rune {
+	return transitPrefix(prefix) + "-" + hex.EncodeToString(sum[:8]) + "-" + id
+}
+
+// transitPrefix is prefix with characters Transit key names do not allow replaced by "-".
+func transitPrefix(prefix string) string {
+	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.' {
 			return r
 		}
 		return '-'
 	}, prefix)
-	return p + "-" + hex.EncodeToString(sum[:8]) + "-" + id
 }
 
 // ensureTransitKey makes sure Transit key name holds key: if it exists its public key must match, otherwise
