@@ -22,7 +22,7 @@ import (
 func init() {
 	register(command{
 		name:    "keys",
-		summary: "manage users' S/MIME keys in Vault: keys import|list|remove",
+		summary: "manage users' S/MIME keys in Vault: keys import|list|remove|policy",
 		run:     runKeys,
 	})
 }
@@ -32,12 +32,14 @@ var keysSub = map[string]func(ctx context.Context, env *cmdEnv, args []string) i
 	"import": runKeysImport,
 	"list":   runKeysList,
 	"remove": runKeysRemove,
+	"policy": runKeysPolicy,
 }
 
 func keysUsage(env *cmdEnv) {
 	fmt.Fprintln(env.stderr, "usage: smimeproxy keys import --user U [--transit] [--password-env VAR | --password-file F] FILE...")
 	fmt.Fprintln(env.stderr, "       smimeproxy keys list --user U")
 	fmt.Fprintln(env.stderr, "       smimeproxy keys remove --user U ID")
+	fmt.Fprintln(env.stderr, "       smimeproxy keys policy [--admin]   (prints the Vault policy the proxy or keys needs)")
 	fmt.Fprintln(env.stderr, "\nRun 'smimeproxy keys <subcommand> -h' for its flags, including the Vault flags.")
 }
 
@@ -315,5 +317,34 @@ func runKeysRemove(ctx context.Context, env *cmdEnv, args []string) int {
 		return exitError
 	}
 	fmt.Fprintf(env.stdout, "removed %s for %s\n", id, kf.user)
+	return exitOK
+}
+
+// runKeysPolicy prints the Vault policy (HCL) for the configured mounts and prefix: what serve needs, or with
+// --admin what keys import/list/remove need. It does not contact Vault.
+func runKeysPolicy(ctx context.Context, env *cmdEnv, args []string) int {
+	fs := flag.NewFlagSet("keys policy", flag.ContinueOnError)
+	admin := fs.Bool("admin", false, "print the policy for keys import/list/remove instead of the proxy's")
+	vf := addVaultFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(env.stderr, "usage: smimeproxy keys policy [--admin] [--vault-kv-mount M] [--vault-prefix P] [--vault-transit-mount T]")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, env, args); err != nil {
+		if err == errHelp {
+			return exitOK
+		}
+		return exitError
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "smimeproxy keys policy: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	cfg := vaultcfg.Config{KVMount: vf.kvMount, Prefix: vf.prefix, TransitMount: vf.transitMount}
+	if *admin {
+		fmt.Fprint(env.stdout, vaultcfg.AdminPolicy(cfg))
+	} else {
+		fmt.Fprint(env.stdout, vaultcfg.ProxyPolicy(cfg))
+	}
 	return exitOK
 }

@@ -403,3 +403,36 @@ func TestKeysAppRole(t *testing.T) {
 		t.Errorf("list with a wrong secret id: %q", errs)
 	}
 }
+
+// TestKeysPolicy: the printed policies, loaded into Vault, let a proxy token read and an admin token import.
+func TestKeysPolicy(t *testing.T) {
+	k := newKeysEnv(t)
+	proxyHCL, _ := k.mustRun(exitOK, "keys", "policy", "--vault-prefix", "smime")
+	adminHCL, _ := k.mustRun(exitOK, "keys", "policy", "--admin", "--vault-prefix", "smime")
+	if !strings.Contains(proxyHCL, `path "secret/data/smime/*"`) || strings.Contains(proxyHCL, "create") {
+		t.Errorf("proxy policy:\n%s", proxyHCL)
+	}
+	token := func(name, hcl string) string {
+		body, _ := json.Marshal(map[string]string{"policy": hcl})
+		k.v.MustRequest("PUT", "sys/policy/"+name, string(body))
+		var tok struct {
+			Auth struct {
+				ClientToken string `json:"client_token"`
+			} `json:"auth"`
+		}
+		json.Unmarshal(k.v.MustRequest("POST", "auth/token/create", `{"policies":["`+name+`"],"ttl":"10m"}`), &tok)
+		k.secrets = append(k.secrets, tok.Auth.ClientToken)
+		return tok.Auth.ClientToken
+	}
+	k.vars["VAULT_TOKEN"] = token("admin", adminHCL)
+	k.mustRun(exitOK, "keys", "import", "--vault-prefix", "smime", "--user", "bob", "--transit", "--password-env", "P12_PW", corpus+"Bob.p12")
+	k.vars["VAULT_TOKEN"] = token("proxy", proxyHCL)
+	out, _ := k.mustRun(exitOK, "keys", "list", "--vault-prefix", "smime", "--user", "bob")
+	if !strings.Contains(out, "transit") {
+		t.Errorf("list with the proxy policy = %q", out)
+	}
+	_, errs := k.mustRun(exitError, "keys", "import", "--vault-prefix", "smime", "--user", "bob", "--password-env", "P12_PW", corpus+"Alice.p12")
+	if !strings.Contains(errs, "permission denied") {
+		t.Errorf("import with the proxy policy: %q", errs)
+	}
+}
