@@ -1,0 +1,121 @@
+package decrypt
+
+import (
+	"container/list"
+	"errors"
+	"strconv"
+	"sync"
+)
+
+// entryOverhead approximates the memory of one cache entry beyond its bytes (key, list element, map slot).
+const entryOverhead = 128
+
+var errAborted = errors.New("decrypt: decryption aborted")
+
+// cacheKey is unambiguous: the user and mailbox are length-prefixed.
+func cacheKey(m MessageRef) string {
+	return strconv.Itoa(len(m.User)) + ":" + m.User + strconv.Itoa(len(m.Mailbox)) + ":" + m.Mailbox + ":" +
+		strconv.FormatUint(uint64(m.UIDValidity), 10) + ":" + strconv.FormatUint(uint64(m.UID), 10)
+}
+
+// cache is a least-recently-used map from cacheKey to served bytes, bounded in bytes, with call
+// deduplication: concurrent do calls for one key run fn once.
+type cache struct {
+	limit int64 // < 0: store nothing
+
+	mu      sync.Mutex
+	used    int64
+	lru     *list.List // of *cacheEntry, most recent first
+	entries map[string]*list.Element
+	calls   map[string]*call
+}
+
+type cacheEntry struct {
+	key  string
+	data []byte
+}
+
+type call struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func newCache(limit int64) *cache {
+	return &cache{limit: limit, lru: list.New(), entries: map[string]*list.Element{}, calls: map[string]*call{}}
+}
+
+func (c *cache) get(key string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[key]
+	if !ok {
+		return nil, false
+	}
+	c.lru.MoveToFront(el)
+	return el.Value.(*cacheEntry).data, true
+}
+
+// put stores data under key unless it alone exceeds the limit, evicting least recently used entries.
+func (c *cache) put(key string, data []byte) {
+	size := int64(len(data)+len(key)) + entryOverhead
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.limit < 0 || size > c.limit {
+		return
+	}
+	if el, ok := c.entries[key]; ok {
+		c.removeLocked(el)
+	}
+	for c.used+size > c.limit {
+		c.removeLocked(c.lru.Back())
+	}
+	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, data: data})
+	c.used += size
+}
+
+func (c *cache) removeLocked(el *list.Element) {
+	e := c.lru.Remove(el).(*cacheEntry)
+	delete(c.entries, e.key)
+	c.used -= int64(len(e.data)+len(e.key)) + entryOverhead
+}
+
+// stats returns the number of entries and the bytes accounted.
+func (c *cache) stats() (n int, used int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries), c.used
+}
+
+// do runs fn once for all concurrent callers with the same key and caches its result when fn says it is
+// cacheable. shared reports whether this caller received another caller's result.
+func (c *cache) do(key string, fn func() (data []byte, cacheable bool, err error)) (data []byte, err error, shared bool) {
+	c.mu.Lock()
+	if el, ok := c.entries[key]; ok {
+		c.lru.MoveToFront(el)
+		c.mu.Unlock()
+		return el.Value.(*cacheEntry).data, nil, true
+	}
+	if cl, ok := c.calls[key]; ok {
+		c.mu.Unlock()
+		<-cl.done
+		return cl.data, cl.err, true
+	}
+	cl := &call{done: make(chan struct{})}
+	c.calls[key] = cl
+	c.mu.Unlock()
+
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, key)
+		c.mu.Unlock()
+		close(cl.done)
+	}()
+	cl.err = errAborted // seen by waiters if fn panics
+	var cacheable bool
+	cl.data, cacheable, cl.err = fn()
+	if cl.err == nil && cacheable {
+		c.put(key, cl.data)
+	}
+	return cl.data, cl.err, false
+}

@@ -1,0 +1,249 @@
+package decrypt
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/big"
+	"mime"
+	"strings"
+)
+
+var (
+	oidData          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
+	oidEnvelopedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 3}
+	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidAES256CBC     = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
+)
+
+// ASN.1 shapes of RFC 5652 (sections 3, 6.1, 6.2.1), only as far as encoding needs.
+type contentInfo struct {
+	ContentType asn1.ObjectIdentifier
+	Content     asn1.RawValue // [0] EXPLICIT, built by hand: Marshal ignores tags on a RawValue
+}
+
+type envelopedData struct {
+	Version              int
+	RecipientInfos       []keyTransRecipientInfo `asn1:"set"`
+	EncryptedContentInfo encryptedContentInfo
+}
+
+type keyTransRecipientInfo struct {
+	Version                int
+	IssuerAndSerialNumber  issuerAndSerialNumber
+	KeyEncryptionAlgorithm pkix.AlgorithmIdentifier
+	EncryptedKey           []byte
+}
+
+type issuerAndSerialNumber struct {
+	Issuer       asn1.RawValue
+	SerialNumber *big.Int
+}
+
+type encryptedContentInfo struct {
+	ContentType                asn1.ObjectIdentifier
+	ContentEncryptionAlgorithm pkix.AlgorithmIdentifier
+	EncryptedContent           []byte `asn1:"tag:0,optional"`
+}
+
+// EncryptToSelf encrypts msg to certs (normally the user's own certificates) as an S/MIME enveloped-data
+// message (RFC 8551 section 3.3): the MIME entity made of msg's Content-* fields and body, in canonical CRLF
+// form, becomes the content of a CMS EnvelopedData (RFC 5652 section 6) with AES-256-CBC content encryption
+// and RSA PKCS#1 v1.5 key transport (RFC 3370 section 4.2.1) to each certificate, named by issuer and serial
+// number. The other header fields (From, Subject, Date, ...) stay in the clear in the outer header; fields
+// named X-Smimeproxy-* are dropped. A message that is already application/pkcs7-mime (encrypted, or opaque
+// signed-data that may be) is returned unchanged. It fails when certs is empty or holds a non-RSA key.
+//
+// This is what `serve --encrypt-appends` does with an APPEND that Origin does not recognise, so that no
+// plaintext reaches the upstream server.
+func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
+	if len(certs) == 0 {
+		return nil, errors.New("decrypt: encrypt: no certificate")
+	}
+	header, body := splitMessage(msg)
+	if alreadySMIME(header) {
+		return msg, nil
+	}
+	var outer, inner bytes.Buffer
+	for _, f := range headerFields(header) {
+		name := strings.ToLower(f.name)
+		switch {
+		case strings.HasPrefix(name, strings.ToLower(StatusFieldPrefix)), name == "mime-version":
+		case strings.HasPrefix(name, "content-"):
+			inner.Write(f.raw)
+		default:
+			outer.Write(f.raw)
+		}
+	}
+	inner.WriteString("\r\n")
+	inner.Write(toCRLF(body))
+
+	der, err := envelope(inner.Bytes(), certs)
+	if err != nil {
+		return nil, err
+	}
+	outer.WriteString("MIME-Version: 1.0\r\n")
+	outer.WriteString("Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n")
+	outer.WriteString("Content-Disposition: attachment; filename=smime.p7m\r\n")
+	outer.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
+	enc := base64.StdEncoding.EncodeToString(der)
+	for len(enc) > 76 {
+		outer.WriteString(enc[:76])
+		outer.WriteString("\r\n")
+		enc = enc[76:]
+	}
+	outer.WriteString(enc)
+	outer.WriteString("\r\n")
+	return outer.Bytes(), nil
+}
+
+// alreadySMIME reports whether the top-level Content-Type is application/(x-)pkcs7-mime (RFC 8551 section
+// 3.2).
+func alreadySMIME(header []byte) bool {
+	v := fieldValues(header, "Content-Type")
+	if len(v) == 0 {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(v[0])
+	return err == nil && (mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime")
+}
+
+// envelope returns the DER ContentInfo of an EnvelopedData holding content for certs.
+func envelope(content []byte, certs []*x509.Certificate) ([]byte, error) {
+	key := make([]byte, 32)
+	iv := make([]byte, aes.BlockSize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
+	}
+	if _, err := rand.Read(iv); err != nil {
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
+	}
+	// PKCS #7 padding (RFC 5652 section 6.3).
+	pad := aes.BlockSize - len(content)%aes.BlockSize
+	padded := make([]byte, len(content)+pad)
+	copy(padded, content)
+	for i := len(content); i < len(padded); i++ {
+		padded[i] = byte(pad)
+	}
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(padded, padded)
+
+	ivParam, err := asn1.Marshal(iv)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
+	}
+	ed := envelopedData{
+		Version: 0, // RFC 5652 section 6.1: only version-0 KeyTransRecipientInfo, no originator info
+		EncryptedContentInfo: encryptedContentInfo{
+			ContentType: oidData,
+			ContentEncryptionAlgorithm: pkix.AlgorithmIdentifier{
+				Algorithm: oidAES256CBC, Parameters: asn1.RawValue{FullBytes: ivParam},
+			},
+			EncryptedContent: padded,
+		},
+	}
+	for _, c := range certs {
+		pub, ok := c.PublicKey.(*rsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("decrypt: encrypt: certificate %q: only RSA keys are supported", c.Subject)
+		}
+		wrapped, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key)
+		if err != nil {
+			return nil, fmt.Errorf("decrypt: encrypt: certificate %q: %w", c.Subject, err)
+		}
+		ed.RecipientInfos = append(ed.RecipientInfos, keyTransRecipientInfo{
+			Version:                0, // RFC 5652 section 6.2.1: issuerAndSerialNumber
+			IssuerAndSerialNumber:  issuerAndSerialNumber{Issuer: asn1.RawValue{FullBytes: c.RawIssuer}, SerialNumber: c.SerialNumber},
+			KeyEncryptionAlgorithm: pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue},
+			EncryptedKey:           wrapped,
+		})
+	}
+	inner, err := asn1.Marshal(ed)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
+	}
+	out, err := asn1.Marshal(contentInfo{ContentType: oidEnvelopedData, Content: asn1.RawValue{
+		Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: inner}})
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
+	}
+	return out, nil
+}
+
+// splitMessage splits msg at the first empty line (RFC 5322 section 2.1); the header keeps its last line end.
+func splitMessage(msg []byte) (header, body []byte) {
+	if bytes.HasPrefix(msg, []byte("\r\n")) {
+		return nil, msg[2:]
+	}
+	if bytes.HasPrefix(msg, []byte("\n")) {
+		return nil, msg[1:]
+	}
+	for i := 0; i < len(msg); {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			return msg, nil
+		}
+		next := i + j + 1
+		if bytes.HasPrefix(msg[next:], []byte("\r\n")) {
+			return msg[:next], msg[next+2:]
+		}
+		if bytes.HasPrefix(msg[next:], []byte("\n")) {
+			return msg[:next], msg[next+1:]
+		}
+		i = next
+	}
+	return msg, nil
+}
+
+type headerField struct {
+	name string
+	raw  []byte // the whole field with continuation lines, CRLF line ends
+}
+
+// headerFields splits a header into fields, keeping folding (RFC 5322 section 2.2.3).
+func headerFields(header []byte) []headerField {
+	var out []headerField
+	for _, line := range bytes.SplitAfter(header, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		l := append(append([]byte(nil), bytes.TrimRight(line, "\r\n")...), '\r', '\n')
+		if (l[0] == ' ' || l[0] == '\t') && len(out) > 0 {
+			out[len(out)-1].raw = append(out[len(out)-1].raw, l...)
+			continue
+		}
+		name, _, ok := bytes.Cut(l, []byte(":"))
+		if !ok {
+			continue // not a field: dropped
+		}
+		out = append(out, headerField{name: string(bytes.TrimSpace(name)), raw: l})
+	}
+	return out
+}
+
+// toCRLF turns every bare LF into CRLF (RFC 8551 section 3.1.1 canonical form).
+func toCRLF(b []byte) []byte {
+	n := bytes.Count(b, []byte("\n")) - bytes.Count(b, []byte("\r\n"))
+	if n == 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+n)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,174 @@
+package decrypt
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mozilla.org/pkcs7"
+)
+
+// testIdentity makes a self-signed RSA-2048 certificate for email.
+func testIdentity(t testing.TB, email string) (*x509.Certificate, *rsa.PrivateKey) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFor(t, email, key, &key.PublicKey), key
+}
+
+func certFor(t testing.TB, email string, signer any, pub any) *x509.Certificate {
+	t.Helper()
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber:   serial,
+		Subject:        pkix.Name{CommonName: email},
+		EmailAddresses: []string{email},
+		NotBefore:      time.Now().Add(-time.Hour),
+		NotAfter:       time.Now().Add(24 * time.Hour),
+		KeyUsage:       x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+func TestEncryptToSelf(t *testing.T) {
+	cert, key := testIdentity(t, "me@example.com")
+	cert2, key2 := testIdentity(t, "me2@example.com")
+	msg := "From: me@example.com\nTo: you@example.com\nSubject: Draft\n" +
+		"X-Smimeproxy-Status: decrypted; ref=x; mac=y\n" +
+		"Content-Type: text/plain;\n charset=utf-8\nContent-Transfer-Encoding: 8bit\nMIME-Version: 1.0\n\n" +
+		"secret plaintext\nline two\n"
+	out, err := EncryptToSelf([]byte(msg), []*x509.Certificate{cert, cert2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(out, []byte("secret plaintext")) {
+		t.Fatal("plaintext in the encrypted message")
+	}
+	header, body := splitMessage(out)
+	h := string(header)
+	for _, want := range []string{"From: me@example.com\r\n", "Subject: Draft\r\n", "MIME-Version: 1.0\r\n",
+		"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("outer header lacks %q:\n%s", want, h)
+		}
+	}
+	if strings.Contains(strings.ToLower(h), "x-smimeproxy") || strings.Contains(h, "charset") {
+		t.Errorf("outer header keeps a status or inner content field:\n%s", h)
+	}
+	der, err := base64.StdEncoding.DecodeString(string(bytes.ReplaceAll(body, []byte("\r\n"), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Decrypt with an independent implementation, for each recipient.
+	for i, id := range []struct {
+		cert *x509.Certificate
+		key  *rsa.PrivateKey
+	}{{cert, key}, {cert2, key2}} {
+		p7, err := pkcs7.Parse(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner, err := p7.Decrypt(id.cert, id.key)
+		if err != nil {
+			t.Fatalf("recipient %d: pkcs7 Decrypt: %v", i, err)
+		}
+		want := "Content-Type: text/plain;\r\n charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+			"secret plaintext\r\nline two\r\n"
+		if string(inner) != want {
+			t.Errorf("recipient %d: inner entity = %q, want %q", i, inner, want)
+		}
+	}
+}
+
+func TestEncryptToSelfErrors(t *testing.T) {
+	if _, err := EncryptToSelf([]byte("Subject: x\r\n\r\nbody"), nil); err == nil {
+		t.Error("no certificate: no error")
+	}
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EncryptToSelf([]byte("Subject: x\r\n\r\nbody"), []*x509.Certificate{certFor(t, "ec@example.com", ec, &ec.PublicKey)}); err == nil {
+		t.Error("EC certificate: no error")
+	}
+}
+
+func TestSplitMessage(t *testing.T) {
+	cases := []struct{ in, header, body string }{
+		{"A: 1\r\nB: 2\r\n\r\nbody\r\n", "A: 1\r\nB: 2\r\n", "body\r\n"},
+		{"A: 1\n\nbody", "A: 1\n", "body"},
+		{"A: 1\r\n", "A: 1\r\n", ""},
+		{"\r\nbody", "", "body"},
+	}
+	for _, c := range cases {
+		h, b := splitMessage([]byte(c.in))
+		if string(h) != c.header || string(b) != c.body {
+			t.Errorf("splitMessage(%q) = %q, %q; want %q, %q", c.in, h, b, c.header, c.body)
+		}
+	}
+}
+
+// TestEncryptToSelfOpenSSL checks the output with a real S/MIME client, openssl cms.
+func TestEncryptToSelfOpenSSL(t *testing.T) {
+	cert, key := testIdentity(t, "me@example.com")
+	dir := t.TempDir()
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	out, err := EncryptToSelf([]byte("Subject: s\r\nContent-Type: text/plain\r\n\r\nhello openssl\r\n"), []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"key.pem": keyPEM, "cert.pem": certPEM, "msg.eml": out} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("openssl", "cms", "-decrypt", "-in", "msg.eml", "-recip", "cert.pem", "-inkey", "key.pem")
+	cmd.Dir = dir
+	got, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl cms -decrypt: %v\n%s", err, got)
+	}
+	if want := "Content-Type: text/plain\r\n\r\nhello openssl\r\n"; string(got) != want {
+		t.Errorf("openssl decrypted %q, want %q", got, want)
+	}
+}
+
+func TestEncryptToSelfKeepsSMIME(t *testing.T) {
+	cert, _ := testIdentity(t, "me@example.com")
+	once, err := EncryptToSelf([]byte("Subject: s\r\n\r\nhello\r\n"), []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := EncryptToSelf(once, []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(once, twice) {
+		t.Error("an encrypted message was encrypted again")
+	}
+}
