@@ -553,3 +553,36 @@ func TestConcurrentLookups(t *testing.T) {
 		t.Errorf("concurrent Lookup() = %v", err)
 	}
 }
+
+// TestTransitToKV: putting a Transit key again without Transit stores it in KV and deletes the Transit key.
+func TestTransitToKV(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.open(e.config(e.v.RootToken()))
+	key := rsaKey(t, 2)
+	e.addKey(key)
+	cert := newCert(t, key, "hal@example.com", time.Now())
+	if _, err := s.Put(ctx, "hal", []*x509.Certificate{cert}, key, keystore.PutOptions{Transit: true}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Lookup(ctx, "hal", cms.RecipientIDsOf(cert))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("Lookup() = %v, %v", keys, err)
+	}
+	name := keys[0].Private.(*vaultcfg.TransitKey).Name()
+	e.v.MustRequest("GET", "transit/keys/"+name, "")
+	entry, err := s.Put(ctx, "hal", []*x509.Certificate{cert}, key, keystore.PutOptions{})
+	if err != nil || entry.Storage != keystore.StorageKV {
+		t.Fatalf("Put(kv) after transit = %+v, %v", entry, err)
+	}
+	if _, err := e.v.Request("GET", "transit/keys/"+name, ""); err == nil {
+		t.Error("transit key still exists after moving the key to KV")
+	}
+	keys, err = s.Lookup(ctx, "hal", cms.RecipientIDsOf(cert))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("Lookup() after move = %v, %v", keys, err)
+	}
+	if k, ok := keys[0].Private.(*rsa.PrivateKey); !ok || !k.Equal(key) {
+		t.Errorf("Lookup() after move: private %T, want the RSA key from KV", keys[0].Private)
+	}
+}
