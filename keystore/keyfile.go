@@ -23,8 +23,11 @@ var (
 	ErrKeyFile       = errors.New("keystore: unreadable key file")
 )
 
-// oidX448 is id-X448 (RFC 8410 section 3); crypto/x509 does not parse X448 keys.
-var oidX448 = asn1.ObjectIdentifier{1, 3, 101, 111}
+// id-X25519 and id-X448 (RFC 8410 section 3); crypto/x509 parses neither in certificates, nor X448 keys.
+var (
+	oidX25519 = asn1.ObjectIdentifier{1, 3, 101, 110}
+	oidX448   = asn1.ObjectIdentifier{1, 3, 101, 111}
+)
 
 // ParseKeyFile reads a private key and its certificate chain from one file: PEM (PRIVATE KEY = PKCS#8
 // RFC 5208 including X25519/X448 (RFC 8410), RSA PRIVATE KEY = PKCS#1 RFC 8017 appendix A.1.2, EC PRIVATE
@@ -93,16 +96,13 @@ func KeyMatches(cert *x509.Certificate, key crypto.PrivateKey) bool {
 	default:
 		return false
 	}
+	// crypto/x509 leaves X25519 and X448 public keys unparsed: compare the subjectPublicKey bits (RFC 8410
+	// section 4).
 	if x, ok := pub.(cms.X448PublicKey); ok {
-		// crypto/x509 leaves X448 public keys unparsed: compare the subjectPublicKey bits.
-		var spki struct {
-			Algo struct{ Algorithm asn1.ObjectIdentifier }
-			Key  asn1.BitString
-		}
-		if _, err := asn1.Unmarshal(cert.RawSubjectPublicKeyInfo, &spki); err != nil {
-			return false
-		}
-		return spki.Algo.Algorithm.Equal(oidX448) && bytes.Equal(spki.Key.Bytes, x)
+		return spkiIs(cert, oidX448, x)
+	}
+	if x, ok := pub.(*ecdh.PublicKey); ok && x.Curve() == ecdh.X25519() {
+		return spkiIs(cert, oidX25519, x.Bytes())
 	}
 	if e, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); ok && e.Equal(cert.PublicKey) {
 		return true
@@ -118,6 +118,17 @@ func KeyMatches(cert *x509.Certificate, key crypto.PrivateKey) bool {
 		}
 	}
 	return false
+}
+
+func spkiIs(cert *x509.Certificate, algo asn1.ObjectIdentifier, key []byte) bool {
+	var spki struct {
+		Algo struct{ Algorithm asn1.ObjectIdentifier }
+		Key  asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(cert.RawSubjectPublicKeyInfo, &spki); err != nil {
+		return false
+	}
+	return spki.Algo.Algorithm.Equal(algo) && bytes.Equal(spki.Key.Bytes, key)
 }
 
 // readKeyFile returns the certificates and private keys in one file.
