@@ -31,10 +31,35 @@ type entity struct {
 const maxFields = 10000
 
 // parseEntity splits b into header fields and body. The header ends at the first empty line; a header without
-// one takes all of b.
+// one takes all of b. Past maxFields fields the rest of the header is kept as part of the last field (bytes
+// are never dropped); code that must see every field (StripStatusHeaders) uses eachField instead.
 func parseEntity(b []byte) entity {
 	var e entity
+	hdrEnd := eachField(b, func(f field) {
+		if len(e.fields) < maxFields {
+			e.fields = append(e.fields, f)
+			return
+		}
+		last := &e.fields[len(e.fields)-1]
+		last.raw = last.raw[:len(last.raw)+len(f.raw)] // f follows last directly in b
+	})
+	e.body = b[hdrEnd:]
+	return e
+}
+
+// eachField calls fn for every header field at the start of b, in order, and returns the offset of the body:
+// just past the empty line that ends the header, or len(b) when there is none. Fields are contiguous: the
+// first starts at 0 and each starts where the previous ended.
+func eachField(b []byte, fn func(field)) int {
 	p := 0
+	cur := -1 // start of the field being collected
+	var name []byte
+	flush := func(end int) {
+		if cur >= 0 {
+			fn(field{name: name, raw: b[cur:end]})
+			cur = -1
+		}
+	}
 	for p < len(b) {
 		end := bytes.IndexByte(b[p:], '\n')
 		if end < 0 {
@@ -44,26 +69,23 @@ func parseEntity(b []byte) entity {
 		}
 		line := b[p:end]
 		if isBlankLine(line) {
-			e.body = b[end:]
-			return e
+			flush(p)
+			return end
 		}
-		if (line[0] == ' ' || line[0] == '\t') && len(e.fields) > 0 {
-			// Continuation of the previous field (RFC 5322 section 2.2.3 folding).
-			last := &e.fields[len(e.fields)-1]
-			last.raw = b[p-len(last.raw) : end]
-		} else if len(e.fields) >= maxFields {
-			last := &e.fields[len(e.fields)-1]
-			last.raw = b[p-len(last.raw) : end]
+		if (line[0] == ' ' || line[0] == '\t') && cur >= 0 {
+			// Continuation of the current field (RFC 5322 section 2.2.3 folding).
 		} else {
-			var name []byte
+			flush(p)
+			cur = p
+			name = nil
 			if c := bytes.IndexByte(line, ':'); c > 0 {
 				name = bytes.TrimRight(line[:c], " \t")
 			}
-			e.fields = append(e.fields, field{name: name, raw: line})
 		}
 		p = end
 	}
-	return e
+	flush(p)
+	return len(b)
 }
 
 func isBlankLine(line []byte) bool {

@@ -11,12 +11,12 @@ var protectedFields = []string{
 	"Subject", "From", "To", "Cc", "Date", "Message-ID", "Reply-To", "In-Reply-To", "References",
 }
 
-// serve builds the served message: status, then the outer header fields of top minus its Content-* fields,
+// serve builds the served message: status, then the outer header fields of msg minus its Content-* fields,
 // minus X-Smimeproxy-* fields and minus the fields the protected header replaces, then copies of protected
 // fields that sit below a signature layer, then the decrypted entity with its own X-Smimeproxy-* fields
 // removed. Everything is canonicalised to CRLF line ends (RFC 8551 section 3.1.1) and written with one
 // allocation.
-func serve(top *entity, pt []byte, status []byte) []byte {
+func serve(msg []byte, pt []byte, status []byte) []byte {
 	emitted := pt
 	ent := parseEntity(pt)
 	// The older header protection (RFC 8551 section 3.1 "MAY wrap a full MIME message in a message/RFC822
@@ -62,11 +62,11 @@ func serve(top *entity, pt []byte, status []byte) []byte {
 
 	// Measure, then write.
 	n := len(status)
-	for _, f := range top.fields {
+	eachField(msg, func(f field) {
 		if keepOuter(f) {
 			n += fieldLen(f.raw)
 		}
-	}
+	})
 	for _, f := range copies {
 		n += fieldLen(f.raw)
 	}
@@ -79,11 +79,11 @@ func serve(top *entity, pt []byte, status []byte) []byte {
 
 	out := make([]byte, 0, n)
 	out = append(out, status...)
-	for _, f := range top.fields {
+	eachField(msg, func(f field) {
 		if keepOuter(f) {
 			out = appendField(out, f.raw)
 		}
-	}
+	})
 	for _, f := range copies {
 		out = appendField(out, f.raw)
 	}
@@ -154,23 +154,22 @@ func appendField(dst, raw []byte) []byte {
 // StripStatusHeaders removes every X-Smimeproxy-* field from the top-level header of msg, so an upstream
 // message cannot pretend to have been decrypted. It returns msg itself when there is none, otherwise a copy.
 func StripStatusHeaders(msg []byte) []byte {
-	top := parseEntity(msg)
 	strip := 0
-	for _, f := range top.fields {
+	eachField(msg, func(f field) {
 		if f.hasPrefix(StatusPrefix) {
 			strip += len(f.raw)
 		}
-	}
+	})
 	if strip == 0 {
 		return msg
 	}
 	out := make([]byte, 0, len(msg)-strip)
-	p := 0
-	for _, f := range top.fields {
+	p := 0 // fields are contiguous from the start: p ends up at the empty line
+	eachField(msg, func(f field) {
 		if !f.hasPrefix(StatusPrefix) {
 			out = append(out, f.raw...)
 		}
 		p += len(f.raw)
-	}
+	})
 	return append(out, msg[p:]...)
 }

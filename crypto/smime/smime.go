@@ -119,7 +119,7 @@ func Process(msg []byte, kr Keyring, opts *Options) Result {
 		return undecryptable(msg, reason, &o)
 	}
 	return Result{
-		Served:      serve(&top, pt, statusDecrypted(cert, info, &o)),
+		Served:      serve(msg, pt, statusDecrypted(cert, info, &o)),
 		Status:      Decrypted,
 		Info:        info,
 		Fingerprint: fingerprint(cert),
