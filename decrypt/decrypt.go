@@ -216,6 +216,9 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	return served, kr.err == nil, nil
 }
 
+// CacheStats returns how many served messages the cache holds and the bytes it accounts for them.
+func (d *Decrypter) CacheStats() (entries int, bytes int64) { return d.cache.stats() }
+
 // keyring gives smime the session user's keys only, remembering a store failure.
 type keyring struct {
 	ctx   context.Context
