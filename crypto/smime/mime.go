@@ -77,10 +77,13 @@ func eachField(b []byte, fn func(field)) int {
 		} else {
 			flush(p)
 			cur = p
-			name = nil
-			if c := bytes.IndexByte(line, ':'); c > 0 {
-				name = bytes.TrimRight(line[:c], " \t")
+			// The name is what precedes the colon, or the whole line when there is none (not a valid
+			// field, but some readers accept it), without surrounding white space.
+			name = line
+			if c := bytes.IndexByte(line, ':'); c >= 0 {
+				name = line[:c]
 			}
+			name = bytes.Trim(name, " \t\r\n")
 		}
 		p = end
 	}
@@ -110,6 +113,26 @@ func (f field) is(name string) bool { return strings.EqualFold(string(f.name), n
 
 func (f field) hasPrefix(prefix string) bool {
 	return len(f.name) >= len(prefix) && strings.EqualFold(string(f.name[:len(prefix)]), prefix)
+}
+
+// isStatus reports whether f is, or smuggles, an X-Smimeproxy-* field: by name, or after a bare CR inside
+// the field, which some readers take for a line end.
+func (f field) isStatus() bool {
+	if f.hasPrefix(StatusPrefix) {
+		return true
+	}
+	raw := f.raw
+	for {
+		i := bytes.IndexByte(raw, '\r')
+		if i < 0 {
+			return false
+		}
+		raw = raw[i+1:]
+		rest := bytes.TrimLeft(raw, " \t")
+		if len(rest) >= len(StatusPrefix) && strings.EqualFold(string(rest[:len(StatusPrefix)]), StatusPrefix) {
+			return true
+		}
+	}
 }
 
 // get returns the value of the first field called name, or "".

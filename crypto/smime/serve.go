@@ -52,7 +52,7 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 	}
 
 	keepOuter := func(f field) bool {
-		return !f.hasPrefix("Content-") && !f.hasPrefix(StatusPrefix) &&
+		return !f.hasPrefix("Content-") && !f.isStatus() &&
 			!replaced[strings.ToLower(string(f.name))]
 	}
 	hdrLen := 0
@@ -71,7 +71,7 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 		n += fieldLen(f.raw)
 	}
 	for _, f := range ent.fields {
-		if !f.hasPrefix(StatusPrefix) {
+		if !f.isStatus() {
 			n += canonLen(f.raw)
 		}
 	}
@@ -88,7 +88,7 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 		out = appendField(out, f.raw)
 	}
 	for _, f := range ent.fields {
-		if !f.hasPrefix(StatusPrefix) {
+		if !f.isStatus() {
 			out = appendCanon(out, f.raw)
 		}
 	}
@@ -156,7 +156,7 @@ func appendField(dst, raw []byte) []byte {
 func StripStatusHeaders(msg []byte) []byte {
 	strip := 0
 	eachField(msg, func(f field) {
-		if f.hasPrefix(StatusPrefix) {
+		if f.isStatus() {
 			strip += len(f.raw)
 		}
 	})
@@ -166,7 +166,7 @@ func StripStatusHeaders(msg []byte) []byte {
 	out := make([]byte, 0, len(msg)-strip)
 	p := 0 // fields are contiguous from the start: p ends up at the empty line
 	eachField(msg, func(f field) {
-		if !f.hasPrefix(StatusPrefix) {
+		if !f.isStatus() {
 			out = append(out, f.raw...)
 		}
 		p += len(f.raw)
