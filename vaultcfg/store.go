@@ -58,7 +58,35 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{c: c, cfg: cfg, log: cfg.Logger, cache: newCache(cfg.CacheTTL, cfg.CacheMaxStale, cfg.CacheSize), now: time.Now, loading: map[string]*loadCall{}}
+	if err := s.checkKVMount(ctx); err != nil {
+		c.close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// checkKVMount fails when the KV mount is visible to the token and is not KV version 2 (a KV version 1 mount
+// would otherwise look empty). Vault hides mounts the token has no access to, and missing ones, behind a 403;
+// those are reported by the first real call instead.
+func (s *Store) checkKVMount(ctx context.Context) error {
+	p := "sys/internal/ui/mounts/" + s.cfg.KVMount
+	sec, err := s.c.read(ctx, p)
+	if errors.Is(err, ErrPermissionDenied) || (err == nil && sec == nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	typ, _ := sec.Data["type"].(string)
+	opts, _ := sec.Data["options"].(map[string]any)
+	version, _ := opts["version"].(string)
+	if typ != "kv" || version != "2" {
+		if typ == "kv" {
+			typ = "kv version " + version
+		}
+		return &vaultError{class: ErrMountNotFound, msg: fmt.Sprintf("vaultcfg: mount %q in vault at %s is %s; smimeproxy needs kv version 2", s.cfg.KVMount, s.c.addr, typ)}
+	}
+	return nil
 }
 
 // Close stops token renewal. The Store must not be used afterwards.

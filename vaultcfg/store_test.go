@@ -490,6 +490,16 @@ func TestErrors(t *testing.T) {
 			t.Errorf("Put(transit) on a missing mount = %v, want ErrMountNotFound", err)
 		}
 	})
+	t.Run("kv version 1", func(t *testing.T) {
+		e.v.MustRequest("POST", "sys/mounts/kv1", `{"type":"kv","options":{"version":"1"}}`)
+		cfg := e.config(e.v.RootToken())
+		cfg.KVMount = "kv1"
+		_, err := vaultcfg.Open(ctx, cfg)
+		oneLine(err)
+		if !errors.Is(err, vaultcfg.ErrMountNotFound) || !strings.Contains(err.Error(), "kv version 2") {
+			t.Errorf("Open(kv v1 mount) = %v, want an error asking for kv version 2", err)
+		}
+	})
 	t.Run("permission denied", func(t *testing.T) {
 		e.v.MustRequest("PUT", "sys/policy/alice", `{"policy":"path \"secret/data/smimeproxy/alice/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/smimeproxy/alice\" { capabilities = [\"list\"] }\npath \"secret/metadata/smimeproxy/alice/*\" { capabilities = [\"list\"] }"}`)
 		var tok struct {
