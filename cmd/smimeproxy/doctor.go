@@ -1,0 +1,510 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/internal/config"
+	"github.com/smimeproxy/smimeproxy/keystore"
+	"github.com/smimeproxy/smimeproxy/tlscert"
+	"github.com/smimeproxy/smimeproxy/vaultcfg"
+)
+
+func init() {
+	register(command{
+		name:    "doctor",
+		summary: "check a setup (config, upstream IMAP, Vault, keys) and say what to fix",
+		run:     runDoctor,
+		flags:   func() *flag.FlagSet { fs, _ := newDoctorFlagSet(); return fs },
+	})
+}
+
+// Defaults of doctor's checks.
+const (
+	// doctorTimeout bounds each network check (connect + TLS + greeting + CAPABILITY, or one Vault call).
+	doctorTimeout = 15 * time.Second
+	// doctorExpiryWarn: certificates expiring sooner than this are reported as warnings.
+	doctorExpiryWarn = 30 * 24 * time.Hour
+)
+
+// doctorFlags are doctor's own flags. The upstream and client TLS flags have the names serve uses, so one
+// config file serves both; doctor also reads the [serve] section for them (see applyServeSection).
+type doctorFlags struct {
+	upstream, upstreamTLS, upstreamCA string
+	tlsCert, tlsKey                   string
+	user                              string
+	timeout, expiryWarn               time.Duration
+	vault                             *vaultFlags
+}
+
+func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	d := &doctorFlags{}
+	fs.StringVar(&d.upstream, "upstream", "", "upstream IMAP server, host:port (port 993 if omitted)")
+	fs.StringVar(&d.upstreamTLS, "upstream-tls", "auto", "upstream TLS: implicit (IMAPS), starttls, none, or auto (starttls on port 143, else implicit)")
+	fs.StringVar(&d.upstreamCA, "upstream-ca-file", "", "PEM file of the CA(s) that signed the upstream server's certificate (default: system roots)")
+	fs.StringVar(&d.tlsCert, "tls-cert", "", "PEM certificate the proxy presents to mail clients (with --tls-key; default: generated)")
+	fs.StringVar(&d.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&d.user, "user", "", "check this user's keys in Vault (the mail account name)")
+	fs.DurationVar(&d.timeout, "timeout", doctorTimeout, "limit for each network check")
+	fs.DurationVar(&d.expiryWarn, "expiry-warn", doctorExpiryWarn, "warn about certificates expiring within this time")
+	d.vault = addVaultFlags(fs)
+	return fs, d
+}
+
+// checkStatus is the outcome of one check.
+type checkStatus int
+
+const (
+	statusOK checkStatus = iota
+	statusWarn
+	statusFail
+)
+
+func (s checkStatus) String() string { return [...]string{"ok", "warn", "FAIL"}[s] }
+
+// doctorReport prints one line per check: "ok|warn|FAIL  what  → how to fix".
+type doctorReport struct {
+	w            io.Writer
+	fails, warns int
+}
+
+func (r *doctorReport) add(s checkStatus, what, fix string) {
+	switch s {
+	case statusFail:
+		r.fails++
+	case statusWarn:
+		r.warns++
+	}
+	what = oneLine(what)
+	if fix != "" && s != statusOK {
+		fmt.Fprintf(r.w, "%-4s  %s  → %s\n", s, what, oneLine(fix))
+	} else {
+		fmt.Fprintf(r.w, "%-4s  %s\n", s, what)
+	}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func runDoctor(ctx context.Context, env *cmdEnv, args []string) int {
+	fs, d := newDoctorFlagSet()
+	fs.Usage = func() {
+		fmt.Fprintln(env.stderr, "usage: smimeproxy doctor [--config FILE] [--upstream HOST:PORT] [--user USER] [flags]")
+		fmt.Fprintln(env.stderr, "Checks the configuration serve would use and prints one line per check: ok, warn or FAIL, and how to fix it.")
+		fmt.Fprintln(env.stderr, "Exit status 0 when nothing FAILed.")
+		fs.PrintDefaults()
+	}
+	r := &doctorReport{w: env.stdout}
+	if err := parseFlags(fs, env, args); err != nil {
+		if errors.Is(err, errHelp) {
+			return exitOK
+		}
+		r.add(statusFail, "config: "+err.Error(), "fix the file or flag named; 'smimeproxy config example' lists every key")
+		return exitError
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "smimeproxy doctor: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	d.checkConfig(fs, env, r)
+	d.checkClientTLS(r)
+	d.checkUpstream(ctx, r)
+	d.checkVault(ctx, env, r)
+	fmt.Fprintf(env.stdout, "\n%d failed, %d warnings\n", r.fails, r.warns)
+	if r.fails > 0 {
+		return exitError
+	}
+	return exitOK
+}
+
+// checkConfig reports the config file in use and applies its [serve] section to flags still unset.
+func (d *doctorFlags) checkConfig(fs *flag.FlagSet, env *cmdEnv, r *doctorReport) {
+	cf, err := findConfigFile(fs, env)
+	if err != nil { // parseFlags loaded the same file without error; a race with an editor is the only way here
+		r.add(statusFail, "config: "+err.Error(), "fix the file")
+		return
+	}
+	if cf.file == nil {
+		r.add(statusOK, "config: no file (built-in defaults, flags and SMIMEPROXY_* environment)", "")
+		return
+	}
+	r.add(statusOK, "config: "+cf.path, "")
+	if w, _ := cf.file.Validate(configSchema(fs)); len(w) > 0 {
+		for _, m := range w {
+			r.add(statusWarn, m, "check the key's spelling, or move it under the [command] that uses it")
+		}
+	}
+	if err := applyServeSection(fs, cf.file); err != nil {
+		r.add(statusFail, err.Error(), "fix the value in [serve]")
+	}
+}
+
+// applyServeSection sets doctor's flags that nothing set (flag, env, [doctor] or top level) from the file's
+// [serve] section, so doctor checks what serve would use.
+func applyServeSection(fs *flag.FlagSet, f *config.File) error {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var err error
+	fs.VisitAll(func(fl *flag.Flag) {
+		if err != nil || set[fl.Name] || fl.Name == config.ConfigFlag {
+			return
+		}
+		for _, e := range f.Entries("serve") {
+			if e.Key != fl.Name {
+				continue
+			}
+			for _, v := range e.Values {
+				if se := fs.Set(fl.Name, v); se != nil {
+					err = fmt.Errorf("config: %s:%d: invalid value for %q: %v", f.Path, e.Line, fl.Name, se)
+					return
+				}
+			}
+		}
+	})
+	return err
+}
+
+// checkClientTLS checks the certificate the proxy presents to mail clients, when files are configured.
+func (d *doctorFlags) checkClientTLS(r *doctorReport) {
+	if d.tlsCert == "" && d.tlsKey == "" {
+		r.add(statusOK, "client TLS: no certificate files (plaintext on loopback; serve generates a certificate when it needs TLS)", "")
+		return
+	}
+	c, _, err := tlscert.LoadOrGenerate(d.tlsCert, d.tlsKey)
+	if err != nil {
+		r.add(statusFail, "client TLS: "+err.Error(), "give a matching PEM certificate (--tls-cert) and key (--tls-key), or neither")
+		return
+	}
+	d.reportExpiry(r, "client TLS certificate "+d.tlsCert, c.Leaf, "renew it (or remove tls-cert/tls-key to use a generated one)")
+}
+
+func (d *doctorFlags) reportExpiry(r *doctorReport, what string, cert *x509.Certificate, fix string) {
+	now := time.Now()
+	until := cert.NotAfter.UTC().Format("2006-01-02")
+	switch {
+	case now.After(cert.NotAfter):
+		r.add(statusFail, fmt.Sprintf("%s expired on %s", what, until), fix)
+	case now.Before(cert.NotBefore):
+		r.add(statusFail, fmt.Sprintf("%s is not valid before %s", what, cert.NotBefore.UTC().Format("2006-01-02")), "check this machine's clock")
+	case cert.NotAfter.Sub(now) < d.expiryWarn:
+		r.add(statusWarn, fmt.Sprintf("%s expires on %s (in %d days)", what, until, int(cert.NotAfter.Sub(now).Hours()/24)), fix)
+	default:
+		r.add(statusOK, fmt.Sprintf("%s valid until %s", what, until), "")
+	}
+}
+
+// upstreamMode resolves --upstream-tls for addr's port.
+func upstreamMode(mode, port string) (string, error) {
+	switch mode {
+	case "implicit", "starttls", "none":
+		return mode, nil
+	case "", "auto":
+		if port == "143" {
+			return "starttls", nil
+		}
+		return "implicit", nil
+	}
+	return "", fmt.Errorf("unknown --upstream-tls %q (want implicit, starttls, none or auto)", mode)
+}
+
+// checkUpstream connects to the upstream server as serve would: TCP, TLS (implicit or STARTTLS, RFC 8314 section
+// 3.2 / RFC 9051 section 6.2.1), greeting (RFC 9051 section 7.1) and CAPABILITY (RFC 9051 section 6.1.1).
+func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
+	if d.upstream == "" {
+		r.add(statusFail, "upstream: not configured", `set upstream = "imap.example.org:993" in the config file, SMIMEPROXY_UPSTREAM or --upstream`)
+		return
+	}
+	addr := d.upstream
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, port = addr, "993"
+		addr = net.JoinHostPort(host, port)
+	}
+	mode, err := upstreamMode(d.upstreamTLS, port)
+	if err != nil {
+		r.add(statusFail, "upstream: "+err.Error(), "fix --upstream-tls")
+		return
+	}
+	tlsConf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if d.upstreamCA != "" {
+		pem, err := os.ReadFile(d.upstreamCA)
+		if err != nil {
+			r.add(statusFail, "upstream CA file: "+err.Error(), "fix --upstream-ca-file")
+			return
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			r.add(statusFail, "upstream CA file "+d.upstreamCA+": no PEM certificate in it", "give a PEM file with the CA certificate(s)")
+			return
+		}
+		tlsConf.RootCAs = pool
+	}
+	var state *tls.ConnectionState
+	tlsConf.VerifyConnection = func(cs tls.ConnectionState) error { state = &cs; return nil }
+
+	cctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(cctx, "tcp", addr)
+	if err != nil {
+		r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect: %v", addr, err), "check the host name and port, and that this machine may reach it (firewall, VPN)")
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(d.timeout))
+	stop := context.AfterFunc(cctx, func() { conn.Close() })
+	defer stop()
+	reached := ""
+	if net.ParseIP(host) == nil {
+		reached = " at " + conn.RemoteAddr().String()
+	}
+	r.add(statusOK, fmt.Sprintf("upstream %s: reachable%s", addr, reached), "")
+
+	tlsFix := "if the server uses a private CA, give its certificate with --upstream-ca-file; check --upstream-tls (implicit for IMAPS, usually port 993; starttls for port 143)"
+	opts := &imapclient.Options{TLSConfig: tlsConf}
+	var c *imapclient.Client
+	switch mode {
+	case "implicit":
+		tc := tls.Client(conn, tlsConf)
+		if err := tc.HandshakeContext(cctx); err != nil {
+			r.add(statusFail, fmt.Sprintf("upstream %s: TLS handshake: %v", addr, err), tlsFix)
+			return
+		}
+		c = imapclient.New(tc, opts)
+	case "starttls":
+		c, err = imapclient.NewStartTLS(conn, opts)
+		if err != nil {
+			r.add(statusFail, fmt.Sprintf("upstream %s: greeting or STARTTLS: %v", addr, err), tlsFix)
+			return
+		}
+	case "none":
+		c = imapclient.New(conn, opts)
+	}
+	defer c.Close()
+	if state != nil {
+		r.add(statusOK, fmt.Sprintf("upstream %s: %s, %s", addr, mode, tlsVersionName(state.Version)), "")
+		if len(state.PeerCertificates) > 0 {
+			d.reportExpiry(r, "upstream certificate for "+host, state.PeerCertificates[0], "tell the mail server's operator")
+		}
+	} else if mode == "none" {
+		if tlscert.IsLoopback(addr) {
+			r.add(statusOK, fmt.Sprintf("upstream %s: plaintext on loopback", addr), "")
+		} else {
+			r.add(statusWarn, fmt.Sprintf("upstream %s: no TLS: passwords and mail cross the network in clear", addr), "use --upstream-tls implicit (port 993) or starttls")
+		}
+	}
+	if err := c.WaitGreeting(); err != nil {
+		r.add(statusFail, fmt.Sprintf("upstream %s: no IMAP greeting: %v", addr, err), "check that this port serves IMAP (993 implicit TLS, 143 STARTTLS)")
+		return
+	}
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		r.add(statusFail, fmt.Sprintf("upstream %s: CAPABILITY failed: %v", addr, err), "the server does not speak IMAP as expected")
+		return
+	}
+	names := make([]string, 0, len(caps))
+	for cp := range caps {
+		names = append(names, string(cp))
+	}
+	sort.Strings(names)
+	switch {
+	case !caps.Has(imap.CapIMAP4rev1) && !caps.Has(imap.CapIMAP4rev2):
+		r.add(statusFail, fmt.Sprintf("upstream %s: neither IMAP4rev1 nor IMAP4rev2 in CAPABILITY %s", addr, strings.Join(names, " ")), "point upstream at an IMAP server")
+	case caps.Has(imap.CapLoginDisabled):
+		r.add(statusFail, fmt.Sprintf("upstream %s: LOGINDISABLED: the server refuses logins on this connection", addr), "use TLS (--upstream-tls implicit or starttls)")
+	default:
+		r.add(statusOK, fmt.Sprintf("upstream %s: CAPABILITY %s", addr, strings.Join(names, " ")), "")
+	}
+	_ = c.Logout().Wait()
+}
+
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "TLS 1.3"
+	case tls.VersionTLS12:
+		return "TLS 1.2"
+	}
+	return fmt.Sprintf("TLS version %#x", v)
+}
+
+// checkVault opens the key store as serve would (address, TLS, token or AppRole login) and, with --user, checks
+// that user's keys: present, usable (an RSA round trip through the key, in Vault for Transit keys) and not
+// expiring.
+func (d *doctorFlags) checkVault(ctx context.Context, env *cmdEnv, r *doctorReport) {
+	cctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	store, release, err := d.vault.open(cctx, env)
+	if err != nil {
+		what, fix := vaultProblem(err)
+		r.add(statusFail, "vault: "+what, fix)
+		return
+	}
+	defer release()
+	r.add(statusOK, "vault: connected and logged in", "")
+	if d.user == "" {
+		r.add(statusWarn, "keys: not checked (no user given)", "run 'smimeproxy doctor --user YOUR-MAIL-LOGIN'")
+		return
+	}
+	entries, err := store.List(cctx, d.user)
+	if err != nil {
+		what, fix := vaultProblem(err)
+		r.add(statusFail, fmt.Sprintf("keys of %s: %s", d.user, what), fix)
+		return
+	}
+	if len(entries) == 0 {
+		r.add(statusFail, fmt.Sprintf("keys of %s: none in Vault", d.user), fmt.Sprintf("import your S/MIME key: smimeproxy keys import --user %s --password-env P12_PASSWORD your-key.p12", d.user))
+		return
+	}
+	for _, e := range entries {
+		d.checkKey(cctx, store, e, r)
+	}
+}
+
+// checkKey reports one key: a decryption self-test and its certificate's expiry.
+func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keystore.Entry, r *doctorReport) {
+	name := fmt.Sprintf("key %s of %s (%s, %s)", e.ID, d.user, strings.Join(e.Emails, ", "), e.Storage)
+	ids := make([]cms.RecipientID, 0, len(e.RecipientIDs))
+	for _, s := range e.RecipientIDs {
+		if id, ok := parseRecipientKey(s); ok {
+			ids = append(ids, id)
+		}
+	}
+	keys, err := store.Lookup(ctx, d.user, ids)
+	var key *keystore.Key
+	for i := range keys {
+		if keys[i].ID == e.ID {
+			key = &keys[i]
+		}
+	}
+	switch {
+	case err != nil:
+		what, fix := vaultProblem(err)
+		r.add(statusFail, name+": cannot be read: "+what, fix)
+		return
+	case key == nil:
+		r.add(statusFail, name+": listed but not found by its recipient identifiers", "re-import it with smimeproxy keys import")
+		return
+	}
+	if err := selfTest(key); err != nil {
+		what, fix := vaultProblem(err)
+		r.add(statusFail, name+": decryption self-test failed: "+what, fix)
+	} else {
+		r.add(statusOK, name+": decryption self-test passed", "")
+	}
+	now := time.Now()
+	until := e.NotAfter.UTC().Format("2006-01-02")
+	switch {
+	case now.After(e.NotAfter):
+		// Expired keys still decrypt old mail: keep them, but new mail needs a new certificate.
+		r.add(statusWarn, fmt.Sprintf("%s: certificate expired on %s (still decrypts old mail)", name, until), "get a new certificate and import it with smimeproxy keys import; keep this key for old mail")
+	case e.NotAfter.Sub(now) < d.expiryWarn:
+		r.add(statusWarn, fmt.Sprintf("%s: certificate expires on %s (in %d days)", name, until, int(e.NotAfter.Sub(now).Hours()/24)), "renew the certificate and import the new one with smimeproxy keys import")
+	default:
+		r.add(statusOK, fmt.Sprintf("%s: certificate valid until %s", name, until), "")
+	}
+}
+
+// parseRecipientKey reverses cms.RecipientID.Key.
+func parseRecipientKey(s string) (cms.RecipientID, bool) {
+	if h, ok := strings.CutPrefix(s, "ski:"); ok {
+		b, err := hex.DecodeString(h)
+		return cms.RecipientID{SubjectKeyID: b}, err == nil && len(b) > 0
+	}
+	if rest, ok := strings.CutPrefix(s, "iss:"); ok {
+		iss, serial, ok := strings.Cut(rest, ":")
+		b, err := hex.DecodeString(iss)
+		n, nok := new(big.Int).SetString(serial, 16)
+		return cms.RecipientID{IssuerRaw: b, SerialNumber: n}, ok && err == nil && nok
+	}
+	return cms.RecipientID{}, false
+}
+
+// selfTest proves a key usable: for RSA, a random 32-byte secret encrypted to the certificate (PKCS #1 v1.5,
+// RFC 8017 section 7.2, as most S/MIME mail uses) must decrypt back through the key (which asks Vault Transit
+// for Transit keys); for EC, the private key must match the certificate.
+func selfTest(k *keystore.Key) error {
+	switch pub := k.Cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		dec, ok := k.Private.(crypto.Decrypter)
+		if !ok {
+			return fmt.Errorf("private key of type %T cannot decrypt", k.Private)
+		}
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+		ct, err := rsa.EncryptPKCS1v15(rand.Reader, pub, secret)
+		if err != nil {
+			return err
+		}
+		pt, err := dec.Decrypt(rand.Reader, ct, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: len(secret)})
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(pt, secret) {
+			return errors.New("the private key does not match the certificate")
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		p, ok := k.Private.(interface{ Public() crypto.PublicKey })
+		if !ok {
+			return fmt.Errorf("private key of type %T has no public key", k.Private)
+		}
+		eq, ok := p.Public().(interface{ Equal(crypto.PublicKey) bool })
+		if !ok {
+			return fmt.Errorf("public key of type %T cannot be compared", p.Public())
+		}
+		if eq.Equal(pub) {
+			return nil
+		}
+		if epub, err := pub.ECDH(); err == nil && eq.Equal(epub) {
+			return nil
+		}
+		return errors.New("the private key does not match the certificate")
+	}
+	if k.Private == nil {
+		return errors.New("no private key")
+	}
+	return nil // X25519/X448: present; no generic self-test
+}
+
+// vaultProblem turns a Vault error into what went wrong and how to fix it.
+func vaultProblem(err error) (what, fix string) {
+	what = err.Error()
+	switch {
+	case errors.Is(err, vaultcfg.ErrUnreachable):
+		return what, "start Vault or fix vault-addr / VAULT_ADDR (and vault-cacert for a private CA)"
+	case errors.Is(err, vaultcfg.ErrSealed):
+		return what, "unseal Vault: vault operator unseal"
+	case errors.Is(err, vaultcfg.ErrPermissionDenied):
+		return what, "log in again (vault login) or fix the AppRole; 'smimeproxy keys policy' prints the policy the token needs"
+	case errors.Is(err, vaultcfg.ErrMountNotFound):
+		return what, "enable the engine (vault secrets enable -path=secret kv-v2, vault secrets enable transit) or set vault-kv-mount / vault-transit-mount"
+	case errors.Is(err, context.DeadlineExceeded):
+		return what, "Vault is slow or unreachable; check the address, or raise --timeout"
+	case strings.Contains(what, "no vault address"):
+		return what, "set vault-addr in the config file, or VAULT_ADDR"
+	}
+	return what, "see the message; 'smimeproxy keys list --user USER' shows the same store"
+}
