@@ -75,7 +75,9 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 			n += canonLen(f.raw)
 		}
 	}
-	n += canonLen(emitted[hdrLen:])
+	rest := emitted[hdrLen:]
+	restBare := bareLF(rest) // the body may be large: count once
+	n += len(rest) + restBare
 
 	out := make([]byte, 0, n)
 	out = append(out, status...)
@@ -92,7 +94,10 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 			out = appendCanon(out, f.raw)
 		}
 	}
-	return appendCanon(out, emitted[hdrLen:])
+	if restBare == 0 {
+		return append(out, rest...)
+	}
+	return appendCanon(out, rest)
 }
 
 func isProtected(f field) bool {
@@ -106,7 +111,17 @@ func isProtected(f field) bool {
 
 // bareLF counts line feeds not preceded by a carriage return.
 func bareLF(b []byte) int {
-	return bytes.Count(b, []byte{'\n'}) - bytes.Count(b, []byte("\r\n"))
+	n := 0
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return n
+		}
+		if i == 0 || b[i-1] != '\r' {
+			n++
+		}
+		b = b[i+1:]
+	}
 }
 
 // canonLen is the length of b with every bare LF turned into CRLF.

@@ -143,8 +143,8 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 			return nil, ""
 		}
 		first := parseEntity(parts[0])
-		if ok, _ := smimeLabel(&first); !ok {
-			return nil, ""
+		if ok, st := smimeLabel(&first); !ok || isSignedLabel(st) {
+			return nil, "" // a signed-data inside would be a second signature layer
 		}
 		if size > max {
 			return nil, ReasonTooLarge
@@ -157,10 +157,13 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 	if !ok {
 		return nil, ""
 	}
+	signedLabel := isSignedLabel(smimeType)
 	if size > max {
+		if signedLabel {
+			return nil, "" // labelled signed and too large to look inside: leave it alone
+		}
 		return nil, ReasonTooLarge
 	}
-	signedLabel := smimeType == "signed-data" || smimeType == "certs-only"
 	buf, err := decodeBody(top)
 	if err != nil {
 		if signedLabel {
@@ -195,7 +198,7 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 // layer. Anything but enveloped content there is not decrypted.
 func envelopeOf(e *entity) (*encLayer, string) {
 	_, smimeType := smimeLabel(e)
-	signedLabel := smimeType == "signed-data" || smimeType == "certs-only"
+	signedLabel := isSignedLabel(smimeType)
 	buf, err := decodeBody(e)
 	if err != nil {
 		if signedLabel {
@@ -212,6 +215,11 @@ func envelopeOf(e *entity) (*encLayer, string) {
 	default:
 		return nil, reasonOf(err)
 	}
+}
+
+// isSignedLabel reports whether an smime-type parameter (RFC 8551 section 3.2.2) says signed, not encrypted.
+func isSignedLabel(smimeType string) bool {
+	return smimeType == "signed-data" || smimeType == "certs-only"
 }
 
 // reasonOf maps a cms error to an Undecryptable reason.
