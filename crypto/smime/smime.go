@@ -143,10 +143,14 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 			return nil, ""
 		}
 		first := parseEntity(parts[0])
-		if ok, st := smimeLabel(&first); !ok || isSignedLabel(st) {
-			return nil, "" // a signed-data inside would be a second signature layer
+		ok, st := smimeLabel(&first)
+		if !ok {
+			return nil, ""
 		}
 		if size > max {
+			if isSignedLabel(st) {
+				return nil, ""
+			}
 			return nil, ReasonTooLarge
 		}
 		// Only enveloped content is decrypted here: an opaque signed-data inside would be a second
