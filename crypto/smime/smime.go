@@ -1,6 +1,7 @@
 package smime
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -175,15 +176,17 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 		}
 		return nil, ReasonCorrupt
 	}
-	env, err := cms.ParseOwned(buf)
-	switch {
-	case err == nil:
-		return &encLayer{ent: top, e: env}, ""
-	case errors.Is(err, cms.ErrNotEnveloped):
-	case signedLabel:
-		return nil, ""
-	default:
-		return nil, reasonOf(err)
+	if !looksSigned(buf) {
+		env, err := cms.ParseOwned(buf)
+		switch {
+		case err == nil:
+			return &encLayer{ent: top, e: env}, ""
+		case errors.Is(err, cms.ErrNotEnveloped):
+		case signedLabel:
+			return nil, ""
+		default:
+			return nil, reasonOf(err)
+		}
 	}
 	// Opaque signed-data (RFC 8551 section 3.5.2): decrypt only when its eContent is, as a whole, an
 	// encrypted entity; the signature is not verified here (the client sees the decrypted entity only).
@@ -219,6 +222,23 @@ func envelopeOf(e *entity) (*encLayer, string) {
 	default:
 		return nil, reasonOf(err)
 	}
+}
+
+// signedDataOID is the DER of the id-signedData OBJECT IDENTIFIER (RFC 5652 section 5.1).
+var signedDataOID = []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02}
+
+// looksSigned reports whether b starts like a ContentInfo of type signed-data (a SEQUENCE, definite or
+// indefinite length, then the OID), so the opaque signed case goes straight to cms.SignedContent without a
+// failed, message-sized cms.ParseOwned first. It only saves work: SignedContent checks the structure.
+func looksSigned(b []byte) bool {
+	if len(b) < 2 || b[0] != 0x30 {
+		return false
+	}
+	p := 2
+	if b[1] > 0x80 {
+		p += int(b[1] & 0x7f)
+	}
+	return p < len(b) && bytes.HasPrefix(b[p:], signedDataOID)
 }
 
 // isSignedLabel reports whether an smime-type parameter (RFC 8551 section 3.2.2) says signed, not encrypted.

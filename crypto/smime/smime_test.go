@@ -207,6 +207,9 @@ func TestProcessUndecryptable(t *testing.T) {
 	if res := smime.Process(signedLabel, &ring{keys: []smime.Key{other}}, nil); res.Status != smime.NotEncrypted {
 		t.Errorf("corrupt signed-data: Process() = %v %q, want NotEncrypted", res.Status, res.Reason)
 	}
+	if res := smime.Process(signedLabel, &ring{keys: []smime.Key{other}}, &smime.Options{MaxSize: 10}); res.Status != smime.NotEncrypted {
+		t.Errorf("oversized signed-data: Process() = %v %q, want NotEncrypted", res.Status, res.Reason)
+	}
 }
 
 // TestProcessKeyOrder: of several keys, those whose certificate names a recipient are tried in order and the
