@@ -3,11 +3,15 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func repoRoot(t *testing.T) string {
@@ -190,5 +194,114 @@ func TestSystemdUnit(t *testing.T) {
 	os.Remove(filepath.Join(home, ".local", "bin", "smimeproxy"))
 	if out, err := verify(); err == nil || !strings.Contains(string(out), "is not executable") {
 		t.Errorf("systemd-analyze verify without the binary: %v\n%s", err, out)
+	}
+}
+
+// TestComposeDovecot runs the compose stack's Dovecot config and seed script outside a container: the config
+// with its container paths, user and port rewritten (each rewrite must match, so drift fails here), the seed
+// script as is. A real client (Python imaplib) then logs in as bob and finds the seeded S/MIME mail.
+func TestComposeDovecot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test runs Dovecot as root, as the container does")
+	}
+	// Mail is owned by nobody here (Dovecot refuses uid 0 for mail; the image has its own vmail user).
+	root := repoRoot(t)
+	dir := t.TempDir()
+	// Dovecot's auth process (user dovecot) must reach the passwd file: open the temp dir and its parent.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf, err := os.ReadFile(filepath.Join(root, "deploy", "compose", "dovecot", "dovecot.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := os.ReadFile(filepath.Join(root, "deploy", "compose", "dovecot", "users"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users"), users, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := string(conf)
+	for _, r := range [][2]string{
+		{"listen = *\n", "listen = 127.0.0.1\n"},
+		{"port = 143\n", fmt.Sprintf("port = %d\n", port)},
+		{"/etc/dovecot/users", filepath.Join(dir, "users")},
+		{"uid=vmail gid=vmail home=/srv/mail/%n", "uid=nobody gid=nogroup home=" + dir + "/mail/%n"},
+		{"first_valid_uid = 5000\n", "first_valid_uid = 0\n"},
+		{"first_valid_gid = 5000\n", "first_valid_gid = 0\n"},
+		{"service imap-login {\n", "service imap-login {\n  chroot =\n"},
+	} {
+		if !strings.Contains(s, r[0]) {
+			t.Fatalf("dovecot.conf no longer contains %q: update this test", r[0])
+		}
+		s = strings.Replace(s, r[0], r[1], 1)
+	}
+	s += fmt.Sprintf("base_dir = %[1]s/run\nstate_dir = %[1]s/state\nservice anvil {\n  chroot =\n}\n", dir)
+	cfg := filepath.Join(dir, "dovecot.conf")
+	if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(filepath.Join(root, "deploy", "compose", "dovecot", "seed.sh"))
+	cmd.Env = append(os.Environ(), "SEED_DIR="+filepath.Join(root, "testdata", "thunderbird"), "MAIL_OWNER=nobody", "MAIL_GROUP=nogroup",
+		"MAIL_ROOT="+filepath.Join(dir, "mail"), "DOVECOT_CONF="+cfg)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM) // exec'd: this is Dovecot's master
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dovecot did not listen on %s: %v\n%s", addr, err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	py := `
+import imaplib, sys
+c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]), timeout=10)
+c.login("bob", "bob-demo-password")
+typ, data = c.select("INBOX", readonly=True)
+print("EXISTS", data[0].decode())
+typ, data = c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])")
+print("SMIME", sum(1 for d in data if isinstance(d, tuple) and b"pkcs7-mime" in d[1].lower()))
+c.logout()
+`
+	out, err := exec.Command("python3", "-c", py, fmt.Sprint(port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("imaplib: %v\n%s\ndovecot:\n%s", err, out, logs.String())
+	}
+	// Four seeded messages; three are encrypted at the top level (the fourth is signed only).
+	if got := strings.TrimSpace(string(out)); got != "EXISTS 4\nSMIME 3" {
+		t.Errorf("imaplib saw %q, want EXISTS 4 / SMIME 3", got)
+	}
+	if !strings.Contains(logs.String(), "seed: 4 messages in bob's INBOX") {
+		t.Errorf("seed output missing:\n%s", logs.String())
 	}
 }

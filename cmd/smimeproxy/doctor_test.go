@@ -50,9 +50,11 @@ func startDovecot(t *testing.T, host, extra string) *dovecot {
 		t.Fatal("this Dovecot harness runs Dovecot as root (its login and auth processes drop to dovenull/dovecot)")
 	}
 	dir := t.TempDir()
-	// Dovecot's auth process (user dovecot) must reach the passwd file.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	// Dovecot's auth process (user dovecot) must reach the passwd file: open the temp dir and its parent.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cert, err := tlscert.Generate(tlscert.Options{Hosts: []string{host}})
 	if err != nil {

@@ -1,15 +1,20 @@
 #!/bin/sh
-# Seeds bob's INBOX once from /seed (S/MIME messages encrypted to Bob), then runs Dovecot in the foreground.
+# Seeds bob's INBOX once from $SEED_DIR (S/MIME messages encrypted to Bob), then runs Dovecot in the foreground.
+# The variables exist for the test that runs this script outside a container (deploy/deploy_test.go).
 set -eu
-inbox=/srv/mail/bob/Maildir
+seed=${SEED_DIR:-/seed}
+owner=${MAIL_OWNER:-vmail}
+group=${MAIL_GROUP:-vmail}
+inbox=${MAIL_ROOT:-/srv/mail}/bob/Maildir
+conf=${DOVECOT_CONF:-/etc/dovecot/dovecot.conf}
 if [ ! -d "$inbox/cur" ]; then
-  install -d -o vmail -g vmail "$inbox" "$inbox/cur" "$inbox/new" "$inbox/tmp"
+  install -d -o "$owner" -g "$group" "$inbox" "$inbox/cur" "$inbox/new" "$inbox/tmp"
   n=0
-  for f in /seed/alice.env.eml /seed/alice.dsig.SHA256.multipart.env.eml /seed/alice.sig.SHA256.opaque.env.eml /seed/alice.dsig.SHA256.multipart.eml; do
-    [ -f "$f" ] || continue
+  for f in alice.env.eml alice.dsig.SHA256.multipart.env.eml alice.sig.SHA256.opaque.env.eml alice.dsig.SHA256.multipart.eml; do
+    [ -f "$seed/$f" ] || continue
     n=$((n + 1))
-    install -o vmail -g vmail -m 0600 "$f" "$inbox/new/$(date +%s).seed$n.dovecot"
+    install -o "$owner" -g "$group" -m 0600 "$seed/$f" "$inbox/new/$(date +%s).seed$n.dovecot"
   done
   echo "seed: $n messages in bob's INBOX"
 fi
-exec /usr/sbin/dovecot -F
+exec /usr/sbin/dovecot -F -c "$conf"
