@@ -8,6 +8,10 @@
 // secrets engine (bring-your-own-key, RFC 5649 key wrap); Transit then decrypts key-transport ciphertext with
 // padding_scheme pkcs1v15 or oaep (Vault 1.19 or later), exposed as a crypto.Decrypter.
 //
+// Transit keys are named <prefix>-<first 16 hex digits of SHA-256(user)>-<key-id> (Transit names allow only
+// letters, digits, "_", "-" and "."); the KV secret records the name. ProxyPolicy and AdminPolicy return the
+// Vault policies the proxy and key management need for a Config.
+//
 // Unsupported: EC keys and RSA-OAEP with SHA-1 (or any parameters other than SHA-256/MGF1-SHA-256/no label) in
 // Transit, because Transit has no ECDH and fixes OAEP to SHA-256; such keys must stay in KV.
 //
