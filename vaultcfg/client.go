@@ -21,7 +21,7 @@ type client struct {
 	cfg    Config
 	log    *slog.Logger
 
-	loginMu   sync.Mutex // serializes AppRole logins
+	loginMu sync.Mutex // serializes AppRole logins
 
 	stop context.CancelFunc
 	done chan struct{}
