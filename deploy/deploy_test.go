@@ -305,3 +305,93 @@ c.logout()
 		t.Errorf("seed output missing:\n%s", logs.String())
 	}
 }
+
+// dockerIgnored reports whether rel (slash-separated, relative to the build context) or one of its parent
+// directories matches a .dockerignore pattern. Supports what our .dockerignore uses: plain paths, "*" within a
+// component, and a leading "**/" (any number of directories).
+func dockerIgnored(patterns []string, rel string) bool {
+	parts := strings.Split(rel, "/")
+	for n := 1; n <= len(parts); n++ { // rel's ancestors, then rel
+		a := parts[:n]
+		for _, p := range patterns {
+			if sub, ok := strings.CutPrefix(p, "**/"); ok {
+				for i := range a {
+					if m, _ := filepath.Match(sub, strings.Join(a[i:], "/")); m {
+						return true
+					}
+				}
+			} else if m, _ := filepath.Match(p, strings.Join(a, "/")); m {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestDockerBuildContext builds the binary from exactly the files the Dockerfile's build context keeps (after
+// .dockerignore), the way the Dockerfile's build stage does, so an excluded file the build needs is caught
+// without a Docker engine.
+func TestDockerBuildContext(t *testing.T) {
+	root := repoRoot(t)
+	ign, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for _, l := range strings.Split(string(ign), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			patterns = append(patterns, strings.TrimSuffix(l, "/"))
+		}
+	}
+	for _, tt := range []struct {
+		path string
+		want bool
+	}{{".git/config", true}, {"crypto/cms/testdata/x.eml", true}, {"proxy/fetch_test.go", true}, {"tools/vault/main.go", true},
+		{"cmd/smimeproxy/main.go", false}, {"go.sum", false}, {"deploy/compose/empty.toml", false}} {
+		if got := dockerIgnored(patterns, tt.path); got != tt.want {
+			t.Errorf("dockerIgnored(%q) = %v, want %v", tt.path, got, tt.want)
+		}
+	}
+	dst := t.TempDir()
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if rel == "." {
+			return nil
+		}
+		if dockerIgnored(patterns, rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"go.mod", "go.sum", "deploy/compose/empty.toml", "cmd/smimeproxy/main.go"} {
+		if _, err := os.Stat(filepath.Join(dst, f)); err != nil {
+			t.Errorf("build context lacks %s, which the Dockerfile needs", f)
+		}
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(t.TempDir(), "smimeproxy"), "./cmd/smimeproxy")
+	cmd.Dir = dst
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build in the Docker build context: %v\n%s", err, out)
+	}
+}
