@@ -25,6 +25,13 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 		emitted = ent.body
 		ent = parseEntity(emitted)
 	}
+	// A plaintext that does not start with a header field (some agents encrypt bare text) is all body: it
+	// gets an empty line in front instead of being taken for malformed header fields.
+	sep := ""
+	if len(ent.fields) > 0 && !validField(ent.fields[0]) {
+		ent = entity{body: emitted}
+		sep = "\r\n"
+	}
 	replaced := map[string]bool{}
 	for _, f := range ent.fields {
 		if f.is("MIME-Version") || isProtected(f) {
@@ -61,7 +68,7 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 	}
 
 	// Measure, then write.
-	n := len(status)
+	n := len(status) + len(sep)
 	eachField(msg, func(f field) {
 		if keepOuter(f) {
 			n += fieldLen(f.raw)
@@ -89,6 +96,7 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 	for _, f := range copies {
 		out = appendField(out, f.raw)
 	}
+	out = append(out, sep...)
 	for _, f := range ent.fields {
 		if !f.isStatus() {
 			out = appendCanon(out, f.raw)
@@ -98,6 +106,21 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 		return append(out, rest...)
 	}
 	return appendCanon(out, rest)
+}
+
+// validField reports whether f starts with a field name and a colon (RFC 5322 section 2.2: printable
+// US-ASCII except colon).
+func validField(f field) bool {
+	c := bytes.IndexByte(f.raw, ':')
+	if c <= 0 {
+		return false
+	}
+	for _, b := range bytes.TrimRight(f.raw[:c], " \t") {
+		if b < 33 || b > 126 {
+			return false
+		}
+	}
+	return true
 }
 
 func isProtected(f field) bool {

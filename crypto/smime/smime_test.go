@@ -248,6 +248,22 @@ func TestProcessLineEnds(t *testing.T) {
 	}
 }
 
+// TestProcessBareText: a plaintext without a MIME header is served as the body.
+func TestProcessBareText(t *testing.T) {
+	k := identity(t, 2048, "Bob")
+	for _, text := range []string{"hello world\r\nsecond line\r\n", "Dear Bob: hi\r\n", "\r\nbody after an empty header\r\n"} {
+		msg := encryptedMessage(t, text, k.Cert)
+		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		sep := "\r\n"
+		if strings.HasPrefix(text, "\r\n") {
+			sep = ""
+		}
+		if want := statusDecrypted(k, "aes-256-cbc", "no") + outerHeader + sep + text; string(res.Served) != want {
+			t.Errorf("served %q\nwant %q", res.Served, want)
+		}
+	}
+}
+
 // TestProcessHeaderProtection: RFC 9788 protected header fields inside the encryption replace the outer ones.
 func TestProcessHeaderProtection(t *testing.T) {
 	k := identity(t, 2048, "Bob")
