@@ -210,3 +210,50 @@ func CheckListen(addr string, haveTLS bool) error {
 	}
 	return fmt.Errorf("%w: %s", ErrPlaintextRemote, addr)
 }
+
+// RenewBefore is how long before expiry Ensure replaces a stored certificate.
+const RenewBefore = 30 * 24 * time.Hour
+
+// Ensure returns the stored certificate (certPEM, keyPEM, e.g. read from Vault) when it parses, matches its key,
+// covers every host of o and stays valid for more than RenewBefore; otherwise it generates a new one (generated
+// is then true and the caller should store the new PEM bytes). Empty input means nothing is stored yet. It fails
+// only when generating fails.
+func Ensure(certPEM, keyPEM []byte, o Options) (c *Cert, generated bool, reason string, err error) {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	reason = "none stored"
+	if len(certPEM) > 0 || len(keyPEM) > 0 {
+		stored, perr := Parse(certPEM, keyPEM)
+		switch {
+		case perr != nil:
+			reason = "stored certificate unusable: " + perr.Error()
+		case !now().Add(RenewBefore).Before(stored.Leaf.NotAfter):
+			reason = "stored certificate expires on " + stored.Leaf.NotAfter.UTC().Format("2006-01-02")
+		default:
+			reason = coversHosts(stored.Leaf, o.Hosts)
+			if reason == "" {
+				return stored, false, "", nil
+			}
+		}
+	}
+	c, err = Generate(o)
+	if err != nil {
+		return nil, false, reason, err
+	}
+	return c, true, reason, nil
+}
+
+// coversHosts returns "" when leaf is valid for every host (DefaultHosts if none), else which one it lacks.
+func coversHosts(leaf *x509.Certificate, hosts []string) string {
+	if len(hosts) == 0 {
+		hosts = DefaultHosts
+	}
+	for _, h := range hosts {
+		if err := leaf.VerifyHostname(h); err != nil {
+			return "stored certificate is not valid for " + h
+		}
+	}
+	return ""
+}

@@ -239,3 +239,42 @@ func TestCheckListen(t *testing.T) {
 		}
 	}
 }
+
+func TestEnsure(t *testing.T) {
+	// Nothing stored: generate.
+	c, generated, reason, err := tlscert.Ensure(nil, nil, tlscert.Options{})
+	if err != nil || !generated || reason != "none stored" {
+		t.Fatalf("Ensure(empty) = %v, %v, %q, %v", c, generated, reason, err)
+	}
+	// A good stored certificate is kept, byte for byte.
+	got, generated, _, err := tlscert.Ensure(c.CertPEM, c.KeyPEM, tlscert.Options{})
+	if err != nil || generated || string(got.CertPEM) != string(c.CertPEM) {
+		t.Errorf("Ensure(stored) generated=%v err=%v", generated, err)
+	}
+	// Expiring within RenewBefore, mismatched, garbage, or missing a host: replaced, with the reason.
+	old, err := tlscert.Generate(tlscert.Options{Validity: 10 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := tlscert.Generate(tlscert.Options{})
+	for _, tt := range []struct {
+		name       string
+		cert, key  []byte
+		hosts      []string
+		wantReason string
+	}{
+		{"expiring", old.CertPEM, old.KeyPEM, nil, "stored certificate expires on " + old.Leaf.NotAfter.UTC().Format("2006-01-02")},
+		{"mismatched", c.CertPEM, other.KeyPEM, nil, "stored certificate unusable: tlscert: certificate and private key do not match"},
+		{"garbage", []byte("x"), []byte("y"), nil, "stored certificate unusable: "},
+		{"new host", c.CertPEM, c.KeyPEM, []string{"127.0.0.1", "mail.internal"}, "stored certificate is not valid for mail.internal"},
+	} {
+		got, generated, reason, err := tlscert.Ensure(tt.cert, tt.key, tlscert.Options{Hosts: tt.hosts})
+		if err != nil || !generated || !strings.HasPrefix(reason, tt.wantReason) {
+			t.Errorf("%s: Ensure = generated %v, reason %q, err %v; want regenerated, reason %q", tt.name, generated, reason, err, tt.wantReason)
+			continue
+		}
+		if string(got.CertPEM) == string(tt.cert) {
+			t.Errorf("%s: certificate not replaced", tt.name)
+		}
+	}
+}
