@@ -288,7 +288,7 @@ func decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, stri
 				return nil, cms.Info{}, nil, reasonOf(err)
 			}
 		}
-		pt, info, err := env.Decrypt(k.Cert, k.Private)
+		pt, info, err := env.Decrypt(k.Cert, keyFor(k.Private))
 		if err == nil {
 			return pt, info, k.Cert, ""
 		}

@@ -337,3 +337,26 @@ func TestProcessAuthEnveloped(t *testing.T) {
 func pemCert(k smime.Key) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.Cert.Raw})
 }
+
+// TestProcessCorruptKeyDeterministic: a corrupt RSA PKCS#1 v1.5 wrapped key gives a pseudo-random content key
+// (no padding oracle), the same one every time: the outcome and served bytes do not change between fetches.
+func TestProcessCorruptKeyDeterministic(t *testing.T) {
+	k := identity(t, 2048, "Bob")
+	der := envelop(t, []byte(plainEntity), k.Cert)
+	i := bytes.Index(der, []byte{0x04, 0x82, 0x01, 0x00}) // encryptedKey OCTET STRING of 256 bytes
+	if i < 0 {
+		t.Fatal("no encryptedKey in the fixture")
+	}
+	der[i+4+100] ^= 0x40
+	msg := []byte(outerHeader + p7mPart(der))
+	first := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+	for range 1000 {
+		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		if res.Status != first.Status || !bytes.Equal(res.Served, first.Served) {
+			t.Fatalf("outcome changed: %v %q, then %v %q", first.Status, first.Reason, res.Status, res.Reason)
+		}
+	}
+	if first.Status == smime.NotEncrypted {
+		t.Fatalf("Process() = %v", first.Status)
+	}
+}
