@@ -83,6 +83,19 @@ func TestDecryptCommand(t *testing.T) {
 			t.Fatalf("exit %d, stderr %s, stdout %q", code, errs, out)
 		}
 	})
+	t.Run("corrupt", func(t *testing.T) {
+		// alice.env.eml with a damaged base64 body: encrypted, but not decryptable.
+		orig := readCorpus(t, "alice.env.eml")
+		bad := bytes.Replace(orig, []byte("MIAGCSqGSIb3DQEHA6CAMIACAQAx"), []byte("MIAGCSqGSIb3DQEHA6CA*!*!*!*!"), 1)
+		if bytes.Equal(bad, orig) {
+			t.Fatal("fixture not damaged")
+		}
+		code, out, errs := runDecryptCLI(t, vars, bad, "decrypt", "--key", bob, "--password-env", "PW", "-")
+		want := append([]byte("X-Smimeproxy-Status: undecryptable; reason=corrupt\r\n"), bad...)
+		if code != exitUndecryptable || !bytes.Equal(out, want) || !strings.Contains(errs, "corrupt") {
+			t.Fatalf("exit %d, stderr %s, stdout %q", code, errs, out)
+		}
+	})
 	t.Run("PEM key and certificate files", func(t *testing.T) {
 		dir := t.TempDir()
 		keyPEM, certPEM := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
