@@ -51,7 +51,7 @@ const (
 // doctorFlags are doctor's own flags. The upstream and client TLS flags have the names serve uses, so one
 // config file serves both; doctor also reads the [serve] section for them (see applyServeSection).
 type doctorFlags struct {
-	upstream, upstreamTLS, upstreamCA string
+	upstream, upstreamCA              string
 	tlsCert, tlsKey                   string
 	user                              string
 	timeout, expiryWarn               time.Duration
@@ -61,9 +61,8 @@ type doctorFlags struct {
 func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	d := &doctorFlags{}
-	fs.StringVar(&d.upstream, "upstream", "", "upstream IMAP server, host:port (port 993 if omitted)")
-	fs.StringVar(&d.upstreamTLS, "upstream-tls", "auto", "upstream TLS: implicit (IMAPS), starttls, none, or auto (starttls on port 143, else implicit)")
-	fs.StringVar(&d.upstreamCA, "upstream-ca-file", "", "PEM file of the CA(s) that signed the upstream server's certificate (default: system roots)")
+	fs.StringVar(&d.upstream, "upstream", "", "upstream IMAP server: imaps://host[:993] (implicit TLS) or imap://host[:143] (STARTTLS); a bare host[:port] means imaps, or imap on port 143")
+	fs.StringVar(&d.upstreamCA, "upstream-ca-file", "", "PEM file of CA certificates trusted for the upstream server, in addition to the system roots")
 	fs.StringVar(&d.tlsCert, "tls-cert", "", "PEM certificate the proxy presents to mail clients (with --tls-key; default: generated)")
 	fs.StringVar(&d.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&d.user, "user", "", "check this user's keys in Vault (the mail account name)")
@@ -214,46 +213,67 @@ func (d *doctorFlags) reportExpiry(r *doctorReport, what string, cert *x509.Cert
 	}
 }
 
-// upstreamMode resolves --upstream-tls for addr's port.
-func upstreamMode(mode, port string) (string, error) {
-	switch mode {
-	case "implicit", "starttls", "none":
-		return mode, nil
-	case "", "auto":
-		if port == "143" {
-			return "starttls", nil
-		}
-		return "implicit", nil
-	}
-	return "", fmt.Errorf("unknown --upstream-tls %q (want implicit, starttls, none or auto)", mode)
+// upstreamTarget is a parsed --upstream (the URL forms backend.ParseURL accepts, plus a bare host[:port]).
+type upstreamTarget struct {
+	implicit   bool
+	host, addr string
 }
 
-// checkUpstream connects to the upstream server as serve would: TCP, TLS (implicit or STARTTLS, RFC 8314 section
-// 3.2 / RFC 9051 section 6.2.1), greeting (RFC 9051 section 7.1) and CAPABILITY (RFC 9051 section 6.1.1).
+func parseUpstream(s string) (upstreamTarget, error) {
+	var t upstreamTarget
+	rest, port := s, ""
+	switch {
+	case strings.HasPrefix(strings.ToLower(s), "imaps://"):
+		t.implicit, rest, port = true, s[len("imaps://"):], "993"
+	case strings.HasPrefix(strings.ToLower(s), "imap://"):
+		rest, port = s[len("imap://"):], "143"
+	case strings.Contains(s, "://"):
+		return t, fmt.Errorf("upstream %q: scheme must be imaps:// or imap://", s)
+	default:
+		t.implicit, port = true, "993"
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if strings.ContainsAny(rest, "/@?") || rest == "" {
+		return t, fmt.Errorf("upstream %q: want imaps://host[:port] or imap://host[:port]", s)
+	}
+	host, p, err := net.SplitHostPort(rest)
+	if err != nil {
+		host = strings.Trim(rest, "[]")
+	} else {
+		port = p
+	}
+	if !strings.Contains(s, "://") && port == "143" {
+		t.implicit = false
+	}
+	t.host, t.addr = host, net.JoinHostPort(host, port)
+	return t, nil
+}
+
+// checkUpstream connects to the upstream server as serve would: TCP; then for imaps:// a TLS handshake (RFC 8314
+// section 3.2) before the greeting, for imap:// the greeting and CAPABILITY in plaintext and STARTTLS (RFC 9051
+// section 6.2.1) when offered, on a second connection; then the greeting (RFC 9051 section 7.1) and CAPABILITY
+// (section 6.1.1) over TLS.
 func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 	if d.upstream == "" {
-		r.add(statusFail, "upstream: not configured", `set upstream = "imap.example.org:993" in the config file, SMIMEPROXY_UPSTREAM or --upstream`)
+		r.add(statusFail, "upstream: not configured", `set upstream = "imaps://imap.example.org" in the config file, SMIMEPROXY_UPSTREAM or --upstream`)
 		return
 	}
-	addr := d.upstream
-	host, port, err := net.SplitHostPort(addr)
+	t, err := parseUpstream(d.upstream)
 	if err != nil {
-		host, port = addr, "993"
-		addr = net.JoinHostPort(host, port)
-	}
-	mode, err := upstreamMode(d.upstreamTLS, port)
-	if err != nil {
-		r.add(statusFail, "upstream: "+err.Error(), "fix --upstream-tls")
+		r.add(statusFail, err.Error(), "fix --upstream")
 		return
 	}
-	tlsConf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	tlsConf := &tls.Config{ServerName: t.host, MinVersion: tls.VersionTLS12}
 	if d.upstreamCA != "" {
 		pem, err := os.ReadFile(d.upstreamCA)
 		if err != nil {
 			r.add(statusFail, "upstream CA file: "+err.Error(), "fix --upstream-ca-file")
 			return
 		}
-		pool := x509.NewCertPool()
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
 		if !pool.AppendCertsFromPEM(pem) {
 			r.add(statusFail, "upstream CA file "+d.upstreamCA+": no PEM certificate in it", "give a PEM file with the CA certificate(s)")
 			return
@@ -262,66 +282,105 @@ func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 	}
 	var state *tls.ConnectionState
 	tlsConf.VerifyConnection = func(cs tls.ConnectionState) error { state = &cs; return nil }
+	tlsFix := "if the server uses a private CA, give its certificate with --upstream-ca-file; use imaps:// for implicit TLS (usually port 993), imap:// for STARTTLS (port 143)"
 
 	cctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(cctx, "tcp", addr)
+	dial := func() (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(cctx, "tcp", t.addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = conn.SetDeadline(time.Now().Add(d.timeout))
+		context.AfterFunc(cctx, func() { conn.Close() })
+		return conn, nil
+	}
+	conn, err := dial()
 	if err != nil {
-		r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect: %v", addr, err), "check the host name and port, and that this machine may reach it (firewall, VPN)")
+		r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect: %v", t.addr, err), "check the host name and port, and that this machine may reach it (firewall, VPN)")
 		return
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(d.timeout))
-	stop := context.AfterFunc(cctx, func() { conn.Close() })
-	defer stop()
 	reached := ""
-	if net.ParseIP(host) == nil {
+	if net.ParseIP(t.host) == nil {
 		reached = " at " + conn.RemoteAddr().String()
 	}
-	r.add(statusOK, fmt.Sprintf("upstream %s: reachable%s", addr, reached), "")
+	r.add(statusOK, fmt.Sprintf("upstream %s: reachable%s", t.addr, reached), "")
 
-	tlsFix := "if the server uses a private CA, give its certificate with --upstream-ca-file; check --upstream-tls (implicit for IMAPS, usually port 993; starttls for port 143)"
 	opts := &imapclient.Options{TLSConfig: tlsConf}
 	var c *imapclient.Client
-	switch mode {
-	case "implicit":
+	if t.implicit {
 		tc := tls.Client(conn, tlsConf)
 		if err := tc.HandshakeContext(cctx); err != nil {
-			r.add(statusFail, fmt.Sprintf("upstream %s: TLS handshake: %v", addr, err), tlsFix)
+			conn.Close()
+			fix := tlsFix
+			if strings.Contains(err.Error(), "does not look like a TLS handshake") {
+				fix = "this port speaks plaintext IMAP: use imap://" + t.addr + " (STARTTLS)"
+			}
+			r.add(statusFail, fmt.Sprintf("upstream %s: TLS handshake: %v", t.addr, err), fix)
 			return
 		}
 		c = imapclient.New(tc, opts)
-	case "starttls":
-		c, err = imapclient.NewStartTLS(conn, opts)
+	} else {
+		// Plaintext first: what does the server offer before TLS?
+		plain := imapclient.New(conn, opts)
+		caps, err := greetAndCaps(plain)
+		plain.Close()
 		if err != nil {
-			r.add(statusFail, fmt.Sprintf("upstream %s: greeting or STARTTLS: %v", addr, err), tlsFix)
+			r.add(statusFail, fmt.Sprintf("upstream %s: %v", t.addr, err), "check that this port serves IMAP; for implicit TLS (usually port 993) use imaps://")
 			return
 		}
-	case "none":
-		c = imapclient.New(conn, opts)
+		if !caps.Has(imap.CapStartTLS) {
+			if !tlscert.IsLoopback(t.addr) {
+				r.add(statusFail, fmt.Sprintf("upstream %s: no STARTTLS offered: passwords and mail would cross the network in clear", t.addr), "use imaps:// (implicit TLS) if the server has it; serve refuses plaintext to a remote server")
+				return
+			}
+			r.add(statusOK, fmt.Sprintf("upstream %s: plaintext on loopback (no STARTTLS offered)", t.addr), "")
+			d.reportCaps(r, t.addr, caps)
+			return
+		}
+		if conn, err = dial(); err != nil {
+			r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect again: %v", t.addr, err), "check the server's connection limits")
+			return
+		}
+		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
+			conn.Close()
+			r.add(statusFail, fmt.Sprintf("upstream %s: STARTTLS: %v", t.addr, err), tlsFix)
+			return
+		}
 	}
 	defer c.Close()
+	mode := "STARTTLS"
+	if t.implicit {
+		mode = "implicit TLS"
+	}
 	if state != nil {
-		r.add(statusOK, fmt.Sprintf("upstream %s: %s, %s", addr, mode, tlsVersionName(state.Version)), "")
+		r.add(statusOK, fmt.Sprintf("upstream %s: %s, %s", t.addr, mode, tlsVersionName(state.Version)), "")
 		if len(state.PeerCertificates) > 0 {
-			d.reportExpiry(r, "upstream certificate for "+host, state.PeerCertificates[0], "tell the mail server's operator")
-		}
-	} else if mode == "none" {
-		if tlscert.IsLoopback(addr) {
-			r.add(statusOK, fmt.Sprintf("upstream %s: plaintext on loopback", addr), "")
-		} else {
-			r.add(statusWarn, fmt.Sprintf("upstream %s: no TLS: passwords and mail cross the network in clear", addr), "use --upstream-tls implicit (port 993) or starttls")
+			d.reportExpiry(r, "upstream certificate for "+t.host, state.PeerCertificates[0], "tell the mail server's operator")
 		}
 	}
-	if err := c.WaitGreeting(); err != nil {
-		r.add(statusFail, fmt.Sprintf("upstream %s: no IMAP greeting: %v", addr, err), "check that this port serves IMAP (993 implicit TLS, 143 STARTTLS)")
+	caps, err := greetAndCaps(c)
+	if err != nil {
+		r.add(statusFail, fmt.Sprintf("upstream %s: %v", t.addr, err), "check that this port serves IMAP")
 		return
+	}
+	d.reportCaps(r, t.addr, caps)
+	_ = c.Logout().Wait()
+}
+
+// greetAndCaps waits for the greeting and asks for CAPABILITY.
+func greetAndCaps(c *imapclient.Client) (imap.CapSet, error) {
+	if err := c.WaitGreeting(); err != nil {
+		return nil, fmt.Errorf("no IMAP greeting: %w", err)
 	}
 	caps, err := c.Capability().Wait()
 	if err != nil {
-		r.add(statusFail, fmt.Sprintf("upstream %s: CAPABILITY failed: %v", addr, err), "the server does not speak IMAP as expected")
-		return
+		return nil, fmt.Errorf("CAPABILITY failed: %w", err)
 	}
+	return caps, nil
+}
+
+func (d *doctorFlags) reportCaps(r *doctorReport, addr string, caps imap.CapSet) {
 	names := make([]string, 0, len(caps))
 	for cp := range caps {
 		names = append(names, string(cp))
@@ -331,11 +390,10 @@ func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 	case !caps.Has(imap.CapIMAP4rev1) && !caps.Has(imap.CapIMAP4rev2):
 		r.add(statusFail, fmt.Sprintf("upstream %s: neither IMAP4rev1 nor IMAP4rev2 in CAPABILITY %s", addr, strings.Join(names, " ")), "point upstream at an IMAP server")
 	case caps.Has(imap.CapLoginDisabled):
-		r.add(statusFail, fmt.Sprintf("upstream %s: LOGINDISABLED: the server refuses logins on this connection", addr), "use TLS (--upstream-tls implicit or starttls)")
+		r.add(statusFail, fmt.Sprintf("upstream %s: LOGINDISABLED: the server refuses logins on this connection", addr), "use TLS: imaps:// or a server that offers STARTTLS")
 	default:
 		r.add(statusOK, fmt.Sprintf("upstream %s: CAPABILITY %s", addr, strings.Join(names, " ")), "")
 	}
-	_ = c.Logout().Wait()
 }
 
 func tlsVersionName(v uint16) string {

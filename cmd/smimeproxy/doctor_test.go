@@ -203,14 +203,14 @@ func TestDoctorRealDovecotAndVault(t *testing.T) {
 	importKey(t, vars, "tbob", "--transit")
 
 	// Everything fine: implicit TLS upstream, keys in KV and in Transit pass the decryption self-test.
-	code, out := doctorRun(t, vars, "--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--user", "bob")
+	code, out := doctorRun(t, vars, "--upstream", "imaps://"+dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--user", "bob")
 	if code != exitOK {
 		t.Errorf("exit %d, want 0", code)
 	}
 	wantLines(t, out,
 		`ok    config: no file .*`,
 		`ok    upstream `+dc.imapsAddr+`: reachable`,
-		`ok    upstream `+dc.imapsAddr+`: implicit, TLS 1\.3`,
+		`ok    upstream `+dc.imapsAddr+`: implicit TLS, TLS 1\.3`,
 		`ok    upstream certificate for 127\.0\.0\.1 valid until \d{4}-\d\d-\d\d`,
 		`ok    upstream `+dc.imapsAddr+`: CAPABILITY .*IMAP4rev1.*`,
 		`ok    vault: connected and logged in`,
@@ -228,8 +228,7 @@ func TestDoctorRealDovecotAndVault(t *testing.T) {
 	// level, doctor's own user in [doctor]; STARTTLS on the plaintext port.
 	cfg := writeFile(t, filepath.Join(t.TempDir(), "config.toml"), fmt.Sprintf(`vault-addr = %q
 [serve]
-upstream = %q
-upstream-tls = "starttls"
+upstream = "imap://%s"
 upstream-ca-file = %q
 [doctor]
 user = "bob"
@@ -241,7 +240,7 @@ expiry-warn = "9000h"
 	}
 	wantLines(t, out,
 		`ok    config: `+regexp.QuoteMeta(cfg),
-		`ok    upstream `+dc.imapAddr+`: starttls, TLS 1\.3`,
+		`ok    upstream `+dc.imapAddr+`: STARTTLS, TLS 1\.3`,
 		`warn  upstream certificate for 127\.0\.0\.1 expires on .* \(in 36\d days\)  → tell the mail server's operator`,
 		`ok    key [0-9a-f]{16} of bob .*: decryption self-test passed`,
 		`0 failed, 1 warnings`,
@@ -271,14 +270,22 @@ func TestDoctorFailures(t *testing.T) {
 	}{
 		{"untrusted upstream certificate", good, []string{"--upstream", dc.imapsAddr},
 			[]string{`FAIL  upstream ` + dc.imapsAddr + `: TLS handshake: .*certificate signed by unknown authority.*  → if the server uses a private CA, give its certificate with --upstream-ca-file.*`}},
-		{"STARTTLS to an implicit-TLS port", good, []string{"--upstream", dc.imapsAddr, "--upstream-tls", "starttls", "--upstream-ca-file", dc.caFile},
-			[]string{`FAIL  upstream ` + dc.imapsAddr + `: greeting or STARTTLS: .*  → .*check --upstream-tls.*`}},
+		{"imap:// to an implicit-TLS port", good, []string{"--upstream", "imap://" + dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--timeout", "2s"},
+			[]string{`FAIL  upstream ` + dc.imapsAddr + `: no IMAP greeting: .*  → .*use imaps://`}},
+		{"imaps:// to a STARTTLS port", good, []string{"--upstream", "imaps://" + dc.imapAddr, "--upstream-ca-file", dc.caFile, "--timeout", "2s"},
+			[]string{`FAIL  upstream ` + dc.imapAddr + `: TLS handshake: .*  → this port speaks plaintext IMAP: use imap://` + dc.imapAddr + ` \(STARTTLS\)`}},
+		{"imap:// with STARTTLS", good, []string{"--upstream", "imap://" + dc.imapAddr, "--upstream-ca-file", dc.caFile},
+			[]string{`ok    upstream ` + dc.imapAddr + `: STARTTLS, TLS 1\.3`, `ok    upstream ` + dc.imapAddr + `: CAPABILITY .*IMAP4rev1.*`}},
+		{"bad scheme", good, []string{"--upstream", "pop3://" + dc.imapAddr},
+			[]string{`FAIL  upstream "pop3://.*": scheme must be imaps:// or imap://  → fix --upstream`}},
+		{"plaintext server refusing logins", good, []string{"--upstream", "imap://" + fakeIMAP(t, "IMAP4rev1 LOGINDISABLED")},
+			[]string{`ok    upstream .*: plaintext on loopback \(no STARTTLS offered\)`, `FAIL  upstream .*: LOGINDISABLED: .*  → use TLS.*`}},
+		{"not an IMAP4rev1 server", good, []string{"--upstream", "imap://" + fakeIMAP(t, "IMAP2")},
+			[]string{`FAIL  upstream .*: neither IMAP4rev1 nor IMAP4rev2 in CAPABILITY IMAP2  → .*`}},
 		{"nothing listening", good, []string{"--upstream", closed},
 			[]string{`FAIL  upstream ` + closed + `: cannot connect: .*connection refused  → check the host name and port.*`}},
 		{"no upstream", good, nil,
 			[]string{`FAIL  upstream: not configured  → set upstream = .*`}},
-		{"plaintext upstream with LOGINDISABLED", good, []string{"--upstream", dc.imapAddr, "--upstream-tls", "none"},
-			[]string{`ok    upstream ` + dc.imapAddr + `: plaintext on loopback`, `FAIL  upstream ` + dc.imapAddr + `: LOGINDISABLED: .*  → use TLS .*`}},
 		{"no vault address", map[string]string{"VAULT_TOKEN": "x"}, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile},
 			[]string{`FAIL  vault: .*no vault address.*  → set vault-addr in the config file, or VAULT_ADDR`}},
 		{"vault unreachable", map[string]string{"VAULT_ADDR": "http://" + closed, "VAULT_TOKEN": "x"}, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--vault-timeout", "2s"},
@@ -314,6 +321,73 @@ func TestDoctorFailures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// fakeIMAP is a fault-injection server on 127.0.0.1: a misconfigured IMAP server that greets and answers
+// CAPABILITY with caps (and LOGOUT), for conditions a correctly configured Dovecot cannot produce.
+func fakeIMAP(t *testing.T, caps string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				fmt.Fprintf(c, "* OK fake ready\r\n")
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					tag, cmd, _ := strings.Cut(strings.TrimSpace(line), " ")
+					switch strings.ToUpper(cmd) {
+					case "CAPABILITY":
+						fmt.Fprintf(c, "* CAPABILITY %s\r\n%s OK done\r\n", caps, tag)
+					case "LOGOUT":
+						fmt.Fprintf(c, "* BYE\r\n%s OK bye\r\n", tag)
+						return
+					default:
+						fmt.Fprintf(c, "%s BAD unsupported\r\n", tag)
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestParseUpstream(t *testing.T) {
+	for _, tt := range []struct {
+		in, addr string
+		implicit bool
+	}{
+		{"imaps://mail.example.org", "mail.example.org:993", true},
+		{"imaps://mail.example.org:1993/", "mail.example.org:1993", true},
+		{"IMAP://mail.example.org", "mail.example.org:143", false},
+		{"imap://[::1]:1143", "[::1]:1143", false},
+		{"mail.example.org", "mail.example.org:993", true},
+		{"mail.example.org:143", "mail.example.org:143", false},
+		{"127.0.0.1:1993", "127.0.0.1:1993", true},
+	} {
+		got, err := parseUpstream(tt.in)
+		if err != nil || got.addr != tt.addr || got.implicit != tt.implicit {
+			t.Errorf("parseUpstream(%q) = %+v, %v; want addr %s implicit %v", tt.in, got, err, tt.addr, tt.implicit)
+		}
+	}
+	for _, in := range []string{"pop3://x", "imaps://", "imaps://u@host", "imaps://host/INBOX", "imap://host?x=1"} {
+		if _, err := parseUpstream(in); err == nil {
+			t.Errorf("parseUpstream(%q) succeeded", in)
+		}
 	}
 }
 
