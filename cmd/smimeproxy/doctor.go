@@ -51,11 +51,11 @@ const (
 // doctorFlags are doctor's own flags. The upstream and client TLS flags have the names serve uses, so one
 // config file serves both; doctor also reads the [serve] section for them (see applyServeSection).
 type doctorFlags struct {
-	upstream, upstreamCA              string
-	tlsCert, tlsKey                   string
-	user                              string
-	timeout, expiryWarn               time.Duration
-	vault                             *vaultFlags
+	upstream, upstreamCA string
+	tlsCert, tlsKey      string
+	user                 string
+	timeout, expiryWarn  time.Duration
+	vault                *vaultFlags
 }
 
 func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
