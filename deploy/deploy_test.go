@@ -3,6 +3,8 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -232,13 +234,17 @@ func TestComposeDovecot(t *testing.T) {
 	ln.Close()
 	s := string(conf)
 	for _, r := range [][2]string{
-		{"listen = *\n", "listen = 127.0.0.1\n"},
+		// 127.0.0.2: Dovecot treats clients from its own address as secure and would allow plaintext logins;
+		// our client comes from 127.0.0.1, like smimeproxy from another container.
+		{"listen = *\n", "listen = 127.0.0.2\n"},
 		{"port = 143\n", fmt.Sprintf("port = %d\n", port)},
 		{"/etc/dovecot/users", filepath.Join(dir, "users")},
 		{"uid=vmail gid=vmail home=/srv/mail/%n", "uid=nobody gid=nogroup home=" + dir + "/mail/%n"},
 		{"first_valid_uid = 5000\n", "first_valid_uid = 0\n"},
 		{"first_valid_gid = 5000\n", "first_valid_gid = 0\n"},
 		{"service imap-login {\n", "service imap-login {\n  chroot =\n"},
+		{"ssl_cert = </tls/", "ssl_cert = <" + dir + "/tls/"},
+		{"ssl_key = </tls/", "ssl_key = <" + dir + "/tls/"},
 	} {
 		if !strings.Contains(s, r[0]) {
 			t.Fatalf("dovecot.conf no longer contains %q: update this test", r[0])
@@ -253,7 +259,7 @@ func TestComposeDovecot(t *testing.T) {
 	var logs bytes.Buffer
 	cmd := exec.Command(filepath.Join(root, "deploy", "compose", "dovecot", "seed.sh"))
 	cmd.Env = append(os.Environ(), "SEED_DIR="+filepath.Join(root, "testdata", "thunderbird"), "MAIL_OWNER=nobody", "MAIL_GROUP=nogroup",
-		"MAIL_ROOT="+filepath.Join(dir, "mail"), "DOVECOT_CONF="+cfg)
+		"MAIL_ROOT="+filepath.Join(dir, "mail"), "DOVECOT_CONF="+cfg, "TLS_DIR="+filepath.Join(dir, "tls"))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -270,7 +276,7 @@ func TestComposeDovecot(t *testing.T) {
 			<-done
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := fmt.Sprintf("127.0.0.2:%d", port)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -283,9 +289,22 @@ func TestComposeDovecot(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Before STARTTLS logins are refused; after it the certificate chain verifies against the generated PEM (as
+	// smimeproxy's upstream CA file); the name "dovecot" is checked with Go below.
 	py := `
-import imaplib, sys
-c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]), timeout=10)
+import imaplib, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+c = imaplib.IMAP4("127.0.0.2", port, timeout=10)
+print("PRE", "LOGINDISABLED" in c.capabilities, "STARTTLS" in c.capabilities)
+try:
+    c.login("bob", "bob-demo-password")
+    print("PLAINLOGIN accepted")
+except imaplib.IMAP4.error:
+    print("PLAINLOGIN refused")
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False  # connected by IP 127.0.0.2; chain still verified (CERT_REQUIRED)
+c.starttls(ssl_context=ctx)
+print("CERT", c.sock.getpeercert()["subjectAltName"])
 c.login("bob", "bob-demo-password")
 typ, data = c.select("INBOX", readonly=True)
 print("EXISTS", data[0].decode())
@@ -293,13 +312,42 @@ typ, data = c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])")
 print("SMIME", sum(1 for d in data if isinstance(d, tuple) and b"pkcs7-mime" in d[1].lower()))
 c.logout()
 `
-	out, err := exec.Command("python3", "-c", py, fmt.Sprint(port)).CombinedOutput()
+	ca := filepath.Join(dir, "tls", "dovecot.pem")
+	out, err := exec.Command("python3", "-c", py, fmt.Sprint(port), ca).CombinedOutput()
 	if err != nil {
 		t.Fatalf("imaplib: %v\n%s\ndovecot:\n%s", err, out, logs.String())
 	}
 	// Four seeded messages; three are encrypted at the top level (the fourth is signed only).
-	if got := strings.TrimSpace(string(out)); got != "EXISTS 4\nSMIME 3" {
-		t.Errorf("imaplib saw %q, want EXISTS 4 / SMIME 3", got)
+	want := "PRE True True\nPLAINLOGIN refused\nCERT (('DNS', 'dovecot'), ('DNS', 'localhost'), ('IP Address', '127.0.0.1'))\nEXISTS 4\nSMIME 3"
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("imaplib saw:\n%s\nwant:\n%s", got, want)
+	}
+	// The key stays private; the certificate is readable by smimeproxy's user.
+	for name, mode := range map[string]os.FileMode{"dovecot.key": 0o600, "dovecot.pem": 0o644} {
+		st, err := os.Stat(filepath.Join(dir, "tls", name))
+		if err != nil || st.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v, %v; want %v", name, st.Mode().Perm(), err, mode)
+		}
+	}
+	// The doctor's view (Go's verifier) of the same certificate for the name smimeproxy uses.
+	pemData, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		t.Fatal("generated dovecot.pem has no certificate")
+	}
+	blk, _ := pem.Decode(pemData)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "dovecot", KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Errorf("Go does not accept the generated certificate for dovecot: %v", err)
+	}
+	if leaf.IsCA {
+		t.Error("generated certificate is a CA")
 	}
 	if !strings.Contains(logs.String(), "seed: 4 messages in bob's INBOX") {
 		t.Errorf("seed output missing:\n%s", logs.String())
