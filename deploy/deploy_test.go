@@ -79,7 +79,7 @@ func TestValidateComposeCatches(t *testing.T) {
 		{"unpinned vault", "docker-compose.yml", "hashicorp/vault:1.19.5\n    command", "hashicorp/vault:latest\n    command", "not pinned"},
 		{"public port", "docker-compose.yml", `"127.0.0.1:9143:9143"`, `"9143:9143"`, "all host interfaces"},
 		{"root user", "Dockerfile", "USER 65532:65532", "USER root", "non-root"},
-		{"dovecot config", "deploy/compose/dovecot/dovecot.conf", "ssl = no", "ssl = maybe-not", "doveconf rejected"},
+		{"dovecot config", "deploy/compose/dovecot/dovecot.conf", "ssl = required", "ssl = maybe-not", "doveconf rejected"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
