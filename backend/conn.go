@@ -174,3 +174,13 @@ func (c *Conn) Logout(ctx context.Context) error {
 	c.Close()
 	return err
 }
+
+// PutBack returns updates taken with TakeUpdates to the front of the queue, in order.
+func (c *Conn) PutBack(ups []Update) {
+	if len(ups) == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.updates = append(append([]Update(nil), ups...), c.updates...)
+	c.mu.Unlock()
+}

@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+)
+
+// corkConn batches writes to the client while corked (during a FETCH, whose go-imap writer flushes after every
+// message) and writes through otherwise. Uncork flushes.
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+// corkLimit is the most buffered before a corked write goes out.
+const corkLimit = 64 << 10
+
+func newCorkConn(c net.Conn) *corkConn { return &corkConn{Conn: c} }
+
+func (c *corkConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(b)
+	}
+	if len(c.buf)+len(b) > corkLimit {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(b) > corkLimit {
+			return c.Conn.Write(b)
+		}
+	}
+	c.buf = append(c.buf, b...)
+	return len(b), nil
+}
+
+func (c *corkConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flushLocked()
+}
