@@ -52,7 +52,7 @@ const (
 // config file serves both; doctor also reads the [serve] section for them (see applyServeSection).
 type doctorFlags struct {
 	upstream, upstreamCA string
-	tlsCert, tlsKey      string
+	tls                  *tlsFlags
 	user                 string
 	timeout, expiryWarn  time.Duration
 	vault                *vaultFlags
@@ -63,8 +63,7 @@ func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
 	d := &doctorFlags{}
 	fs.StringVar(&d.upstream, "upstream", "", "upstream IMAP server: imaps://host[:993] (implicit TLS) or imap://host[:143] (STARTTLS); a bare host[:port] means imaps, or imap on port 143")
 	fs.StringVar(&d.upstreamCA, "upstream-ca-file", "", "PEM file of CA certificates trusted for the upstream server, in addition to the system roots")
-	fs.StringVar(&d.tlsCert, "tls-cert", "", "PEM certificate the proxy presents to mail clients (with --tls-key; default: generated)")
-	fs.StringVar(&d.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	d.tls = addTLSFlags(fs)
 	fs.StringVar(&d.user, "user", "", "check this user's keys in Vault (the mail account name)")
 	fs.DurationVar(&d.timeout, "timeout", doctorTimeout, "limit for each network check")
 	fs.DurationVar(&d.expiryWarn, "expiry-warn", doctorExpiryWarn, "warn about certificates expiring within this time")
@@ -186,16 +185,16 @@ func applyServeSection(fs *flag.FlagSet, f *config.File) error {
 
 // checkClientTLS checks the certificate the proxy presents to mail clients, when files are configured.
 func (d *doctorFlags) checkClientTLS(r *doctorReport) {
-	if d.tlsCert == "" && d.tlsKey == "" {
+	if d.tls.cert == "" && d.tls.key == "" {
 		r.add(statusOK, "client TLS: no certificate files (plaintext on loopback; serve generates a certificate when it needs TLS)", "")
 		return
 	}
-	c, _, err := tlscert.LoadOrGenerate(d.tlsCert, d.tlsKey)
+	c, _, err := tlscert.LoadOrGenerate(d.tls.cert, d.tls.key)
 	if err != nil {
 		r.add(statusFail, "client TLS: "+err.Error(), "give a matching PEM certificate (--tls-cert) and key (--tls-key), or neither")
 		return
 	}
-	d.reportExpiry(r, "client TLS certificate "+d.tlsCert, c.Leaf, "renew it (or remove tls-cert/tls-key to use a generated one)")
+	d.reportExpiry(r, "client TLS certificate "+d.tls.cert, c.Leaf, "renew it (or remove tls-cert/tls-key to use a generated one)")
 }
 
 func (d *doctorFlags) reportExpiry(r *doctorReport, what string, cert *x509.Certificate, fix string) {
