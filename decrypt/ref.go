@@ -1,8 +1,8 @@
 package decrypt
 
-// MessageRef names one message of one user's mailbox. It mirrors proxy.MessageRef until package proxy lands;
-// then this becomes an alias.
-type MessageRef struct {
-	User, Mailbox    string
-	UIDValidity, UID uint32
-}
+import "github.com/smimeproxy/smimeproxy/proxy"
+
+// MessageRef names one message of one user's mailbox (the proxy's type).
+type MessageRef = proxy.MessageRef
+
+var _ proxy.Rewriter = (*Decrypter)(nil)

@@ -1,0 +1,30 @@
+package demo
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+
+	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/decrypt"
+	"github.com/smimeproxy/smimeproxy/proxy"
+)
+
+// startProxy serves the proxy on ln, relaying to the upstream server over plaintext loopback.
+func (d *Demo) startProxy(ln net.Listener, rw *decrypt.Decrypter, log *slog.Logger) error {
+	srv, err := proxy.New(proxy.Options{
+		Upstream: backend.Options{URL: "imap://" + d.upstream},
+		Logger:   log,
+		Rewriter: rw,
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			log.Warn("demo: proxy stopped", slog.Any("error", err))
+		}
+	}()
+	d.closers = append(d.closers, srv.Close)
+	return nil
+}
