@@ -3,8 +3,11 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,5 +153,31 @@ func TestListenFallsBackWhenBusy(t *testing.T) {
 	defer ln.Close()
 	if ln.Addr().String() == busy.Addr().String() {
 		t.Fatal("listened on the busy address")
+	}
+}
+
+// TestDemoSignatureSurvives: the signed-then-encrypted sample, read through the proxy, is a multipart/signed
+// message whose signature openssl verifies (the proxy serves the decrypted entity byte for byte).
+func TestDemoSignatureSurvives(t *testing.T) {
+	d := startDemo(t)
+	got := curlUID(t, d.Addr(), 2)
+	if StatusOf(got) != "decrypted" {
+		t.Fatalf("status %q", StatusOf(got))
+	}
+	dir := t.TempDir()
+	msgPath := filepath.Join(dir, "signed.eml")
+	if err := os.WriteFile(msgPath, got, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caPath := filepath.Join(dir, "demo.pem")
+	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "cms", "-verify", "-in", msgPath, "-CAfile", caPath, "-purpose", "any").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl cms -verify: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte(Samples[1].Plaintext)) {
+		t.Errorf("verified content lacks the plaintext:\n%s", out)
 	}
 }
