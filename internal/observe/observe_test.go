@@ -250,6 +250,14 @@ func TestStartHTTPRefusesRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Without metrics or health state: /metrics is 404, /healthz 503.
+	base := "http://" + srv.Addr().String()
+	if code, _ := curl(t, base+"/metrics"); code != 404 {
+		t.Errorf("/metrics without Metrics = %d, want 404", code)
+	}
+	if code, body := curl(t, base+"/healthz"); code != 503 || !strings.Contains(body, "server: no health state") {
+		t.Errorf("/healthz without Health = %d %q, want 503", code, body)
+	}
 	if err := srv.Close(); err != nil {
 		t.Errorf("Close() = %v", err)
 	}
