@@ -255,6 +255,9 @@ func reasonOf(err error) string {
 		return ReasonUnsupported
 	case errors.Is(err, cms.ErrNoRecipient):
 		return ReasonNoMatchingKey
+	case errors.Is(err, cms.ErrKeyOperation):
+		// The key itself failed (e.g. Vault Transit unreachable): not the message's fault, retry later.
+		return ReasonKeyUnavailable
 	default:
 		return ReasonCorrupt
 	}
@@ -293,7 +296,7 @@ func decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, stri
 			return pt, info, k.Cert, ""
 		}
 		env = nil
-		if r := reasonOf(err); r != ReasonNoMatchingKey && (reason == ReasonNoMatchingKey || r == ReasonCorrupt) {
+		if r := reasonOf(err); r != ReasonNoMatchingKey && (reason == ReasonNoMatchingKey || reason == ReasonKeyUnavailable || r == ReasonCorrupt) {
 			reason = r
 		}
 	}

@@ -2,7 +2,9 @@ package smime_test
 
 import (
 	"bytes"
+	"crypto"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,6 +180,9 @@ func TestProcessUndecryptable(t *testing.T) {
 	check("not for us", msg, &ring{keys: []smime.Key{bobK}}, nil, smime.ReasonNoMatchingKey)
 	check("nil keyring", msg, nil, nil, smime.ReasonNoMatchingKey)
 	check("keyring error", msg, &ring{err: errVaultDown}, nil, smime.ReasonKeyUnavailable)
+	// The key itself fails (a remote Decrypter such as Vault Transit while Vault is down): retryable, not corrupt.
+	remote := smime.Key{Cert: other.Cert, Private: downDecrypter{other.Private.(crypto.Decrypter)}}
+	check("remote key down", msg, &ring{keys: []smime.Key{remote}}, nil, smime.ReasonKeyUnavailable)
 	check("too large", msg, &ring{keys: []smime.Key{other}}, &smime.Options{MaxSize: 100}, smime.ReasonTooLarge)
 
 	// Right certificate, wrong private key: RSA fails, nothing is decrypted.
@@ -359,4 +364,11 @@ func TestProcessCorruptKeyDeterministic(t *testing.T) {
 	if first.Status == smime.NotEncrypted {
 		t.Fatalf("Process() = %v", first.Status)
 	}
+}
+
+// downDecrypter is a remote key whose service is unreachable.
+type downDecrypter struct{ crypto.Decrypter }
+
+func (downDecrypter) Decrypt(io.Reader, []byte, crypto.DecrypterOpts) ([]byte, error) {
+	return nil, errVaultDown
 }
