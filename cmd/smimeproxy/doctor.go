@@ -24,6 +24,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/smimeproxy/smimeproxy/backend"
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/internal/config"
 	"github.com/smimeproxy/smimeproxy/keystore"
@@ -61,7 +62,7 @@ type doctorFlags struct {
 func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	d := &doctorFlags{}
-	fs.StringVar(&d.upstream, "upstream", "", "upstream IMAP server: imaps://host[:993] (implicit TLS) or imap://host[:143] (STARTTLS); a bare host[:port] means imaps, or imap on port 143")
+	fs.StringVar(&d.upstream, "upstream", "", "upstream IMAP server: imaps://host[:993] (implicit TLS) or imap://host[:143] (STARTTLS)")
 	fs.StringVar(&d.upstreamCA, "upstream-ca-file", "", "PEM file of CA certificates trusted for the upstream server, in addition to the system roots")
 	d.tls = addTLSFlags(fs)
 	fs.StringVar(&d.user, "user", "", "check this user's keys in Vault (the mail account name)")
@@ -212,43 +213,8 @@ func (d *doctorFlags) reportExpiry(r *doctorReport, what string, cert *x509.Cert
 	}
 }
 
-// upstreamTarget is a parsed --upstream (the URL forms backend.ParseURL accepts, plus a bare host[:port]).
-type upstreamTarget struct {
-	implicit   bool
-	host, addr string
-}
-
-func parseUpstream(s string) (upstreamTarget, error) {
-	var t upstreamTarget
-	rest, port := s, ""
-	switch {
-	case strings.HasPrefix(strings.ToLower(s), "imaps://"):
-		t.implicit, rest, port = true, s[len("imaps://"):], "993"
-	case strings.HasPrefix(strings.ToLower(s), "imap://"):
-		rest, port = s[len("imap://"):], "143"
-	case strings.Contains(s, "://"):
-		return t, fmt.Errorf("upstream %q: scheme must be imaps:// or imap://", s)
-	default:
-		t.implicit, port = true, "993"
-	}
-	rest = strings.TrimSuffix(rest, "/")
-	if strings.ContainsAny(rest, "/@?") || rest == "" {
-		return t, fmt.Errorf("upstream %q: want imaps://host[:port] or imap://host[:port]", s)
-	}
-	host, p, err := net.SplitHostPort(rest)
-	if err != nil {
-		host = strings.Trim(rest, "[]")
-	} else {
-		port = p
-	}
-	if !strings.Contains(s, "://") && port == "143" {
-		t.implicit = false
-	}
-	t.host, t.addr = host, net.JoinHostPort(host, port)
-	return t, nil
-}
-
-// checkUpstream connects to the upstream server as serve would: TCP; then for imaps:// a TLS handshake (RFC 8314
+// checkUpstream connects to the upstream server as serve would (backend.Dial does the same steps without
+// reporting each): TCP; then for imaps:// a TLS handshake (RFC 8314
 // section 3.2) before the greeting, for imap:// the greeting and CAPABILITY in plaintext and STARTTLS (RFC 9051
 // section 6.2.1) when offered, on a second connection; then the greeting (RFC 9051 section 7.1) and CAPABILITY
 // (section 6.1.1) over TLS.
@@ -257,12 +223,12 @@ func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 		r.add(statusFail, "upstream: not configured", `set upstream = "imaps://imap.example.org" in the config file, SMIMEPROXY_UPSTREAM or --upstream`)
 		return
 	}
-	t, err := parseUpstream(d.upstream)
+	t, err := backend.ParseURL(d.upstream) // exactly as serve parses it
 	if err != nil {
-		r.add(statusFail, err.Error(), "fix --upstream")
+		r.add(statusFail, err.Error(), "write the upstream as imaps://host[:port] (implicit TLS) or imap://host[:port] (STARTTLS)")
 		return
 	}
-	tlsConf := &tls.Config{ServerName: t.host, MinVersion: tls.VersionTLS12}
+	tlsConf := &tls.Config{ServerName: t.Host, MinVersion: tls.VersionTLS12}
 	if d.upstreamCA != "" {
 		pem, err := os.ReadFile(d.upstreamCA)
 		if err != nil {
@@ -286,7 +252,7 @@ func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 	cctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	dial := func() (net.Conn, error) {
-		conn, err := (&net.Dialer{}).DialContext(cctx, "tcp", t.addr)
+		conn, err := (&net.Dialer{}).DialContext(cctx, "tcp", t.Addr)
 		if err != nil {
 			return nil, err
 		}
@@ -296,26 +262,26 @@ func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 	}
 	conn, err := dial()
 	if err != nil {
-		r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect: %v", t.addr, err), "check the host name and port, and that this machine may reach it (firewall, VPN)")
+		r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect: %v", t.Addr, err), "check the host name and port, and that this machine may reach it (firewall, VPN)")
 		return
 	}
 	reached := ""
-	if net.ParseIP(t.host) == nil {
+	if net.ParseIP(t.Host) == nil {
 		reached = " at " + conn.RemoteAddr().String()
 	}
-	r.add(statusOK, fmt.Sprintf("upstream %s: reachable%s", t.addr, reached), "")
+	r.add(statusOK, fmt.Sprintf("upstream %s: reachable%s", t.Addr, reached), "")
 
 	opts := &imapclient.Options{TLSConfig: tlsConf}
 	var c *imapclient.Client
-	if t.implicit {
+	if t.Implicit {
 		tc := tls.Client(conn, tlsConf)
 		if err := tc.HandshakeContext(cctx); err != nil {
 			conn.Close()
 			fix := tlsFix
 			if strings.Contains(err.Error(), "does not look like a TLS handshake") {
-				fix = "this port speaks plaintext IMAP: use imap://" + t.addr + " (STARTTLS)"
+				fix = "this port speaks plaintext IMAP: use imap://" + t.Addr + " (STARTTLS)"
 			}
-			r.add(statusFail, fmt.Sprintf("upstream %s: TLS handshake: %v", t.addr, err), fix)
+			r.add(statusFail, fmt.Sprintf("upstream %s: TLS handshake: %v", t.Addr, err), fix)
 			return
 		}
 		c = imapclient.New(tc, opts)
@@ -325,45 +291,45 @@ func (d *doctorFlags) checkUpstream(ctx context.Context, r *doctorReport) {
 		caps, err := greetAndCaps(plain)
 		plain.Close()
 		if err != nil {
-			r.add(statusFail, fmt.Sprintf("upstream %s: %v", t.addr, err), "check that this port serves IMAP; for implicit TLS (usually port 993) use imaps://")
+			r.add(statusFail, fmt.Sprintf("upstream %s: %v", t.Addr, err), "check that this port serves IMAP; for implicit TLS (usually port 993) use imaps://")
 			return
 		}
 		if !caps.Has(imap.CapStartTLS) {
-			if !tlscert.IsLoopback(t.addr) {
-				r.add(statusFail, fmt.Sprintf("upstream %s: no STARTTLS offered: passwords and mail would cross the network in clear", t.addr), "use imaps:// (implicit TLS) if the server has it; serve refuses plaintext to a remote server")
+			if !tlscert.IsLoopback(t.Addr) {
+				r.add(statusFail, fmt.Sprintf("upstream %s: no STARTTLS offered: passwords and mail would cross the network in clear", t.Addr), "use imaps:// (implicit TLS) if the server has it; serve refuses plaintext to a remote server")
 				return
 			}
-			r.add(statusOK, fmt.Sprintf("upstream %s: plaintext on loopback (no STARTTLS offered)", t.addr), "")
-			d.reportCaps(r, t.addr, caps)
+			r.add(statusOK, fmt.Sprintf("upstream %s: plaintext on loopback (no STARTTLS offered)", t.Addr), "")
+			d.reportCaps(r, t.Addr, caps)
 			return
 		}
 		if conn, err = dial(); err != nil {
-			r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect again: %v", t.addr, err), "check the server's connection limits")
+			r.add(statusFail, fmt.Sprintf("upstream %s: cannot connect again: %v", t.Addr, err), "check the server's connection limits")
 			return
 		}
 		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
 			conn.Close()
-			r.add(statusFail, fmt.Sprintf("upstream %s: STARTTLS: %v", t.addr, err), tlsFix)
+			r.add(statusFail, fmt.Sprintf("upstream %s: STARTTLS: %v", t.Addr, err), tlsFix)
 			return
 		}
 	}
 	defer c.Close()
 	mode := "STARTTLS"
-	if t.implicit {
+	if t.Implicit {
 		mode = "implicit TLS"
 	}
 	if state != nil {
-		r.add(statusOK, fmt.Sprintf("upstream %s: %s, %s", t.addr, mode, tlsVersionName(state.Version)), "")
+		r.add(statusOK, fmt.Sprintf("upstream %s: %s, %s", t.Addr, mode, tlsVersionName(state.Version)), "")
 		if len(state.PeerCertificates) > 0 {
-			d.reportExpiry(r, "upstream certificate for "+t.host, state.PeerCertificates[0], "tell the mail server's operator")
+			d.reportExpiry(r, "upstream certificate for "+t.Host, state.PeerCertificates[0], "tell the mail server's operator")
 		}
 	}
 	caps, err := greetAndCaps(c)
 	if err != nil {
-		r.add(statusFail, fmt.Sprintf("upstream %s: %v", t.addr, err), "check that this port serves IMAP")
+		r.add(statusFail, fmt.Sprintf("upstream %s: %v", t.Addr, err), "check that this port serves IMAP")
 		return
 	}
-	d.reportCaps(r, t.addr, caps)
+	d.reportCaps(r, t.Addr, caps)
 	_ = c.Logout().Wait()
 }
 

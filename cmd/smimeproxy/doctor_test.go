@@ -6,26 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/tlscert"
 )
-
-// dovecot is a real Dovecot 2.3 on a loopback address for one test, with implicit TLS and STARTTLS listeners using a
-// tlscert certificate, and one user (bob).
-type dovecot struct {
-	dir                 string
-	imapAddr, imapsAddr string
-	caFile              string
-}
 
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
@@ -35,112 +24,6 @@ func freeLoopbackPort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startDovecot starts Dovecot listening on host (a loopback address) with extra config lines appended. Dovecot
-// treats a client whose address equals the listening address as secure (plaintext login allowed); listening on
-// 127.0.0.2 while clients come from 127.0.0.1 avoids that.
-func startDovecot(t *testing.T, host, extra string) *dovecot {
-	t.Helper()
-	bin := "/usr/sbin/dovecot"
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("dovecot not installed at %s (scripts/setup.sh installs it): %v", bin, err)
-	}
-	if os.Getuid() != 0 {
-		t.Fatal("this Dovecot harness runs Dovecot as root (its login and auth processes drop to dovenull/dovecot)")
-	}
-	dir := t.TempDir()
-	// Dovecot's auth process (user dovecot) must reach the passwd file: open the temp dir and its parent.
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cert, err := tlscert.Generate(tlscert.Options{Hosts: []string{host}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &dovecot{dir: dir, caFile: filepath.Join(dir, "cert.pem")}
-	for name, data := range map[string][]byte{"cert.pem": cert.CertPEM, "key.pem": cert.KeyPEM, "users": []byte("bob:{PLAIN}bob-pw\n")} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p1, p2 := freeLoopbackPort(t), freeLoopbackPort(t)
-	d.imapAddr, d.imapsAddr = net.JoinHostPort(host, fmt.Sprint(p1)), net.JoinHostPort(host, fmt.Sprint(p2))
-	conf := fmt.Sprintf(`base_dir = %[1]s/run
-state_dir = %[1]s/state
-log_path = %[1]s/dovecot.log
-listen = %[5]s
-protocols = imap
-ssl = yes
-ssl_cert = <%[1]s/cert.pem
-ssl_key = <%[1]s/key.pem
-auth_mechanisms = plain
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%%n %[1]s/users
-}
-userdb {
-  driver = static
-  args = uid=0 gid=0 home=%[1]s/mail/%%n
-}
-mail_location = maildir:~/Maildir
-first_valid_uid = 0
-first_valid_gid = 0
-service anvil {
-  chroot =
-}
-service imap-login {
-  chroot =
-  inet_listener imap {
-    port = %[2]d
-  }
-  inet_listener imaps {
-    port = %[3]d
-    ssl = yes
-  }
-}
-%[4]s
-`, dir, p1, p2, extra, host)
-	cfg := filepath.Join(dir, "dovecot.conf")
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-F", "-c", cfg)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting dovecot: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	// Wait for the plaintext listener's greeting (bounded).
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", d.imapAddr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "* OK") {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-			t.Fatalf("dovecot did not come up on %s: %v\n%s", d.imapAddr, err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // doctorRun runs 'smimeproxy doctor args...' in-process with exactly the environment vars.
@@ -196,29 +79,29 @@ func standInServe() {
 
 func TestDoctorRealDovecotAndVault(t *testing.T) {
 	standInServe()
-	dc := startDovecot(t, "127.0.0.1", "")
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	v := testenv.StartVault(t)
 	vars := map[string]string{"VAULT_ADDR": v.Addr(), "VAULT_TOKEN": v.RootToken(), "P12PW": "nss", "HOME": t.TempDir()}
 	importKey(t, vars, "bob")
 	importKey(t, vars, "tbob", "--transit")
 
 	// Everything fine: implicit TLS upstream, keys in KV and in Transit pass the decryption self-test.
-	code, out := doctorRun(t, vars, "--upstream", "imaps://"+dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--user", "bob")
+	code, out := doctorRun(t, vars, "--upstream", "imaps://"+dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--user", "bob")
 	if code != exitOK {
 		t.Errorf("exit %d, want 0", code)
 	}
 	wantLines(t, out,
 		`ok    config: no file .*`,
-		`ok    upstream `+dc.imapsAddr+`: reachable`,
-		`ok    upstream `+dc.imapsAddr+`: implicit TLS, TLS 1\.3`,
+		`ok    upstream `+dc.TLSAddr()+`: reachable`,
+		`ok    upstream `+dc.TLSAddr()+`: implicit TLS, TLS 1\.3`,
 		`ok    upstream certificate for 127\.0\.0\.1 valid until \d{4}-\d\d-\d\d`,
-		`ok    upstream `+dc.imapsAddr+`: CAPABILITY .*IMAP4rev1.*`,
+		`ok    upstream `+dc.TLSAddr()+`: CAPABILITY .*IMAP4rev1.*`,
 		`ok    vault: connected and logged in`,
 		`ok    key [0-9a-f]{16} of bob \(.*, kv\): decryption self-test passed`,
 		`ok    key [0-9a-f]{16} of bob \(.*\): certificate valid until 2031-\d\d-\d\d`,
 		`0 failed, 0 warnings`,
 	)
-	code, out = doctorRun(t, vars, "--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--user", "tbob")
+	code, out = doctorRun(t, vars, "--upstream", "imaps://"+dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--user", "tbob")
 	if code != exitOK {
 		t.Errorf("transit: exit %d, want 0", code)
 	}
@@ -233,14 +116,14 @@ upstream-ca-file = %q
 [doctor]
 user = "bob"
 expiry-warn = "9000h"
-`, v.Addr(), dc.imapAddr, dc.caFile))
+`, v.Addr(), dc.Addr(), dc.CAFile()))
 	code, out = doctorRun(t, map[string]string{"VAULT_TOKEN": v.RootToken(), "SMIMEPROXY_CONFIG": cfg})
 	if code != exitOK {
 		t.Errorf("config file: exit %d, want 0", code)
 	}
 	wantLines(t, out,
 		`ok    config: `+regexp.QuoteMeta(cfg),
-		`ok    upstream `+dc.imapAddr+`: STARTTLS, TLS 1\.3`,
+		`ok    upstream `+dc.Addr()+`: STARTTLS, TLS 1\.3`,
 		`warn  upstream certificate for 127\.0\.0\.1 expires on .* \(in 36\d days\)  → tell the mail server's operator`,
 		`ok    key [0-9a-f]{16} of bob .*: decryption self-test passed`,
 		`0 failed, 1 warnings`,
@@ -248,8 +131,7 @@ expiry-warn = "9000h"
 }
 
 func TestDoctorFailures(t *testing.T) {
-	// On 127.0.0.2 Dovecot refuses plaintext logins from us (LOGINDISABLED before STARTTLS).
-	dc := startDovecot(t, "127.0.0.2", "")
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	v := testenv.StartVault(t)
 	good := map[string]string{"VAULT_ADDR": v.Addr(), "VAULT_TOKEN": v.RootToken()}
 	closed := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
@@ -260,7 +142,11 @@ func TestDoctorFailures(t *testing.T) {
 	dir := t.TempDir()
 	otherKey := writeFile(t, filepath.Join(dir, "other-key.pem"), string(other.KeyPEM))
 	goodCert := writeFile(t, filepath.Join(dir, "cert.pem"), string(other.CertPEM))
-	dcKey := filepath.Join(dc.dir, "key.pem")
+	third, err := tlscert.Generate(tlscert.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thirdKey := writeFile(t, filepath.Join(dir, "third-key.pem"), string(third.KeyPEM))
 
 	tests := []struct {
 		name  string
@@ -268,37 +154,39 @@ func TestDoctorFailures(t *testing.T) {
 		args  []string
 		lines []string
 	}{
-		{"untrusted upstream certificate", good, []string{"--upstream", dc.imapsAddr},
-			[]string{`FAIL  upstream ` + dc.imapsAddr + `: TLS handshake: .*certificate signed by unknown authority.*  → if the server uses a private CA, give its certificate with --upstream-ca-file.*`}},
-		{"imap:// to an implicit-TLS port", good, []string{"--upstream", "imap://" + dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--timeout", "2s"},
-			[]string{`FAIL  upstream ` + dc.imapsAddr + `: no IMAP greeting: .*  → .*use imaps://`}},
-		{"imaps:// to a STARTTLS port", good, []string{"--upstream", "imaps://" + dc.imapAddr, "--upstream-ca-file", dc.caFile, "--timeout", "2s"},
-			[]string{`FAIL  upstream ` + dc.imapAddr + `: TLS handshake: .*  → this port speaks plaintext IMAP: use imap://` + dc.imapAddr + ` \(STARTTLS\)`}},
-		{"imap:// with STARTTLS", good, []string{"--upstream", "imap://" + dc.imapAddr, "--upstream-ca-file", dc.caFile},
-			[]string{`ok    upstream ` + dc.imapAddr + `: STARTTLS, TLS 1\.3`, `ok    upstream ` + dc.imapAddr + `: CAPABILITY .*IMAP4rev1.*`}},
-		{"bad scheme", good, []string{"--upstream", "pop3://" + dc.imapAddr},
-			[]string{`FAIL  upstream "pop3://.*": scheme must be imaps:// or imap://  → fix --upstream`}},
+		{"untrusted upstream certificate", good, []string{"--upstream", "imaps://" + dc.TLSAddr()},
+			[]string{`FAIL  upstream ` + dc.TLSAddr() + `: TLS handshake: .*certificate signed by unknown authority.*  → if the server uses a private CA, give its certificate with --upstream-ca-file.*`}},
+		{"imap:// to an implicit-TLS port", good, []string{"--upstream", "imap://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--timeout", "2s"},
+			[]string{`FAIL  upstream ` + dc.TLSAddr() + `: no IMAP greeting: .*  → .*use imaps://`}},
+		{"imaps:// to a STARTTLS port", good, []string{"--upstream", "imaps://" + dc.Addr(), "--upstream-ca-file", dc.CAFile(), "--timeout", "2s"},
+			[]string{`FAIL  upstream ` + dc.Addr() + `: TLS handshake: .*  → this port speaks plaintext IMAP: use imap://` + dc.Addr() + ` \(STARTTLS\)`}},
+		{"imap:// with STARTTLS", good, []string{"--upstream", "imap://" + dc.Addr(), "--upstream-ca-file", dc.CAFile()},
+			[]string{`ok    upstream ` + dc.Addr() + `: STARTTLS, TLS 1\.3`, `ok    upstream ` + dc.Addr() + `: CAPABILITY .*IMAP4rev1.*`}},
+		{"bad scheme", good, []string{"--upstream", "pop3://" + dc.Addr()},
+			[]string{`FAIL  backend: upstream URL "pop3://.*": scheme must be imaps or imap  → write the upstream as imaps://host\[:port\] .*`}},
+		{"bare host:port", good, []string{"--upstream", dc.TLSAddr()},
+			[]string{`FAIL  backend: upstream URL.*  → write the upstream as imaps://host\[:port\] .*`}},
 		{"plaintext server refusing logins", good, []string{"--upstream", "imap://" + fakeIMAP(t, "IMAP4rev1 LOGINDISABLED")},
 			[]string{`ok    upstream .*: plaintext on loopback \(no STARTTLS offered\)`, `FAIL  upstream .*: LOGINDISABLED: .*  → use TLS.*`}},
 		{"not an IMAP4rev1 server", good, []string{"--upstream", "imap://" + fakeIMAP(t, "IMAP2")},
 			[]string{`FAIL  upstream .*: neither IMAP4rev1 nor IMAP4rev2 in CAPABILITY IMAP2  → .*`}},
-		{"nothing listening", good, []string{"--upstream", closed},
+		{"nothing listening", good, []string{"--upstream", "imaps://" + closed},
 			[]string{`FAIL  upstream ` + closed + `: cannot connect: .*connection refused  → check the host name and port.*`}},
 		{"no upstream", good, nil,
 			[]string{`FAIL  upstream: not configured  → set upstream = .*`}},
-		{"no vault address", map[string]string{"VAULT_TOKEN": "x"}, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile},
+		{"no vault address", map[string]string{"VAULT_TOKEN": "x"}, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile()},
 			[]string{`FAIL  vault: .*no vault address.*  → set vault-addr in the config file, or VAULT_ADDR`}},
-		{"vault unreachable", map[string]string{"VAULT_ADDR": "http://" + closed, "VAULT_TOKEN": "x"}, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--vault-timeout", "2s"},
+		{"vault unreachable", map[string]string{"VAULT_ADDR": "http://" + closed, "VAULT_TOKEN": "x"}, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--vault-timeout", "2s"},
 			[]string{`FAIL  vault: .*  → start Vault or fix vault-addr / VAULT_ADDR.*`}},
-		{"bad token", map[string]string{"VAULT_ADDR": v.Addr(), "VAULT_TOKEN": "hvs.not-a-token"}, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile},
+		{"bad token", map[string]string{"VAULT_ADDR": v.Addr(), "VAULT_TOKEN": "hvs.not-a-token"}, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile()},
 			[]string{`FAIL  vault: .*  → log in again \(vault login\).*`}},
-		{"user without keys", good, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--user", "nobody"},
+		{"user without keys", good, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--user", "nobody"},
 			[]string{`FAIL  keys of nobody: none in Vault  → import your S/MIME key: smimeproxy keys import --user nobody .*`}},
-		{"no user", good, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile},
+		{"no user", good, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile()},
 			[]string{`warn  keys: not checked \(no user given\)  → .*`, `0 failed, 1 warnings`}},
-		{"client TLS key does not match", good, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--tls-cert", goodCert, "--tls-key", dcKey},
+		{"client TLS key does not match", good, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--tls-cert", goodCert, "--tls-key", thirdKey},
 			[]string{`FAIL  client TLS: tlscert: certificate and private key do not match .*  → give a matching .*`}},
-		{"client TLS ok", good, []string{"--upstream", dc.imapsAddr, "--upstream-ca-file", dc.caFile, "--tls-cert", goodCert, "--tls-key", otherKey},
+		{"client TLS ok", good, []string{"--upstream", "imaps://" + dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(), "--tls-cert", goodCert, "--tls-key", otherKey},
 			[]string{`ok    client TLS certificate ` + regexp.QuoteMeta(goodCert) + ` valid until .*`}},
 		{"unknown config key", map[string]string{"SMIMEPROXY_CONFIG": writeFile(t, filepath.Join(dir, "bad.toml"), "[doctor]\nusr = \"bob\"\n")}, nil,
 			[]string{`FAIL  config: config: .*bad.toml:2: unknown key "usr" in \[doctor\]  → .*`}},
@@ -364,31 +252,6 @@ func fakeIMAP(t *testing.T, caps string) string {
 		}
 	}()
 	return ln.Addr().String()
-}
-
-func TestParseUpstream(t *testing.T) {
-	for _, tt := range []struct {
-		in, addr string
-		implicit bool
-	}{
-		{"imaps://mail.example.org", "mail.example.org:993", true},
-		{"imaps://mail.example.org:1993/", "mail.example.org:1993", true},
-		{"IMAP://mail.example.org", "mail.example.org:143", false},
-		{"imap://[::1]:1143", "[::1]:1143", false},
-		{"mail.example.org", "mail.example.org:993", true},
-		{"mail.example.org:143", "mail.example.org:143", false},
-		{"127.0.0.1:1993", "127.0.0.1:1993", true},
-	} {
-		got, err := parseUpstream(tt.in)
-		if err != nil || got.addr != tt.addr || got.implicit != tt.implicit {
-			t.Errorf("parseUpstream(%q) = %+v, %v; want addr %s implicit %v", tt.in, got, err, tt.addr, tt.implicit)
-		}
-	}
-	for _, in := range []string{"pop3://x", "imaps://", "imaps://u@host", "imaps://host/INBOX", "imap://host?x=1"} {
-		if _, err := parseUpstream(in); err == nil {
-			t.Errorf("parseUpstream(%q) succeeded", in)
-		}
-	}
 }
 
 func TestParseRecipientKey(t *testing.T) {
