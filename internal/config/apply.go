@@ -114,8 +114,12 @@ func (f *File) Validate(s Schema) (warnings []string, err error) {
 			if len(f.Entries(sec)) == 0 && s.hasSubsection(sec) {
 				continue // e.g. [keys] only declared as the parent of [keys.import]
 			}
+			line := f.SectionLine(sec)
+			if es := f.Entries(sec); line == 0 && len(es) > 0 {
+				line = es[0].Line // a table made by a dotted key (a.b = 1) has no header line
+			}
 			return warnings, fmt.Errorf("config: %s:%d: unknown section [%s]: no such command (known: %s)",
-				f.Path, f.SectionLine(sec), sec, strings.Join(s.names(), ", "))
+				f.Path, line, sec, strings.Join(s.names(), ", "))
 		}
 		known := map[string]bool{ConfigFlag: true}
 		for _, n := range names {

@@ -231,6 +231,7 @@ func TestValidate(t *testing.T) {
 		{"unknown key in [global]", "[global]\nbogus = 1\n", `config: c.toml:2: unknown key "bogus"`},
 		{"unknown section", "[serv]\nlisten = \"x\"\n", `config: c.toml:1: unknown section [serv]: no such command`},
 		{"key of another command", "[keys.import]\nlisten = \"x\"\n", `config: c.toml:2: unknown key "listen" in [keys.import]`},
+		{"dotted key makes a section", "[serve]\nlisten = \"x\"\n\nlog.level = \"debug\"\n", `config: c.toml:4: unknown section [serve.log]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
