@@ -18,4 +18,6 @@
 //     mac is HMAC-SHA256 under a per-process (or configured) key over the user and ref. Origin accepts only a
 //     valid mac for the same user, so a marker cannot be forged or replayed across users. With a random
 //     per-process key, messages served before a restart are no longer recognised.
+//   - The proxy cannot import this package, so Origin, EncryptAppend, NeedsStrip, StatusFields and MatchText
+//     are also methods of *Decrypter, for the proxy to find by type assertion on its Rewriter (see hooks.go).
 package decrypt

@@ -1,0 +1,100 @@
+package decrypt
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
+)
+
+// The methods below expose the package functions on *Decrypter so that the proxy, which cannot import this
+// package (it imports proxy), can find them with type assertions on its Rewriter, e.g.
+//
+//	type appendGuard interface {
+//		Origin(user string, header []byte) (MessageRef, bool)
+//		EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error)
+//	}
+//	type headerGuard interface{ NeedsStrip(header []byte) bool; StatusFields() []string }
+//	type textMatcher interface{ MatchText(served []byte, needle string, headerToo bool) bool }
+
+// NeedsStrip is the package function NeedsStrip.
+func (d *Decrypter) NeedsStrip(header []byte) bool { return NeedsStrip(header) }
+
+// StatusFields names the header fields the proxy should fetch (BODY.PEEK[HEADER.FIELDS (...)], RFC 9051
+// section 6.4.5) next to BODYSTRUCTURE to pass to NeedsStrip: the only field this proxy adds, so the only one
+// a forger could use to mislead a user.
+func (d *Decrypter) StatusFields() []string { return []string{StatusField} }
+
+// MatchText is the package function MatchText.
+func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool {
+	return MatchText(served, needle, headerToo)
+}
+
+// ErrNoOwnCertificate is returned (wrapped) by EncryptAppend when the user has no RSA certificate to encrypt to.
+var ErrNoOwnCertificate = errors.New("decrypt: no certificate of the user to encrypt to")
+
+// EncryptAppend encrypts msg to all of user's own certificates in the key store (EncryptToSelf), for
+// `serve --encrypt-appends`. A message that is already S/MIME is returned unchanged. It fails with
+// ErrNoOwnCertificate when the user has no RSA key, or with the store's error; the proxy then refuses the
+// APPEND rather than store plaintext.
+func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error) {
+	if _, body := splitMessage(msg); alreadySMIME(headerOf(msg, body)) {
+		return msg, nil
+	}
+	entries, err := d.store.List(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: list keys of %q: %w", user, err)
+	}
+	var ids []cms.RecipientID
+	for _, e := range entries {
+		for _, k := range e.RecipientIDs {
+			if id, ok := parseRecipientKey(k); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	var certs []*x509.Certificate
+	if len(ids) > 0 {
+		keys, err := d.store.Lookup(ctx, user, ids)
+		if err != nil {
+			return nil, fmt.Errorf("decrypt: keys of %q: %w", user, err)
+		}
+		seen := map[string]bool{}
+		for _, k := range keys {
+			if k.Cert == nil || seen[string(k.Cert.Raw)] || k.Cert.PublicKeyAlgorithm != x509.RSA {
+				continue
+			}
+			seen[string(k.Cert.Raw)] = true
+			certs = append(certs, k.Cert)
+		}
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%w: user %q", ErrNoOwnCertificate, user)
+	}
+	return EncryptToSelf(msg, certs)
+}
+
+func headerOf(msg, body []byte) []byte { return msg[:len(msg)-len(body)] }
+
+// parseRecipientKey inverts cms.RecipientID.Key: "ski:<hex>" or "iss:<issuer DER hex>:<serial hex>".
+func parseRecipientKey(k string) (cms.RecipientID, bool) {
+	switch {
+	case strings.HasPrefix(k, "ski:"):
+		b, err := hex.DecodeString(k[4:])
+		return cms.RecipientID{SubjectKeyID: b}, err == nil && len(b) > 0
+	case strings.HasPrefix(k, "iss:"):
+		iss, serial, ok := strings.Cut(k[4:], ":")
+		if !ok {
+			return cms.RecipientID{}, false
+		}
+		b, err := hex.DecodeString(iss)
+		n, ok2 := new(big.Int).SetString(serial, 16)
+		return cms.RecipientID{IssuerRaw: b, SerialNumber: n}, err == nil && ok2
+	}
+	return cms.RecipientID{}, false
+}
