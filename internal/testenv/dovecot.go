@@ -5,10 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
+	"strconv"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -36,6 +37,9 @@ type DovecotOptions struct {
 	Users map[string]string
 	// Extra is appended verbatim to the generated dovecot.conf.
 	Extra string
+	// NoTLS turns TLS off: no STARTTLS, no implicit-TLS listener (TLSAddr is then unusable). Benchmarks use it
+	// to compare plaintext with plaintext.
+	NoTLS bool
 }
 
 // Dovecot is a real Dovecot 2.3 IMAP server started for one test on 127.0.0.1 with a throwaway configuration,
@@ -54,6 +58,19 @@ type Dovecot struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	stopped atomic.Bool
+	uid     int // owner of the maildirs
+	gid     int
+}
+
+// mailOwner returns the uid and gid Dovecot accesses mail as: the system user "mail".
+func mailOwner(t testing.TB) (int, int) {
+	u, err := user.Lookup("mail")
+	if err != nil {
+		t.Fatalf("testenv: no system user \"mail\" to own the test maildirs: %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid
 }
 
 // StartDovecot starts Dovecot and waits (bounded) until it greets. It fails the test with Dovecot's log when
@@ -97,17 +114,27 @@ func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
+	// Dovecot refuses to access mail as root ("userdb returned 0 as uid"): mail is owned by the "mail" user.
+	mailUID, mailGID := mailOwner(t)
+	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := os.Chown(filepath.Join(dir, "mail"), mailUID, mailGID); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	sslConf, sslListener := fmt.Sprintf("ssl = yes\nssl_cert = <%[1]s/cert.pem\nssl_key = <%[1]s/key.pem", dir), "yes"
+	if opts.NoTLS {
+		sslConf, sslListener = "ssl = no", "no"
+	}
 	p1, p2 := dovecotPort(t), dovecotPort(t)
-	d := &Dovecot{t: t, dir: dir, users: users, exited: make(chan struct{}),
+	d := &Dovecot{t: t, uid: mailUID, gid: mailGID, dir: dir, users: users, exited: make(chan struct{}),
 		addr: fmt.Sprintf("127.0.0.1:%d", p1), tlsAddr: fmt.Sprintf("127.0.0.1:%d", p2)}
 	conf := fmt.Sprintf(`base_dir = %[1]s/run
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
 listen = 127.0.0.1
 protocols = imap
-ssl = yes
-ssl_cert = <%[1]s/cert.pem
-ssl_key = <%[1]s/key.pem
+%[7]s
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {
@@ -116,7 +143,7 @@ passdb {
 }
 userdb {
   driver = static
-  args = uid=0 gid=0 home=%[1]s/mail/%%n
+  args = uid=%[5]d gid=%[6]d home=%[1]s/mail/%%n
 }
 mail_location = maildir:~/Maildir
 mail_fsync = never
@@ -157,18 +184,17 @@ service imap-login {
   }
   inet_listener imaps {
     port = %[3]d
-    ssl = yes
+    ssl = %[8]s
   }
 }
 %[4]s
-`, dir, p1, p2, opts.Extra)
+`, dir, p1, p2, opts.Extra, mailUID, mailGID, sslConf, sslListener)
 	cfg := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	d.cmd = exec.Command(DovecotBin, "-F", "-c", cfg)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	d.cmd.Stdout, d.cmd.Stderr = io.Discard, io.Discard
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("testenv: starting dovecot: %v", err)
 	}
@@ -300,7 +326,7 @@ func (d *Dovecot) TLSConfig() *tls.Config {
 func (d *Dovecot) Append(user, mailbox string, msg []byte, flags []imap.Flag, date time.Time) imap.UID {
 	d.t.Helper()
 	c := d.Dial(user)
-	defer c.Logout()
+	defer c.Close()
 	if mailbox != "INBOX" {
 		_ = c.Create(mailbox, nil).Wait() // ALREADYEXISTS is fine
 	}
@@ -322,7 +348,7 @@ func (d *Dovecot) Append(user, mailbox string, msg []byte, flags []imap.Flag, da
 func (d *Dovecot) Raw(user, mailbox string, uid imap.UID) []byte {
 	d.t.Helper()
 	c := d.Dial(user)
-	defer c.Logout()
+	defer c.Close()
 	if _, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 		d.t.Fatalf("testenv: examine %s: %v", mailbox, err)
 	}
@@ -348,10 +374,17 @@ func (d *Dovecot) SeedMaildir(user, mailbox string, msgs [][]byte) {
 			d.t.Fatalf("testenv: %v", err)
 		}
 	}
+	// Everything created here (user home, Maildir, folder) belongs to the mail user.
+	home := filepath.Join(d.dir, "mail", user)
+	filepath.Walk(home, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, d.uid, d.gid) })
 	base := time.Now().Unix()
 	for i, m := range msgs {
 		name := fmt.Sprintf("%d.M%dP%d.seed,S=%d:2,S", base, i, os.Getpid(), len(m))
-		if err := os.WriteFile(filepath.Join(dir, "cur", name), m, 0o600); err != nil {
+		p := filepath.Join(dir, "cur", name)
+		if err := os.WriteFile(p, m, 0o600); err != nil {
+			d.t.Fatalf("testenv: %v", err)
+		}
+		if err := os.Chown(p, d.uid, d.gid); err != nil {
 			d.t.Fatalf("testenv: %v", err)
 		}
 	}
