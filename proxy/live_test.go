@@ -1,0 +1,181 @@
+package proxy_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
+)
+
+// TestIdleRelaysUpdates: a client idling through the proxy sees EXISTS for a message appended by a second,
+// direct connection, and FETCH FLAGS for a flag change (RFC 2177).
+func TestIdleRelaysUpdates(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	seed(t, d, "alice")
+	addr, _ := startProxy(t, d, nil)
+	exists := make(chan uint32, 16)
+	flags := make(chan []imap.Flag, 16)
+	c := dial(t, addr, "alice", "alice-pw", &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(m *imapclient.UnilateralDataMailbox) {
+			if m.NumMessages != nil {
+				exists <- *m.NumMessages
+			}
+		},
+		Fetch: func(m *imapclient.FetchMessageData) {
+			if b, err := m.Collect(); err == nil && b.Flags != nil {
+				flags <- b.Flags
+			}
+		},
+	}})
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := dial(t, d.Addr(), "alice", "alice-pw", nil)
+	if _, err := other.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	d.Append("alice", "INBOX", msg([]string{"Subject: new"}, "hi\n"), nil, time.Time{})
+	select {
+	case n := <-exists:
+		if n != 9 {
+			t.Errorf("EXISTS %d, want 9", n)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no EXISTS relayed during IDLE")
+	}
+	if err := other.Store(imap.SeqSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-flags:
+		if !strings.Contains(strings.Join(flagStrings(f), " "), `\Flagged`) {
+			t.Errorf("FETCH FLAGS %v, want \\Flagged", f)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no FETCH FLAGS relayed during IDLE")
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatalf("NOOP after IDLE: %v", err)
+	}
+}
+
+func flagStrings(f []imap.Flag) []string {
+	var s []string
+	for _, x := range f {
+		s = append(s, string(x))
+	}
+	return s
+}
+
+// TestUpstreamLoss: when Dovecot dies mid-session the client gets BYE and the connection closes; the proxy's
+// goroutines return to their number before the client came.
+func TestUpstreamLoss(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	seed(t, d, "alice")
+	addr, _ := startProxy(t, d, nil)
+	base := runtime.NumGoroutine()
+
+	bye := make(chan string, 1)
+	c, err := imapclient.DialInsecure(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "alice-pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	_ = bye
+	d.Stop()
+	select {
+	case <-c.Closed():
+	case <-time.After(15 * time.Second):
+		t.Fatal("client connection still open 15 s after the upstream died")
+	}
+	c.Close()
+	waitGoroutines(t, base)
+}
+
+// TestUpstreamLossBye checks the BYE text on the wire with a raw client.
+func TestUpstreamLossBye(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	addr, _ := startProxy(t, d, nil)
+	conn := rawDial(t, addr)
+	conn.cmd(t, "a LOGIN alice alice-pw", "a OK")
+	conn.cmd(t, "b SELECT INBOX", "b OK")
+	d.Stop()
+	line := conn.readUntil(t, "* BYE")
+	if !strings.Contains(line, "Upstream") {
+		t.Errorf("BYE line %q", line)
+	}
+}
+
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), base, buf[:n])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPythonImaplib drives the proxy with Python's imaplib (an independent client): RFC822 and
+// BODY.PEEK[] bytes equal Dovecot's, RFC822.SIZE equals their length, SEARCH and STORE work.
+func TestPythonImaplib(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 not installed")
+	}
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	seed(t, d, "alice")
+	addr, _ := startProxy(t, d, nil)
+	script, err := filepath.Abs(filepath.Join("..", "tests", "clients", "imaplib_fetch.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	host, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command(py, script, host, port, "alice", "alice-pw", out)
+	b, err := cmd.CombinedOutput()
+	t.Logf("imaplib:\n%s", b)
+	if err != nil {
+		t.Fatalf("imaplib script: %v", err)
+	}
+	for uid := imap.UID(1); uid <= 8; uid++ {
+		got, err := os.ReadFile(filepath.Join(out, uidName(uid)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := d.Raw("alice", "INBOX", uid); !bytes.Equal(got, want) {
+			t.Errorf("UID %d: imaplib got %d bytes through the proxy, Dovecot has %d", uid, len(got), len(want))
+		}
+	}
+}
+
+func uidName(uid imap.UID) string { return "uid-" + string(rune('0'+uid)) + ".eml" }
+
