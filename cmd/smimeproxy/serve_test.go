@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
+)
+
+// TestServeRelaysAndShutsDown runs 'smimeproxy serve' in-process against a real Dovecot over implicit TLS,
+// relays a message byte for byte, and on cancellation says BYE to the client and exits 0.
+func TestServeRelaysAndShutsDown(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	raw := []byte("Subject: hello\r\nFrom: a@example.org\r\n\r\nbody \xe9\r\n")
+	uid := d.Append("alice", "INBOX", raw, nil, time.Time{})
+
+	fs, sf := newServeFlagSet()
+	addrCh := make(chan string, 1)
+	sf.onListen = func(a string) { addrCh <- a }
+	env, _, stderr := testEnv(map[string]string{"HOME": t.TempDir()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code := make(chan int, 1)
+	go func() {
+		code <- sf.run(ctx, env, fs, []string{"--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(), "--upstream-ca-file", d.CAFile(), "--log-level", "warn"})
+	}()
+	var addr string
+	select {
+	case addr = <-addrCh:
+	case c := <-code:
+		t.Fatalf("serve exited %d: %s", c, stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not listen")
+	}
+	c, err := imapclient.DialInsecure(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "alice-pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sec := &imap.FetchItemBodySection{Peek: true}
+	msgs, err := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch: %v", err)
+	}
+	if got := msgs[0].FindBodySection(sec); !bytes.Equal(got, raw) {
+		t.Errorf("BODY[] = %q, want %q", got, raw)
+	}
+	cancel()
+	select {
+	case n := <-code:
+		if n != exitOK {
+			t.Errorf("serve exit %d, want 0: %s", n, stderr)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	select {
+	case <-c.Closed():
+	case <-time.After(10 * time.Second):
+		t.Error("client still connected after shutdown")
+	}
+}
+
+func TestServeBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no upstream"},
+		{[]string{"--upstream", "pop3://x"}, "scheme must be imaps or imap"},
+		{[]string{"--upstream", "imaps://x", "--listen", "127.0.0.1:notaport"}, "notaport"},
+		{[]string{"--upstream", "imaps://x", "extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		env, _, stderr := testEnv(map[string]string{"HOME": t.TempDir()})
+		if code := runMain(context.Background(), env, append([]string{"serve"}, tt.args...)); code != exitError {
+			t.Errorf("serve %v: exit %d, want %d", tt.args, code, exitError)
+		}
+		if !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("serve %v: stderr %q, want %q", tt.args, stderr, tt.want)
+		}
+	}
+}
