@@ -178,4 +178,3 @@ func TestPythonImaplib(t *testing.T) {
 }
 
 func uidName(uid imap.UID) string { return "uid-" + string(rune('0'+uid)) + ".eml" }
-

@@ -1,0 +1,163 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
+)
+
+// plainMessage returns an LF-terminated (maildir) plain-text message of about size bytes.
+func plainMessage(i, size int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: sender%d@example.org\nTo: alice@example.org\nSubject: message %d with a subject of usual length\n"+
+		"Date: Mon, 02 Mar 2026 10:%02d:00 +0000\nMessage-ID: <m%d@example.org>\nContent-Type: text/plain; charset=utf-8\n\n", i, i, i%60, i)
+	line := strings.Repeat("0123456789abcdef", 4) + "\n"
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	return []byte(b.String())
+}
+
+// drain runs UID FETCH 1:* with options on c and consumes every item, streaming literals to io.Discard. It
+// returns the literal bytes read and the number of messages.
+func drain(tb testing.TB, c *imapclient.Client, o *imap.FetchOptions) (int64, int) {
+	cmd := c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}, o)
+	var n int64
+	msgs := 0
+	for m := cmd.Next(); m != nil; m = cmd.Next() {
+		msgs++
+		for item := m.Next(); item != nil; item = m.Next() {
+			if bs, ok := item.(imapclient.FetchItemDataBodySection); ok && bs.Literal != nil {
+				k, err := io.Copy(io.Discard, bs.Literal)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				n += k
+			}
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return n, msgs
+}
+
+// benchPair runs op directly against Dovecot and through the proxy and reports, on the proxy run, ratio =
+// proxy throughput ÷ direct throughput.
+func benchPair(b *testing.B, d *testenv.Dovecot, setBytes int64, op func(b *testing.B, c *imapclient.Client)) {
+	addr, _ := startProxy(b, d, nil)
+	var directNs float64
+	for _, target := range []struct{ name, addr string }{{"direct", d.Addr()}, {"proxy", addr}} {
+		b.Run(target.name, func(b *testing.B) {
+			c := dial(b, target.addr, "alice", "alice-pw", nil)
+			if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+				b.Fatal(err)
+			}
+			op(b, c) // warm Dovecot's index and caches
+			b.SetBytes(setBytes)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				op(b, c)
+			}
+			b.StopTimer()
+			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			if target.name == "direct" {
+				directNs = ns
+			} else if directNs > 0 {
+				b.ReportMetric(directNs/ns, "ratio")
+			}
+		})
+	}
+}
+
+// BenchmarkFetchLargeBody streams BODY.PEEK[] of three 20 MB plain messages.
+func BenchmarkFetchLargeBody(b *testing.B) {
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+	var msgs [][]byte
+	var total int64
+	for i := 0; i < 3; i++ {
+		m := plainMessage(i, 20<<20)
+		msgs = append(msgs, m)
+		total += int64(len(m))
+	}
+	d.SeedMaildir("alice", "INBOX", msgs)
+	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+	benchPair(b, d, total, func(b *testing.B, c *imapclient.Client) {
+		if n, k := drain(b, c, opts); k != 3 || n < total {
+			b.Fatalf("streamed %d bytes of %d messages", n, k)
+		}
+	})
+}
+
+// BenchmarkFetchHeaders10k is a client's header sync: UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE) over
+// 10,000 messages.
+func BenchmarkFetchHeaders10k(b *testing.B) {
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+	msgs := make([][]byte, 10000)
+	for i := range msgs {
+		msgs[i] = plainMessage(i, 600)
+	}
+	d.SeedMaildir("alice", "INBOX", msgs)
+	opts := &imap.FetchOptions{UID: true, Flags: true, RFC822Size: true, Envelope: true}
+	benchPair(b, d, 0, func(b *testing.B, c *imapclient.Client) {
+		if _, k := drain(b, c, opts); k != 10000 {
+			b.Fatalf("fetched %d messages", k)
+		}
+	})
+}
+
+// TestFetchLargeStreamsMemory fetches a 50 MB message through the proxy (client and proxy in this process)
+// and checks that the heap in use never grows by more than 16 MB: the body is streamed, not buffered.
+func TestFetchLargeStreamsMemory(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	m := plainMessage(0, 50<<20)
+	d.SeedMaildir("alice", "INBOX", [][]byte{m})
+	addr, _ := startProxy(t, d, nil)
+	c := dial(t, addr, "alice", "alice-pw", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	m = nil
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	n, k := drain(t, c, &imap.FetchOptions{UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	close(stop)
+	wg.Wait()
+	if k != 1 || n < 50<<20 {
+		t.Fatalf("streamed %d bytes of %d messages", n, k)
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("50 MB message: heap in use grew by at most %.1f MB", float64(growth)/(1<<20))
+	if growth > 16<<20 {
+		t.Errorf("heap in use grew by %d bytes while streaming a 50 MB message; want < 16 MB", growth)
+	}
+}
