@@ -17,6 +17,9 @@ type corkConn struct {
 // corkLimit is the most buffered before a corked write goes out.
 const corkLimit = 64 << 10
 
+// corkDirect: writes at least this large (literal chunks) go straight out after the buffer.
+const corkDirect = 16 << 10
+
 func newCorkConn(c net.Conn) *corkConn { return &corkConn{Conn: c} }
 
 func (c *corkConn) Write(b []byte) (int, error) {
@@ -25,12 +28,12 @@ func (c *corkConn) Write(b []byte) (int, error) {
 	if !c.corked {
 		return c.Conn.Write(b)
 	}
-	if len(c.buf)+len(b) > corkLimit {
+	if len(b) >= corkDirect || len(c.buf)+len(b) > corkLimit {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		if len(b) > corkLimit {
-			return c.Conn.Write(b)
+		if len(b) >= corkDirect {
+			return c.Conn.Write(b) // a literal chunk: no copy
 		}
 	}
 	c.buf = append(c.buf, b...)

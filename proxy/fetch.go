@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -166,14 +167,20 @@ func (s *session) relayLiteral(rw *imapserver.FetchResponseWriter, lit imap.Lite
 			}
 		}
 		wc := open(0, cnt)
-		if _, err := io.CopyN(wc, r, cnt); err != nil {
+		buf := copyBufs.Get().(*[]byte)
+		written, err := io.CopyBuffer(wc, io.LimitReader(r, cnt), *buf)
+		copyBufs.Put(buf)
+		if err == nil && written < cnt {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
 			wc.Close()
 			return s.brokenLiteral(err)
 		}
 		if err := wc.Close(); err != nil {
 			return err
 		}
-		_, err := io.Copy(io.Discard, r)
+		_, err = io.Copy(io.Discard, r)
 		return err
 	}
 	b, err := io.ReadAll(r)
@@ -222,6 +229,9 @@ func window(size int64, p *imap.SectionPartial) (off, n int64) {
 	}
 	return off, n
 }
+
+// copyBufs holds the buffers literals are streamed through: large enough to move a socket's worth per call.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 type eofReader struct{}
 
