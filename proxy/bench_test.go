@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"runtime"
@@ -159,5 +160,58 @@ func TestFetchLargeStreamsMemory(t *testing.T) {
 	t.Logf("50 MB message: heap in use grew by at most %.1f MB", float64(growth)/(1<<20))
 	if growth > 16<<20 {
 		t.Errorf("heap in use grew by %d bytes while streaming a 50 MB message; want < 16 MB", growth)
+	}
+}
+
+// TestAppendLargeStreamsMemory appends a 50 MB message through the proxy: the heap in use grows far less than
+// the message (the literal is streamed upstream) and Dovecot stores it byte for byte.
+func TestAppendLargeStreamsMemory(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	addr, _ := startProxy(t, d, nil)
+	c := dial(t, addr, "alice", "alice-pw", nil)
+	m := []byte(strings.ReplaceAll(string(plainMessage(1, 50<<20)), "\n", "\r\n"))
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	cmd := c.Append("INBOX", int64(len(m)), nil)
+	for off := 0; off < len(m); off += 1 << 20 {
+		if _, err := cmd.Write(m[off:min(off+1<<20, len(m))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := cmd.Wait()
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("50 MB APPEND: heap in use grew by at most %.1f MB", float64(growth)/(1<<20))
+	if growth > 16<<20 {
+		t.Errorf("heap in use grew by %d bytes while appending a 50 MB message; want < 16 MB", growth)
+	}
+	if got := d.Raw("alice", "INBOX", data.UID); !bytes.Equal(got, m) {
+		t.Errorf("stored %d bytes, appended %d", len(got), len(m))
 	}
 }

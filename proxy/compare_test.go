@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
 
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
@@ -311,5 +312,21 @@ func TestLoginFailureKeepsSession(t *testing.T) {
 	}
 	if err := c.Logout().Wait(); err != nil {
 		t.Errorf("LOGOUT: %v", err)
+	}
+
+	// AUTHENTICATE PLAIN is relayed too (RFC 4616), failures as NO.
+	c2, err := imapclient.DialInsecure(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.Authenticate(sasl.NewPlainClient("", "alice", "bad")); !errors.As(err, &ie) || ie.Type != imap.StatusResponseTypeNo {
+		t.Errorf("AUTHENTICATE PLAIN with a wrong password = %v, want NO", err)
+	}
+	if err := c2.Authenticate(sasl.NewPlainClient("", "alice", "alice-pw")); err != nil {
+		t.Errorf("AUTHENTICATE PLAIN: %v", err)
+	}
+	if _, err := c2.Select("INBOX", nil).Wait(); err != nil {
+		t.Errorf("SELECT after AUTHENTICATE: %v", err)
 	}
 }
