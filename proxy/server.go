@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,6 +215,12 @@ func (l *oneListener) Addr() net.Addr { return l.conn.LocalAddr() }
 // serverLogger adapts slog to imapserver.Logger (go-imap logs internal errors and recovered panics there).
 type serverLogger struct{ log *slog.Logger }
 
+// A client that hangs up between commands is routine, not an error.
 func (l serverLogger) Printf(format string, args ...any) {
-	l.log.Error("imapserver: " + fmt.Sprintf(format, args...))
+	msg := "imapserver: " + fmt.Sprintf(format, args...)
+	if strings.Contains(msg, "failed to read command") {
+		l.log.Debug(msg)
+		return
+	}
+	l.log.Error(msg)
 }
