@@ -76,6 +76,19 @@ func TestIdleRelaysUpdates(t *testing.T) {
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatalf("NOOP after IDLE: %v", err)
 	}
+	// Without IDLE, NOOP polls the upstream (RFC 9051 section 6.1.2).
+	d.Append("alice", "INBOX", msg([]string{"Subject: polled"}, "hi\n"), nil, time.Time{})
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-exists:
+		if n != 10 {
+			t.Errorf("EXISTS after NOOP %d, want 10", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("NOOP did not relay EXISTS")
+	}
 }
 
 func flagStrings(f []imap.Flag) []string {

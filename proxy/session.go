@@ -50,6 +50,7 @@ type session struct {
 	uidValidity uint32
 	readOnly    bool
 	closing     bool                            // CLOSE in progress: Unselect sends CLOSE upstream
+	ranCmd      bool                            // a session method ran since the last Poll
 	openMsg     *imapserver.FetchResponseWriter // open FETCH response, closed on panic
 
 	stopping  chan struct{} // closed when the server shuts down
@@ -82,6 +83,7 @@ var (
 // as a crash) and no two commands overlap Close.
 func (s *session) begin() (context.Context, context.CancelFunc) {
 	s.cmdMu.Lock()
+	s.ranCmd = true
 	return context.WithTimeout(s.ctx, s.srv.opts.CommandTimeout)
 }
 
@@ -248,9 +250,25 @@ func (s *session) do(ctx context.Context, f func(up *backend.Conn) error) error 
 
 // Poll relays queued upstream updates (RFC 9051 section 5.2). allowExpunge is false after FETCH, STORE and
 // SEARCH (section 7.5.1).
-func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+//
+// A command that reached no other session method (NOOP, CHECK, CAPABILITY) is relayed as an upstream NOOP
+// first, so that a client polling with NOOP sees new mail (RFC 9051 section 6.1.2).
+func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) (err error) {
+	s.cmdMu.Lock()
+	ran := s.ranCmd
+	s.ranCmd = false
+	s.cmdMu.Unlock()
 	if s.up == nil {
 		return nil
+	}
+	if !ran {
+		ctx, cancel := s.begin()
+		err = s.do(ctx, func(up *backend.Conn) error { return up.Client.Noop().Wait() })
+		s.ranCmd = false
+		s.end(&err, cancel)
+		if err != nil {
+			return err
+		}
 	}
 	return s.writeUpdates(w, s.up.TakeUpdates(allowExpunge))
 }
