@@ -24,7 +24,8 @@
 //   - With a Rewriter, FETCHes asking for body-dependent items take rewrite.go's path: BODYSTRUCTURE first,
 //     Rewriter.Candidate per message, rewritten answers for candidates, the streaming relay for the rest.
 //   - Unilateral upstream responses (EXISTS, EXPUNGE, FETCH FLAGS) are queued by backend and written at the
-//     next poll point or during IDLE; EXPUNGE is held back after FETCH, STORE and SEARCH (RFC 9051 section
+//     next poll point or during IDLE; NOOP and CHECK send an upstream NOOP first so that polling clients see
+//     new mail; EXPUNGE is held back after FETCH, STORE and SEARCH (RFC 9051 section
 //     7.5.1). imapclient collects unilateral FETCH responses in a goroutine, so a FETCH immediately followed by
 //     an EXPUNGE may be relayed after it with a stale sequence number.
 //   - Upstream loss: the session says BYE (RFC 9051 section 7.1.5) and closes; Server.Close stops accepting,
