@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -50,7 +49,7 @@ type DovecotOptions struct {
 //
 // Dovecot is stopped by t.Cleanup. Its log is printed when the test failed.
 type Dovecot struct {
-	t       testing.TB
+	t       TB
 	dir     string
 	addr    string
 	tlsAddr string
@@ -63,7 +62,7 @@ type Dovecot struct {
 }
 
 // mailOwner returns the uid and gid Dovecot accesses mail as: the system user "mail".
-func mailOwner(t testing.TB) (int, int) {
+func mailOwner(t TB) (int, int) {
 	u, err := user.Lookup("mail")
 	if err != nil {
 		t.Fatalf("testenv: no system user \"mail\" to own the test maildirs: %v", err)
@@ -75,13 +74,13 @@ func mailOwner(t testing.TB) (int, int) {
 
 // StartDovecot starts Dovecot and waits (bounded) until it greets. It fails the test with Dovecot's log when
 // the binary is missing or the server does not come up; it never skips.
-func StartDovecot(t testing.TB, opts DovecotOptions) *Dovecot {
+func StartDovecot(t TB, opts DovecotOptions) *Dovecot {
 	t.Helper()
 	if _, err := os.Stat(DovecotBin); err != nil {
 		t.Fatalf("testenv: dovecot not installed at %s (apt-get install dovecot-imapd): %v", DovecotBin, err)
 	}
 	if os.Getuid() != 0 {
-		t.Fatal("testenv: StartDovecot runs Dovecot as the current user, which must be root")
+		t.Fatalf("testenv: StartDovecot runs Dovecot as the current user, which must be root")
 	}
 	users := opts.Users
 	if users == nil {
@@ -228,7 +227,7 @@ service imap-login {
 	}
 }
 
-func dovecotPort(t testing.TB) int {
+func dovecotPort(t TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

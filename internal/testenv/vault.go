@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -27,7 +26,7 @@ import (
 // reached through a loopback TCP relay that the test can cut (Stop) and restore (Restart) without losing
 // Vault's data. Tests talk to Addr; the relay adds no other behaviour.
 type Vault struct {
-	t      testing.TB
+	t      TB
 	cmd    *exec.Cmd
 	token  string
 	direct string // Vault's own listener, host:port
@@ -44,7 +43,7 @@ const vaultStartTimeout = 60 * time.Second
 
 // VaultBin returns the Vault server binary: $SMIMEPROXY_VAULT_BIN, else the cache path scripts/build-vault.sh
 // builds into. It fails the test, saying how to build it, when there is none.
-func VaultBin(t testing.TB) string {
+func VaultBin(t TB) string {
 	t.Helper()
 	if bin := os.Getenv("SMIMEPROXY_VAULT_BIN"); bin != "" {
 		if st, err := os.Stat(bin); err != nil || st.IsDir() {
@@ -116,19 +115,19 @@ func repoRoot() (string, error) {
 // healthy, and enables the Transit engine at transit/ (the dev server already has KV v2 at secret/). The server
 // is killed (by PID) when the test ends. It fails the test when the binary is missing or the server does not
 // come up.
-func StartVault(t testing.TB) *Vault {
+func StartVault(t TB) *Vault {
 	t.Helper()
 	return startVault(t, false)
 }
 
 // StartVaultTLS is StartVault with Vault's dev TLS mode: Vault serves HTTPS with a certificate (valid for
 // 127.0.0.1) from a generated CA whose PEM file is CACert.
-func StartVaultTLS(t testing.TB) *Vault {
+func StartVaultTLS(t TB) *Vault {
 	t.Helper()
 	return startVault(t, true)
 }
 
-func startVault(t testing.TB, useTLS bool) *Vault {
+func startVault(t TB, useTLS bool) *Vault {
 	t.Helper()
 	bin := VaultBin(t)
 	port, err := freePort()
