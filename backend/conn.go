@@ -184,3 +184,13 @@ func (c *Conn) PutBack(ups []Update) {
 	c.updates = append(append([]Update(nil), ups...), c.updates...)
 	c.mu.Unlock()
 }
+
+// Probe checks that the upstream server described by o can be reached: it dials (TCP, TLS or STARTTLS, greeting,
+// as Dial) and logs out. It is the readiness check of `serve`'s /healthz and fails as Dial does.
+func Probe(ctx context.Context, o Options) error {
+	c, err := Dial(ctx, o)
+	if err != nil {
+		return err
+	}
+	return c.Logout(ctx)
+}

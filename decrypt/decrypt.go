@@ -45,6 +45,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives counters; nil counts nothing.
 	Metrics Metrics
+	// KeyUser maps the IMAP login name (MessageRef.User) to the key store's user name, e.g. to strip a
+	// domain (`serve --key-user-template`); nil uses the login name. It is applied to the logged-in user only,
+	// so a session never reaches another user's keys unless the operator's template maps two logins together.
+	KeyUser func(login string) string
 }
 
 // Decrypter serves S/MIME-encrypted messages decrypted. It implements proxy.Rewriter and is safe for
@@ -55,6 +59,7 @@ type Decrypter struct {
 	maxSize   int64
 	log       *slog.Logger
 	metrics   Metrics
+	keyUser   func(string) string
 	cache     *cache
 }
 
@@ -86,6 +91,7 @@ func New(opts Options) (*Decrypter, error) {
 		maxSize:   opts.MaxMessageBytes,
 		log:       log,
 		metrics:   opts.Metrics,
+		keyUser:   opts.KeyUser,
 		cache:     newCache(limit),
 	}, nil
 }
@@ -188,7 +194,7 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	if err != nil {
 		return nil, false, fmt.Errorf("decrypt: fetch %s uid %d: %w", m.Mailbox, m.UID, err)
 	}
-	kr := &keyring{ctx: ctx, store: d.store, user: m.User}
+	kr := &keyring{ctx: ctx, store: d.store, user: d.storeUser(m.User)}
 	res := smime.Process(msg, kr, &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize})
 	served = res.Served
 	if served == nil {
@@ -214,6 +220,14 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 		served = smime.StripStatusHeaders(served)
 	}
 	return served, kr.err == nil, nil
+}
+
+// storeUser is the key store's name for the IMAP login user.
+func (d *Decrypter) storeUser(login string) string {
+	if d.keyUser == nil {
+		return login
+	}
+	return d.keyUser(login)
 }
 
 // CacheStats returns how many served messages the cache holds and the bytes it accounts for them.

@@ -10,17 +10,17 @@ import (
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/proxy"
 )
 
-// The methods below expose the package functions on *Decrypter so that the proxy, which cannot import this
-// package (it imports proxy), can find them with type assertions on its Rewriter, e.g.
-//
-//	type appendGuard interface {
-//		Origin(user string, header []byte) (MessageRef, bool)
-//		EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error)
-//	}
-//	type headerGuard interface{ NeedsStrip(header []byte) bool; StatusFields() []string }
-//	type textMatcher interface{ MatchText(served []byte, needle string, headerToo bool) bool }
+var (
+	_ proxy.AppendGuard = (*Decrypter)(nil)
+	_ proxy.TextMatcher = (*Decrypter)(nil)
+)
+
+// The methods below implement the proxy's optional interfaces (proxy.HeaderGuard, proxy.AppendGuard,
+// proxy.TextMatcher), which the proxy finds with type assertions on its Rewriter.
 
 // NeedsStrip is the package function NeedsStrip.
 func (d *Decrypter) NeedsStrip(header []byte) bool { return NeedsStrip(header) }
@@ -29,6 +29,23 @@ func (d *Decrypter) NeedsStrip(header []byte) bool { return NeedsStrip(header) }
 // section 6.4.5) next to BODYSTRUCTURE to pass to NeedsStrip: the only field this proxy adds, so the only one
 // a forger could use to mislead a user.
 func (d *Decrypter) StatusFields() []string { return []string{StatusField} }
+
+// ServedPlaintext reports whether header (a message header) carries a status field saying "decrypted": the
+// message is, or claims to be, plaintext this proxy served, whether or not its marker verifies (Origin). The
+// proxy never lets such a message reach the upstream server unencrypted.
+func (d *Decrypter) ServedPlaintext(header []byte) bool {
+	for _, v := range fieldValues(header, StatusField) {
+		status, _, _ := strings.Cut(v, ";")
+		if strings.EqualFold(strings.TrimSpace(status), "decrypted") {
+			return true
+		}
+	}
+	return false
+}
+
+// StripStatus returns msg without any X-Smimeproxy-* header field (smime.StripStatusHeaders): for an APPEND of
+// a message served undecryptable, that is the original message.
+func (d *Decrypter) StripStatus(msg []byte) []byte { return smime.StripStatusHeaders(msg) }
 
 // MatchText is the package function MatchText.
 func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool {
@@ -46,6 +63,7 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 	if _, body := splitMessage(msg); alreadySMIME(headerOf(msg, body)) {
 		return msg, nil
 	}
+	user = d.storeUser(user)
 	entries, err := d.store.List(ctx, user)
 	if err != nil {
 		return nil, fmt.Errorf("decrypt: list keys of %q: %w", user, err)

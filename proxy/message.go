@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"io"
-
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -55,56 +53,6 @@ func (s *session) writeExpunges(w interface{ WriteExpunge(uint32) error }, up *b
 	}
 	up.PutBack(rest)
 	return nil
-}
-
-// Search relays SEARCH and UID SEARCH (RFC 9051 section 6.4.4) with the criteria imapserver parsed. The upstream
-// is always sent a plain SEARCH; ESEARCH results (RFC 4731: MIN, MAX, COUNT) are computed here, and an empty
-// result is an empty set of the right kind (go-imap writes no ALL then).
-func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
-	ctx, cancel := s.begin()
-	defer s.end(&err, cancel)
-	err = s.do(ctx, func(up *backend.Conn) error {
-		var cmd *imapclient.SearchCommand
-		if kind == imapserver.NumKindUID {
-			cmd = up.Client.UIDSearch(criteria, nil)
-		} else {
-			cmd = up.Client.Search(criteria, nil)
-		}
-		data, err = cmd.Wait()
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := &imap.SearchData{}
-	var nums []uint32
-	switch all := data.All.(type) {
-	case imap.UIDSet:
-		uids, _ := all.Nums()
-		for _, u := range uids {
-			nums = append(nums, uint32(u))
-		}
-		out.All = append(imap.UIDSet{}, all...)
-	case imap.SeqSet:
-		nums, _ = all.Nums()
-		out.All = append(imap.SeqSet{}, all...)
-	default:
-		if kind == imapserver.NumKindUID {
-			out.All = imap.UIDSet{}
-		} else {
-			out.All = imap.SeqSet{}
-		}
-	}
-	out.Count = uint32(len(nums))
-	for i, n := range nums {
-		if i == 0 || n < out.Min {
-			out.Min = n
-		}
-		if n > out.Max {
-			out.Max = n
-		}
-	}
-	return out, nil
 }
 
 // Store relays STORE and UID STORE (RFC 9051 section 6.4.6); the upstream's FETCH responses are relayed.
@@ -170,24 +118,4 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 		}
 		return s.writeExpunges(w, up)
 	})
-}
-
-// Append relays APPEND (RFC 9051 section 6.3.12) streaming the client's literal upstream byte for byte, with
-// flags and internal date, and returns the upstream's APPENDUID (RFC 4315 section 3).
-func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.AppendOptions) (data *imap.AppendData, err error) {
-	ctx, cancel := s.begin()
-	defer s.end(&err, cancel)
-	err = s.do(ctx, func(up *backend.Conn) error {
-		cmd := up.Client.Append(mailbox, r.Size(), options)
-		if _, err := io.Copy(cmd, r); err != nil {
-			cmd.Close()
-			return err
-		}
-		if err := cmd.Close(); err != nil {
-			return err
-		}
-		data, err = cmd.Wait()
-		return err
-	})
-	return data, err
 }

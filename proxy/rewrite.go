@@ -51,6 +51,7 @@ type msgMeta struct {
 	flags []imap.Flag
 	date  imapclient.FetchItemDataInternalDate
 	hasDt bool
+	strip bool // carries a forged status field (HeaderGuard)
 }
 
 // fetchRewriting serves a FETCH with body-dependent items when a Rewriter is set. Pass 1 fetches UID and
@@ -59,9 +60,17 @@ type msgMeta struct {
 // (writeRewritten).
 func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, numSet imap.NumSet, o *imap.FetchOptions) error {
 	var metas []msgMeta
+	hg, _ := s.srv.opts.Rewriter.(HeaderGuard)
+	var hdrSec *imap.FetchItemBodySection
+	if hg != nil {
+		hdrSec = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: hg.StatusFields(), Peek: true}
+	}
 	err := up.Do(ctx, func() error {
 		pass1 := &imap.FetchOptions{UID: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true},
 			Flags: o.Flags || needsSeen(o), InternalDate: o.InternalDate}
+		if hdrSec != nil {
+			pass1.BodySection = []*imap.FetchItemBodySection{hdrSec}
+		}
 		cmd := up.Client.Fetch(numSet, pass1)
 		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 			m := msgMeta{seq: msg.SeqNum}
@@ -75,6 +84,14 @@ func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imaps
 					m.flags = item.Flags
 				case imapclient.FetchItemDataInternalDate:
 					m.date, m.hasDt = item, true
+				case imapclient.FetchItemDataBodySection:
+					if item.Literal != nil {
+						h, err := io.ReadAll(io.LimitReader(item.Literal, 1<<20))
+						if err != nil {
+							return err
+						}
+						m.strip = hg != nil && hg.NeedsStrip(h)
+					}
 				}
 			}
 			metas = append(metas, m)
@@ -87,7 +104,7 @@ func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imaps
 	var plain imap.UIDSet
 	var cands []msgMeta
 	for _, m := range metas {
-		if m.uid != 0 && m.bs != nil && s.srv.opts.Rewriter.Candidate(m.bs) {
+		if m.uid != 0 && (m.strip || m.bs != nil && s.srv.opts.Rewriter.Candidate(m.bs)) {
 			cands = append(cands, m)
 		} else if m.uid != 0 {
 			plain.AddNum(m.uid)
@@ -125,26 +142,35 @@ func needsSeen(o *imap.FetchOptions) bool {
 	return false
 }
 
-// writeRewritten answers one candidate message from the Rewriter's bytes.
-func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, m msgMeta, o *imap.FetchOptions) error {
-	ref := MessageRef{User: s.user, Mailbox: s.mailbox, UIDValidity: s.uidValidity, UID: uint32(m.uid)}
-	raw := func() ([]byte, error) {
+// ref names uid of the selected mailbox for the Rewriter.
+func (s *session) ref(uid imap.UID) MessageRef {
+	return MessageRef{User: s.user, Mailbox: s.mailbox, UIDValidity: s.uidValidity, UID: uint32(uid)}
+}
+
+// rawFetcher returns the function that reads uid's upstream bytes (BODY.PEEK[], so \Seen is not set) for
+// Rewriter.Rewrite; it is called only on a cache miss.
+func (s *session) rawFetcher(ctx context.Context, up *backend.Conn, uid imap.UID) func() ([]byte, error) {
+	return func() ([]byte, error) {
 		var b []byte
 		err := up.Do(ctx, func() error {
 			sec := &imap.FetchItemBodySection{Peek: true}
-			msgs, err := up.Client.Fetch(imap.UIDSetNum(m.uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+			msgs, err := up.Client.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
 			if err != nil {
 				return err
 			}
 			if len(msgs) != 1 {
-				return fmt.Errorf("proxy: upstream returned %d messages for UID %d", len(msgs), m.uid)
+				return fmt.Errorf("proxy: upstream returned %d messages for UID %d", len(msgs), uid)
 			}
 			b = msgs[0].FindBodySection(sec)
 			return nil
 		})
 		return b, err
 	}
-	b, err := s.srv.opts.Rewriter.Rewrite(ctx, ref, raw)
+}
+
+// writeRewritten answers one candidate message from the Rewriter's bytes.
+func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, m msgMeta, o *imap.FetchOptions) error {
+	b, err := s.srv.opts.Rewriter.Rewrite(ctx, s.ref(m.uid), s.rawFetcher(ctx, up, m.uid))
 	if err != nil {
 		return fmt.Errorf("proxy: rewriting %s UID %d: %w", s.mailbox, m.uid, err)
 	}

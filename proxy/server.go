@@ -37,7 +37,29 @@ type Options struct {
 	CommandTimeout time.Duration
 	// ShutdownTimeout bounds Close; 0 means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// EncryptAppends makes APPEND encrypt every message to the user's own certificates before it goes
+	// upstream (see Session.Append); it needs a Rewriter implementing AppendGuard.
+	EncryptAppends bool
+	// Metrics, if set, counts sessions, logins and upstream failures.
+	Metrics Metrics
 }
+
+// Metrics receives the proxy's counters (observe.Metrics implements it). Methods must be safe for concurrent
+// use.
+type Metrics interface {
+	SessionStarted()
+	SessionEnded()
+	Login(ok bool)
+	UpstreamError()
+}
+
+// nopMetrics counts nothing.
+type nopMetrics struct{}
+
+func (nopMetrics) SessionStarted() {}
+func (nopMetrics) SessionEnded()   {}
+func (nopMetrics) Login(bool)      {}
+func (nopMetrics) UpstreamError()  {}
 
 // Server accepts IMAP clients and relays each to its own upstream connection.
 type Server struct {
@@ -62,6 +84,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if _, ok := opts.Rewriter.(AppendGuard); opts.EncryptAppends && !ok {
+		return nil, errors.New("proxy: EncryptAppends needs a Rewriter that implements AppendGuard")
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = nopMetrics{}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -138,8 +166,10 @@ func (s *Server) handle(c net.Conn, id uint64) {
 		InsecureAuth: true, // loopback listener; client-facing TLS is added by the caller's listener
 	})
 	log.Debug("client connected")
+	s.opts.Metrics.SessionStarted()
 	_ = srv.Serve(one)
 	<-one.done
+	s.opts.Metrics.SessionEnded()
 	log.Debug("client disconnected")
 }
 

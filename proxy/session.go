@@ -170,6 +170,7 @@ func (s *session) watch(up *backend.Conn) {
 	case <-up.Closed():
 		if s.ctx.Err() == nil {
 			s.log.Warn("upstream connection lost", "user", s.user)
+			s.srv.opts.Metrics.UpstreamError()
 			s.bye("Upstream server connection lost")
 		}
 	case <-s.ctx.Done():
@@ -205,6 +206,7 @@ func (s *session) login(ctx context.Context, user string, auth func(*backend.Con
 	up, err := backend.Dial(ctx, s.srv.opts.Upstream)
 	if err != nil {
 		s.log.Warn("upstream dial failed", "err", err)
+		s.srv.opts.Metrics.UpstreamError()
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Upstream server unavailable"}
 	}
 	if err := auth(up); err != nil {
@@ -212,9 +214,11 @@ func (s *session) login(ctx context.Context, user string, auth func(*backend.Con
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			s.log.Info("login refused upstream", "user", user)
+			s.srv.opts.Metrics.Login(false)
 			return ie
 		}
 		s.log.Warn("upstream login failed", "user", user, "err", err)
+		s.srv.opts.Metrics.UpstreamError()
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Upstream server unavailable"}
 	}
 	upCaps := up.Client.Caps()
@@ -228,6 +232,7 @@ func (s *session) login(ctx context.Context, user string, auth func(*backend.Con
 	s.watchDone = make(chan struct{})
 	go s.watch(up)
 	s.log.Info("logged in")
+	s.srv.opts.Metrics.Login(true)
 	return nil
 }
 

@@ -89,6 +89,10 @@ func (s *Store) checkKVMount(ctx context.Context) error {
 	return nil
 }
 
+// Ping asks Vault whether it is reachable, unsealed and accepts the token, and whether the KV mount is usable
+// (the check Open makes). It is the readiness check of `serve`'s /healthz; its errors carry no secrets.
+func (s *Store) Ping(ctx context.Context) error { return s.checkKVMount(ctx) }
+
 // Close stops token renewal. The Store must not be used afterwards.
 func (s *Store) Close() { s.c.close() }
 

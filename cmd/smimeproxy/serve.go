@@ -6,11 +6,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 
 	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/internal/observe"
 	"github.com/smimeproxy/smimeproxy/proxy"
+	"github.com/smimeproxy/smimeproxy/tlscert"
+	"github.com/smimeproxy/smimeproxy/vaultcfg"
 )
 
 // defaultServeListen is where serve listens for mail clients unless --listen says otherwise.
@@ -30,7 +36,12 @@ type serveFlags struct {
 	upstream        string
 	upstreamCA      string
 	allowPlaintext  bool
+	noDecrypt       bool
+	encryptAppends  bool
+	keyUserTemplate string
+	cacheBytes      byteSize
 	tls             *tlsFlags
+	vault           *vaultFlags
 	observe         *observeFlags
 	onListen        func(addr string) // tests: called with the bound address
 	listenerWrapper func(net.Listener) net.Listener
@@ -44,7 +55,13 @@ func newServeFlagSet() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&s.upstreamCA, "upstream-ca-file", "", "PEM file of CA certificates trusted for the upstream server, in addition to the system roots")
 	fs.StringVar(&s.upstreamCA, "upstream-ca", "", "same as --upstream-ca-file")
 	fs.BoolVar(&s.allowPlaintext, "allow-plaintext-upstream", false, "allow imap:// without STARTTLS to a non-loopback upstream (passwords and mail cross the network in clear)")
+	fs.BoolVar(&s.noDecrypt, "no-decrypt", false, "relay only: do not decrypt (no Vault needed); S/MIME mail reaches the client encrypted")
+	fs.StringVar(&s.keyUserTemplate, "key-user-template", "{user}", "key set used for an IMAP login: {user} is the login name, {localpart} and {domain} its parts around the last @")
+	s.cacheBytes = decrypt.DefaultCacheBytes
+	fs.Var(&s.cacheBytes, "cache-bytes", "memory for decrypted messages kept for repeated fetches, e.g. 256MiB (0: none); never written to disk")
+	fs.BoolVar(&s.encryptAppends, "encrypt-appends", false, "encrypt every message a client appends (drafts, sent copies) to the user's own certificates before it goes upstream")
 	s.tls = addTLSFlags(fs)
+	s.vault = addVaultFlags(fs)
 	s.observe = addObserveFlags(fs)
 	return fs, s
 }
@@ -89,17 +106,45 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	if err != nil {
 		return fail(err)
 	}
+	if _, err := net.ResolveTCPAddr("tcp", sf.listen); err != nil {
+		return fail(fmt.Errorf("--listen %q: %w", sf.listen, err))
+	}
+	keyUser, err := parseKeyUserTemplate(sf.keyUserTemplate)
+	if err != nil {
+		return fail(err)
+	}
 	metrics := observe.NewMetrics()
-	stopHTTP, err := sf.observe.startHTTP(ctx, metrics, &observe.Health{}, logger)
+	health := &observe.Health{}
+	opts := proxy.Options{Upstream: up, Logger: logger, Metrics: metrics}
+	var store *vaultcfg.Store
+	if !sf.noDecrypt {
+		sf.vault.logger = logger
+		if store, err = sf.vault.openVault(ctx, env); err != nil {
+			return fail(fmt.Errorf("%w (to relay without decrypting, give --no-decrypt)", err))
+		}
+		defer store.Close()
+		health.AddCheck("vault", store.Ping)
+		d, err := decrypt.New(decrypt.Options{Store: store, CacheBytes: sf.cacheBytes.cache(), Logger: logger,
+			Metrics: decryptMetrics{metrics}, KeyUser: keyUser})
+		if err != nil {
+			return fail(err)
+		}
+		opts.Rewriter = d
+		opts.EncryptAppends = sf.encryptAppends
+	} else if sf.encryptAppends {
+		return fail(errors.New("--encrypt-appends needs the key store; it cannot be combined with --no-decrypt"))
+	}
+	health.AddCheck("upstream", func(ctx context.Context) error { return backend.Probe(ctx, up) })
+	stopHTTP, err := sf.observe.startHTTP(ctx, metrics, health, logger)
 	if err != nil {
 		return fail(err)
 	}
 	defer stopHTTP()
-	tlsConf, cert, generated, err := sf.tls.serverConfig(sf.listen)
+	tlsConf, cert, generated, err := sf.clientTLS(ctx, store, logger)
 	if err != nil {
 		return fail(err)
 	}
-	srv, err := proxy.New(proxy.Options{Upstream: up, Logger: logger})
+	srv, err := proxy.New(opts)
 	if err != nil {
 		return fail(err)
 	}
@@ -116,7 +161,8 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	if sf.listenerWrapper != nil {
 		ln = sf.listenerWrapper(ln)
 	}
-	logger.Info("serving", "listen", ln.Addr().String(), "upstream", t.Addr, "tls", tlsConf != nil)
+	logger.Info("serving", "listen", ln.Addr().String(), "upstream", t.Addr, "tls", tlsConf != nil, "decrypt", !sf.noDecrypt)
+	health.SetReady(true, "")
 	if sf.onListen != nil {
 		sf.onListen(ln.Addr().String())
 	}
@@ -125,6 +171,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
+		health.SetReady(false, "shutting down")
 		srv.Close()
 		<-done
 		return exitOK
@@ -132,4 +179,106 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		srv.Close()
 		return fail(err)
 	}
+}
+
+// clientTLS is tlsFlags.serverConfig, except that a certificate generated for a non-loopback listener is kept in
+// Vault (vaultcfg.Store.WriteTLSCert, named after the listen host) and reused, so mail clients trust it once.
+func (sf *serveFlags) clientTLS(ctx context.Context, store *vaultcfg.Store, logger *slog.Logger) (*tls.Config, *tlscert.Cert, bool, error) {
+	if store == nil || sf.tls.cert != "" || sf.tls.key != "" || tlscert.IsLoopback(sf.listen) {
+		return sf.tls.serverConfig(sf.listen)
+	}
+	host, _, err := net.SplitHostPort(sf.listen)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("--listen %q: %w", sf.listen, err)
+	}
+	hosts := append([]string(nil), tlscert.DefaultHosts...)
+	name := "default"
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		hosts = append(hosts, host)
+		name = host
+	}
+	certPEM, keyPEM, err := store.ReadTLSCert(ctx, name)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("reading the client TLS certificate from vault: %w", err)
+	}
+	cert, generated, reason, err := tlscert.Ensure(certPEM, keyPEM, tlscert.Options{Hosts: hosts})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if generated {
+		if err := store.WriteTLSCert(ctx, name, cert.CertPEM, cert.KeyPEM); err != nil {
+			return nil, nil, false, fmt.Errorf("storing the client TLS certificate in vault: %w", err)
+		}
+		logger.Info("client TLS certificate generated and stored in vault", "name", name, "why", reason)
+	}
+	return tlscert.ServerConfig(cert), cert, generated, nil
+}
+
+// parseKeyUserTemplate returns the mapping from IMAP login to key-store user of --key-user-template: {user} is
+// the login name; {localpart} and {domain} are the parts before and after its last "@" (empty domain without one).
+func parseKeyUserTemplate(tmpl string) (func(string) string, error) {
+	rest := tmpl
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return nil, fmt.Errorf("--key-user-template %q: unclosed {", tmpl)
+		}
+		switch rest[i : i+j+1] {
+		case "{user}", "{localpart}", "{domain}":
+		default:
+			return nil, fmt.Errorf("--key-user-template %q: unknown placeholder %s (want {user}, {localpart} or {domain})", tmpl, rest[i:i+j+1])
+		}
+		rest = rest[i+j+1:]
+	}
+	if strings.TrimSpace(tmpl) == "" {
+		return nil, errors.New("--key-user-template is empty")
+	}
+	if tmpl == "{user}" {
+		return nil, nil
+	}
+	return func(login string) string {
+		local, domain := login, ""
+		if i := strings.LastIndexByte(login, '@'); i >= 0 {
+			local, domain = login[:i], login[i+1:]
+		}
+		return strings.NewReplacer("{user}", login, "{localpart}", local, "{domain}", domain).Replace(tmpl)
+	}, nil
+}
+
+// byteSize is a flag value for a number of bytes with an optional unit: 512, 64KiB, 256MiB, 1GiB, 100MB (powers of
+// 1000 for kB/MB/GB, of 1024 for KiB/MiB/GiB).
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("invalid size %q (want e.g. 256MiB)", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+// cache is the decrypt.Options.CacheBytes value: 0 on the command line means no cache (negative there).
+func (b byteSize) cache() int64 {
+	if b == 0 {
+		return -1
+	}
+	return int64(b)
 }

@@ -28,7 +28,7 @@ func TestServeRelaysAndShutsDown(t *testing.T) {
 	defer cancel()
 	code := make(chan int, 1)
 	go func() {
-		code <- sf.run(ctx, env, fs, []string{"--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(), "--upstream-ca-file", d.CAFile(), "--log-level", "warn"})
+		code <- sf.run(ctx, env, fs, []string{"--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(), "--upstream-ca-file", d.CAFile(), "--log-level", "warn", "--no-decrypt"})
 	}()
 	var addr string
 	select {

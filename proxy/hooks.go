@@ -1,0 +1,41 @@
+package proxy
+
+import "context"
+
+// The optional interfaces below are implemented by a Rewriter that decrypts (package decrypt). The proxy finds
+// them with type assertions, so a Rewriter that only rewrites FETCH (tests) need not implement them.
+
+// HeaderGuard lets a Rewriter see header fields that decide rewriting besides the BODYSTRUCTURE: a plain
+// message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
+// removed before a client sees it.
+type HeaderGuard interface {
+	// StatusFields names the header fields to fetch (BODY.PEEK[HEADER.FIELDS (...)], RFC 9051 section 6.4.5).
+	StatusFields() []string
+	// NeedsStrip reports whether those fields (as fetched) make the message a candidate.
+	NeedsStrip(header []byte) bool
+}
+
+// AppendGuard keeps plaintext that the proxy served from going back to the upstream server on APPEND
+// (RFC 9051 section 6.3.12), e.g. when a client saves a decrypted message as a draft or copies it between
+// accounts.
+type AppendGuard interface {
+	HeaderGuard
+	// Origin returns the message a served copy came from, when header carries this process's unforgeable
+	// marker for user.
+	Origin(user string, header []byte) (MessageRef, bool)
+	// ServedPlaintext reports whether header says the message is a decrypted copy (marker valid or not).
+	ServedPlaintext(header []byte) bool
+	// StripStatus returns msg without the status fields.
+	StripStatus(msg []byte) []byte
+	// EncryptAppend encrypts msg to user's own certificates; it fails when that is impossible, and the
+	// APPEND is then refused.
+	EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error)
+}
+
+// TextMatcher lets SEARCH BODY and SEARCH TEXT (RFC 9051 section 6.4.4) look inside the served (decrypted)
+// copies of rewritten messages.
+type TextMatcher interface {
+	// MatchText reports whether needle occurs in the decoded text of served (with headerToo, also in its
+	// header fields).
+	MatchText(served []byte, needle string, headerToo bool) bool
+}
