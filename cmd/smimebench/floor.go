@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// cryptoFloor times, for every message, the least any decryption costs: one RSA-2048 PKCS#1 v1.5 private-key
+// operation (RFC 8017 section 7.2.2) unwrapping a 32-byte key, base64-decoding the message body (RFC 2045
+// section 6.8) and AES-256-CBC over the decoded bytes, into a reused buffer, in-process and sequentially. It
+// is the reference of the first-fetch goal. It fails only when the key operations fail.
+func cryptoFloor(key *rsa.PrivateKey, twins []twin) (time.Duration, error) {
+	wrapped := make([][]byte, len(twins))
+	for i := range wrapped {
+		cek := make([]byte, 32)
+		rand.Read(cek)
+		w, err := rsa.EncryptPKCS1v15(rand.Reader, &key.PublicKey, cek)
+		if err != nil {
+			return 0, fmt.Errorf("smimebench: floor: %w", err)
+		}
+		wrapped[i] = w
+	}
+	bodies := make([][]byte, len(twins))
+	maxLen := 0
+	for i, t := range twins {
+		_, bodies[i], _ = bytes.Cut(t.enc, []byte("\r\n\r\n"))
+		maxLen = max(maxLen, base64.StdEncoding.DecodedLen(len(bodies[i])))
+	}
+	buf := make([]byte, maxLen)
+	iv := make([]byte, aes.BlockSize)
+	start := time.Now()
+	for i := range twins {
+		cek, err := rsa.DecryptPKCS1v15(nil, key, wrapped[i])
+		if err != nil {
+			return 0, fmt.Errorf("smimebench: floor: %w", err)
+		}
+		n, err := base64.StdEncoding.Decode(buf, bodies[i])
+		if err != nil {
+			return 0, fmt.Errorf("smimebench: floor: message %d: %w", i, err)
+		}
+		block, err := aes.NewCipher(cek)
+		if err != nil {
+			return 0, fmt.Errorf("smimebench: floor: %w", err)
+		}
+		ct := buf[:n-n%aes.BlockSize]
+		cipher.NewCBCDecrypter(block, iv).CryptBlocks(ct, ct)
+	}
+	return time.Since(start), nil
+}
+
+// opensslDecrypt runs `openssl cms -decrypt -inkey key.pem -recip cert.pem -in msg.eml` once per message of
+// sample, sequentially, each a new process with its output captured (the way a shell tool decrypts), and
+// returns the time per message. The files are written first (not timed). Each output must hold the plain
+// twin's body.
+func opensslDecrypt(ctx context.Context, dir string, id *identity, sample []twin) (time.Duration, error) {
+	keyFile, certFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(keyFile, id.keyPEM(), 0o600); err != nil {
+		return 0, fmt.Errorf("smimebench: %w", err)
+	}
+	if err := os.WriteFile(certFile, id.certPEM(), 0o600); err != nil {
+		return 0, fmt.Errorf("smimebench: %w", err)
+	}
+	files := make([]string, len(sample))
+	for i, t := range sample {
+		files[i] = filepath.Join(dir, fmt.Sprintf("msg%d.eml", i))
+		if err := os.WriteFile(files[i], t.enc, 0o600); err != nil {
+			return 0, fmt.Errorf("smimebench: %w", err)
+		}
+	}
+	outs := make([][]byte, len(sample))
+	start := time.Now()
+	for i, f := range files {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		var out, errOut bytes.Buffer
+		cmd := exec.CommandContext(ctx, "openssl", "cms", "-decrypt", "-inkey", keyFile, "-recip", certFile, "-in", f)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("smimebench: openssl cms -decrypt %s: %v: %s", f, err, bytes.TrimSpace(errOut.Bytes()))
+		}
+		outs[i] = out.Bytes()
+	}
+	per := time.Since(start) / time.Duration(len(files))
+	for i, out := range outs {
+		// openssl writes the decrypted MIME entity (Content-* header, blank line, body); compare the bodies
+		// with line ends normalised.
+		_, body, ok := bytes.Cut(toLF(out), []byte("\n\n"))
+		if !ok || !bytes.Equal(body, toLF(sample[i].body)) {
+			return 0, fmt.Errorf("smimebench: openssl decrypted sample message %d to something else than its plain twin", i)
+		}
+	}
+	return per, nil
+}
