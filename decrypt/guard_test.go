@@ -1,0 +1,335 @@
+package decrypt
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
+	"github.com/smimeproxy/smimeproxy/keystore"
+	"github.com/smimeproxy/smimeproxy/proxy"
+)
+
+// guardEnv is a real Dovecot with users bob (an RSA key in the store) and carol (no key), and a proxy with a
+// Decrypter over a memory store in front of it.
+type guardEnv struct {
+	d     *testenv.Dovecot
+	dec   *Decrypter
+	addr  string
+	enc   imap.UID // INBOX: encrypted to bob, inner text has "zebracorn"
+	plain imap.UID // INBOX: plain, "giraffe"
+	forge imap.UID // INBOX: plain with a forged status field
+	undec imap.UID // INBOX: encrypted to someone else
+}
+
+const forgedStatus = "X-Smimeproxy-Status: decrypted; key=sha256:00; cipher=aes-256-gcm; authenticated=yes"
+
+func newGuardEnv(t *testing.T, encryptAppends bool) *guardEnv {
+	t.Helper()
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"bob": "bob-pw", "carol": "carol-pw"}})
+	store := keystore.NewMemory()
+	cert, key := testIdentity(t, "bob@example.com")
+	if _, err := store.Put(context.Background(), "bob", []*x509.Certificate{cert}, key, keystore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	otherCert, _ := testIdentity(t, "dave@example.com")
+	dec, err := New(Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &guardEnv{d: d, dec: dec}
+	now := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	e.enc = d.Append("bob", "INBOX", encryptedMessage(t, "secret", "Content-Type: text/plain; charset=utf-8\r\n\r\nthe zebracorn sleeps\r\n", cert), nil, now)
+	e.plain = d.Append("bob", "INBOX", []byte("From: a@example.com\r\nSubject: plain\r\nContent-Type: text/plain\r\n\r\na giraffe walks\r\n"), nil, now)
+	e.forge = d.Append("bob", "INBOX", []byte("From: a@example.com\r\n"+forgedStatus+"\r\nSubject: forged\r\n\r\ntrust me\r\n"), nil, now)
+	e.undec = d.Append("bob", "INBOX", encryptedMessage(t, "not for bob", "Content-Type: text/plain\r\n\r\nzebracorn for dave\r\n", otherCert), nil, now)
+	for _, u := range []string{"bob", "carol"} {
+		c := d.Dial(u)
+		if err := c.Create("Drafts", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + d.Addr(), CAFile: d.CAFile()}, Rewriter: dec, EncryptAppends: encryptAppends})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	e.addr = ln.Addr().String()
+	return e
+}
+
+func (e *guardEnv) login(t *testing.T, user string) *imapclient.Client {
+	t.Helper()
+	c, err := imapclient.DialInsecure(e.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login(user, e.d.Password(user)).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func fetchBody(t *testing.T, c *imapclient.Client, uid imap.UID) []byte {
+	t.Helper()
+	sec := &imap.FetchItemBodySection{Peek: true}
+	msgs, err := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("UID FETCH %d: %d messages, %v", uid, len(msgs), err)
+	}
+	return msgs[0].FindBodySection(sec)
+}
+
+func appendMsg(c *imapclient.Client, mailbox string, msg []byte) (*imap.AppendData, error) {
+	cmd := c.Append(mailbox, int64(len(msg)), nil)
+	if _, err := cmd.Write(msg); err != nil {
+		return nil, err
+	}
+	if err := cmd.Close(); err != nil {
+		return nil, err
+	}
+	return cmd.Wait()
+}
+
+func mailboxUIDs(t *testing.T, d *testenv.Dovecot, user, mailbox string) []imap.UID {
+	t.Helper()
+	c := d.Dial(user)
+	defer c.Close()
+	if _, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data.AllUIDs()
+}
+
+// TestAppendGuard: whatever a client appends, no plaintext the proxy served reaches Dovecot.
+func TestAppendGuard(t *testing.T) {
+	e := newGuardEnv(t, false)
+	c := e.login(t, "bob")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	served := fetchBody(t, c, e.enc)
+	if statusOf(served) != "decrypted" || !bytes.Contains(served, []byte("zebracorn")) {
+		t.Fatalf("served copy not decrypted:\n%s", served)
+	}
+	orig := e.d.Raw("bob", "INBOX", e.enc)
+
+	t.Run("forged status stripped on a plain message", func(t *testing.T) {
+		got := fetchBody(t, c, e.forge)
+		if bytes.Contains(bytes.ToLower(got), []byte("x-smimeproxy")) {
+			t.Errorf("forged status reached the client:\n%s", got)
+		}
+		if !bytes.Contains(got, []byte("trust me")) || !bytes.Contains(got, []byte("Subject: forged")) {
+			t.Errorf("forged message lost content:\n%s", got)
+		}
+		// and ENVELOPE/RFC822.SIZE come from the stripped bytes
+		msgs, err := c.Fetch(imap.UIDSetNum(e.forge), &imap.FetchOptions{RFC822Size: true, Envelope: true}).Collect()
+		if err != nil || len(msgs) != 1 {
+			t.Fatal(err)
+		}
+		if msgs[0].RFC822Size != int64(len(got)) || msgs[0].Envelope.Subject != "forged" {
+			t.Errorf("SIZE %d (len %d), subject %q", msgs[0].RFC822Size, len(got), msgs[0].Envelope.Subject)
+		}
+	})
+
+	t.Run("served copy into its own mailbox becomes a copy of the ciphertext", func(t *testing.T) {
+		data, err := appendMsg(c, "INBOX", served)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data.UID == 0 {
+			t.Fatalf("no APPENDUID: %+v", data)
+		}
+		if got := e.d.Raw("bob", "INBOX", data.UID); !bytes.Equal(got, orig) {
+			t.Errorf("upstream copy differs from the original ciphertext:\n%s", got)
+		}
+		if got := fetchBody(t, c, data.UID); !bytes.Contains(got, []byte("zebracorn")) {
+			t.Errorf("the copy does not decrypt through the proxy:\n%s", got)
+		}
+	})
+
+	t.Run("served copy into another mailbox is encrypted to bob", func(t *testing.T) {
+		data, err := appendMsg(c, "Drafts", served)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := e.d.Raw("bob", "Drafts", data.UID)
+		if bytes.Contains(up, []byte("zebracorn")) || !bytes.Contains(bytes.ToLower(up), []byte("application/pkcs7-mime")) {
+			t.Fatalf("Drafts upstream holds plaintext:\n%s", up)
+		}
+		if bytes.Contains(bytes.ToLower(up), []byte("x-smimeproxy")) {
+			t.Errorf("status field stored upstream")
+		}
+		c2 := e.login(t, "bob")
+		if _, err := c2.Select("Drafts", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if got := fetchBody(t, c2, data.UID); statusOf(got) != "decrypted" || !bytes.Contains(got, []byte("zebracorn")) {
+			t.Errorf("re-encrypted draft does not decrypt for bob:\n%s", got)
+		}
+	})
+
+	t.Run("a decrypted copy carol cannot encrypt is refused", func(t *testing.T) {
+		cc := e.login(t, "carol")
+		before := mailboxUIDs(t, e.d, "carol", "INBOX")
+		_, err := appendMsg(cc, "INBOX", served) // bob's marker: not carol's; carol has no certificate
+		var ie *imap.Error
+		if !errors.As(err, &ie) || ie.Type != imap.StatusResponseTypeNo || ie.Code != imap.ResponseCodeCannot {
+			t.Fatalf("APPEND = %v, want NO [CANNOT]", err)
+		}
+		if after := mailboxUIDs(t, e.d, "carol", "INBOX"); len(after) != len(before) {
+			t.Errorf("refused APPEND stored something: %v → %v", before, after)
+		}
+		// the session is still usable
+		if _, err := cc.Select("INBOX", nil).Wait(); err != nil {
+			t.Errorf("session after refusal: %v", err)
+		}
+	})
+
+	t.Run("an undecryptable copy goes back as the original bytes", func(t *testing.T) {
+		got := fetchBody(t, c, e.undec)
+		if statusOf(got) != "undecryptable" {
+			t.Fatalf("status %q", statusOf(got))
+		}
+		data, err := appendMsg(c, "Drafts", got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up, want := e.d.Raw("bob", "Drafts", data.UID), e.d.Raw("bob", "INBOX", e.undec); !bytes.Equal(up, want) {
+			t.Errorf("stored %q, want the original", up)
+		}
+	})
+
+	t.Run("plain append streams unchanged", func(t *testing.T) {
+		msg := []byte("Subject: note\r\n\r\nplain draft\r\n")
+		data, err := appendMsg(c, "Drafts", msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up := e.d.Raw("bob", "Drafts", data.UID); !bytes.Equal(up, msg) {
+			t.Errorf("stored %q", up)
+		}
+	})
+}
+
+// TestEncryptAppends: with EncryptAppends every plain APPEND is stored encrypted to the user, S/MIME mail
+// unchanged, and a user without a certificate gets NO.
+func TestEncryptAppends(t *testing.T) {
+	e := newGuardEnv(t, true)
+	c := e.login(t, "bob")
+	msg := []byte("From: bob@example.com\r\nSubject: sent copy\r\nContent-Type: text/plain\r\n\r\nokapi in the sent folder\r\n")
+	data, err := appendMsg(c, "Drafts", msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := e.d.Raw("bob", "Drafts", data.UID)
+	if bytes.Contains(up, []byte("okapi")) || !bytes.Contains(up, []byte("Subject: sent copy")) {
+		t.Fatalf("stored:\n%s", up)
+	}
+	if _, err := c.Select("Drafts", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchBody(t, c, data.UID); !bytes.Contains(got, []byte("okapi")) {
+		t.Errorf("does not decrypt back:\n%s", got)
+	}
+	enc := e.d.Raw("bob", "INBOX", e.enc)
+	data, err = appendMsg(c, "Drafts", enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up := e.d.Raw("bob", "Drafts", data.UID); !bytes.Equal(up, enc) {
+		t.Errorf("S/MIME message was changed on APPEND")
+	}
+	cc := e.login(t, "carol")
+	if _, err := appendMsg(cc, "Drafts", msg); err == nil {
+		t.Error("carol (no certificate) could append in clear")
+	}
+	if n := len(mailboxUIDs(t, e.d, "carol", "Drafts")); n != 0 {
+		t.Errorf("carol's Drafts has %d messages", n)
+	}
+}
+
+// TestSearchInsideEncrypted: BODY/TEXT keys match inside decrypted copies, combined with other keys, for
+// SEARCH and UID SEARCH; other users' mail stays unsearchable.
+func TestSearchInsideEncrypted(t *testing.T) {
+	e := newGuardEnv(t, false)
+	c := e.login(t, "bob")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	uidSearch := func(cr *imap.SearchCriteria) []imap.UID {
+		t.Helper()
+		d, err := c.UIDSearch(cr, nil).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.AllUIDs()
+	}
+	not := func(cr imap.SearchCriteria) []imap.SearchCriteria { return []imap.SearchCriteria{cr} }
+	for _, tt := range []struct {
+		name string
+		cr   imap.SearchCriteria
+		want []imap.UID
+	}{
+		{"BODY inside encrypted", imap.SearchCriteria{Body: []string{"zebracorn"}}, []imap.UID{e.enc}},
+		{"TEXT inside encrypted, case-insensitive", imap.SearchCriteria{Text: []string{"ZEBRACORN"}}, []imap.UID{e.enc}},
+		{"BODY plain", imap.SearchCriteria{Body: []string{"giraffe"}}, []imap.UID{e.plain}},
+		{"OR across both", imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{{Body: []string{"giraffe"}}, {Body: []string{"zebracorn"}}}}}, []imap.UID{e.enc, e.plain}},
+		{"NOT BODY", imap.SearchCriteria{Not: not(imap.SearchCriteria{Body: []string{"zebracorn"}})}, []imap.UID{e.plain, e.forge, e.undec}},
+		{"BODY and a flag", imap.SearchCriteria{Body: []string{"zebracorn"}, Flag: []imap.Flag{imap.FlagSeen}}, nil},
+		{"BODY and a header key", imap.SearchCriteria{Body: []string{"zebracorn"}, Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "secret"}}}, []imap.UID{e.enc}},
+		{"TEXT matches the decrypted header", imap.SearchCriteria{Text: []string{"charset=utf-8"}}, []imap.UID{e.enc}},
+		{"no hit", imap.SearchCriteria{Body: []string{"nowhere-to-be-found"}}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := uidSearch(&tt.cr)
+			slices.Sort(got)
+			want := slices.Clone(tt.want)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("UID SEARCH = %v, want %v", got, want)
+			}
+		})
+	}
+	// sequence-number SEARCH: INBOX UIDs 1..4 are sequence numbers 1..4
+	d, err := c.Search(&imap.SearchCriteria{Body: []string{"zebracorn"}}, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.AllSeqNums(); !slices.Equal(got, []uint32{uint32(e.enc)}) {
+		t.Errorf("SEARCH BODY = %v, want [%d]", got, e.enc)
+	}
+	// carol (no keys) searching her own mailbox finds nothing encrypted; the undecryptable message's
+	// ciphertext never matches either
+	if got := uidSearch(&imap.SearchCriteria{Body: []string{"dave"}}); len(got) != 0 {
+		t.Errorf("search matched inside an undecryptable message: %v", got)
+	}
+	if !strings.Contains(string(fetchBody(t, c, e.enc)), "zebracorn") {
+		t.Error("fetch after search")
+	}
+}
