@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,6 +40,20 @@ type config struct {
 	batch, rounds int
 	sample        int
 	cpuProfile    string
+	serveEnv      []string // extra environment of the smimeproxy serve child, e.g. GOGC=50
+}
+
+// envList is a repeatable KEY=VALUE flag.
+type envList []string
+
+func (e *envList) String() string { return fmt.Sprint(*e) }
+
+func (e *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -63,6 +78,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.rounds, "rounds", 3, "timed rounds of the fetch phases (fresh proxy, key store and decrypt cache each); medians are reported")
 	fs.IntVar(&c.sample, "openssl-sample", 100, "messages decrypted by openssl processes")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (proxy and client) during the first fetch of round 1")
+	fs.Var((*envList)(&c.serveEnv), "serve-env", "KEY=VALUE added to the environment of the smimeproxy serve child (repeatable), e.g. GOGC=50 to see how much of its peak is garbage")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: smimebench [-quick] [-n 1000] [-size 100000] [-big 50000000] [-vault=false] [flags]")
 		fs.PrintDefaults()
@@ -267,7 +283,7 @@ func bench(ctx context.Context, tb testenv.TB, cfg config) (*results, error) {
 			progress("starting a Vault dev server for the smimeproxy serve child")
 			v = testenv.StartVault(tb)
 		}
-		rss, err := measureRSS(ctx, tb, tb.TempDir(), d.Addr(), v, id, big)
+		rss, err := measureRSS(ctx, tb, tb.TempDir(), d.Addr(), v, id, big, cfg.serveEnv, cfg.rounds)
 		if err != nil {
 			return nil, err
 		}

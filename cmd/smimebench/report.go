@@ -85,8 +85,11 @@ func (res *results) print(w io.Writer) {
 		us(res.openssl), us(first/n), r3, goalOpensslOverProxy, passMiss(r3 >= goalOpensslOverProxy))
 	if rs := res.rss; rs != nil {
 		r4 := float64(rs.peak) / float64(rs.msgSize)
-		fmt.Fprintf(tw, "peak RSS (VmHWM) of smimeproxy serve ÷ the %s encrypted message\t%s = %.2fx\t≤ %.1fx\t%s\t\n",
-			mb(rs.msgSize), mb(rs.peak), r4, goalRSSOverSize, passMiss(r4 <= goalRSSOverSize))
+		fmt.Fprintf(tw, "peak RSS (VmHWM, median of %d children) of smimeproxy serve ÷ the %s encrypted message\t%s = %.2fx\t≤ %.1fx\t%s\t\n",
+			len(res.rounds), mb(rs.msgSize), mb(rs.peak), r4, goalRSSOverSize, passMiss(r4 <= goalRSSOverSize))
+		if len(cfg.serveEnv) > 0 {
+			fmt.Fprintf(tw, "  (serve child run with %s)\t\t\t\t\n", strings.Join(cfg.serveEnv, " "))
+		}
 		fmt.Fprintf(tw, "  (before the fetch: RSS %s, HWM %s; growth ÷ size %.2fx)\t\t\t\t\n", mb(rs.baseRSS), mb(rs.baseHWM),
 			float64(rs.peak-rs.baseRSS)/float64(rs.msgSize))
 	} else {
