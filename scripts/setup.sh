@@ -11,6 +11,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # verifies deploy/systemd units
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   echo "setup: installing ${need[*]}" >&2

@@ -436,3 +436,17 @@ func TestKeysPolicy(t *testing.T) {
 		t.Errorf("import with the proxy policy: %q", errs)
 	}
 }
+
+// TestKeysImportProgress: a bulk import reports progress per file on stderr and one result line per key.
+func TestKeysImportProgress(t *testing.T) {
+	k := newKeysEnv(t)
+	out, errs := k.mustRun(exitOK, "keys", "import", "--user", "bob", "--password-env", "P12_PW", corpus+"Bob.p12", corpus+"Alice.p12")
+	for _, want := range []string{"[1/2] " + corpus + "Bob.p12", "[2/2] " + corpus + "Alice.p12"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if n := strings.Count(out, "imported "); n != 2 {
+		t.Errorf("%d result lines, want 2:\n%s", n, out)
+	}
+}
