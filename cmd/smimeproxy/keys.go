@@ -145,10 +145,17 @@ func runKeysImport(ctx context.Context, env *cmdEnv, args []string) int {
 	}
 	defer store.Close()
 	now := time.Now()
-	for _, p := range pairs {
+	for i, p := range pairs {
+		if len(pairs) > 1 { // progress for bulk imports (a Transit import takes several round trips)
+			fmt.Fprintf(env.stderr, "%s: [%d/%d] %s\n", name, i+1, len(pairs), p.file)
+		}
 		e, err := store.Put(ctx, kf.user, p.chain, p.key, keystore.PutOptions{Transit: *transit})
 		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: %s: %v\n", name, p.file, err)
+			fmt.Fprintf(env.stderr, "%s: %s: %v", name, p.file, err)
+			if i > 0 {
+				fmt.Fprintf(env.stderr, " (the %d key(s) listed above were imported; re-running is safe: imports are idempotent)", i)
+			}
+			fmt.Fprintln(env.stderr)
 			return exitError
 		}
 		fmt.Fprintf(env.stdout, "imported %s for %s: %s", e.ID, kf.user, e.Subject)

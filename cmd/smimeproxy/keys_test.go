@@ -443,7 +443,7 @@ func TestKeysImportProgress(t *testing.T) {
 	out, errs := k.mustRun(exitOK, "keys", "import", "--user", "bob", "--password-env", "P12_PW", corpus+"Bob.p12", corpus+"Alice.p12")
 	for _, want := range []string{"[1/2] " + corpus + "Bob.p12", "[2/2] " + corpus + "Alice.p12"} {
 		if !strings.Contains(errs, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, errs)
+			t.Errorf("stderr lacks %q:\n%s\nstdout:\n%s", want, errs, out)
 		}
 	}
 	if n := strings.Count(out, "imported "); n != 2 {
