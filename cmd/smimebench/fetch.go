@@ -105,7 +105,7 @@ func (s *session) fetchAll(batch int, check checker, extra bool) (phaseResult, e
 				n := bs.Literal.Size()
 				buf = slices.Grow(buf[:0], int(n))[:n]
 				if _, err := io.ReadFull(bs.Literal, buf); err != nil {
-					firstErr = cmp(firstErr, fmt.Errorf("smimebench: reading a literal: %w", err))
+					firstErr = keepFirst(firstErr, fmt.Errorf("smimebench: reading a literal: %w", err))
 					continue
 				}
 				res.msgs++
@@ -113,9 +113,9 @@ func (s *session) fetchAll(batch int, check checker, extra bool) (phaseResult, e
 				idx, err := check(buf)
 				switch {
 				case err != nil:
-					firstErr = cmp(firstErr, err)
+					firstErr = keepFirst(firstErr, err)
 				case seen[idx]:
-					firstErr = cmp(firstErr, fmt.Errorf("smimebench: message %d served twice", idx))
+					firstErr = keepFirst(firstErr, fmt.Errorf("smimebench: message %d served twice", idx))
 				}
 				seen[idx] = true
 			}
@@ -134,7 +134,7 @@ func (s *session) fetchAll(batch int, check checker, extra bool) (phaseResult, e
 	return res, nil
 }
 
-func cmp(first, err error) error {
+func keepFirst(first, err error) error {
 	if first != nil {
 		return first
 	}

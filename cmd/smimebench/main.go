@@ -41,6 +41,8 @@ type config struct {
 	sample        int
 	cpuProfile    string
 	serveEnv      []string // extra environment of the smimeproxy serve child, e.g. GOGC=50
+	serveLogDir   string   // where the children's logs go (default: a temporary directory)
+	serveBin      string   // a prebuilt smimeproxy binary (default: go build ./cmd/smimeproxy)
 }
 
 // envList is a repeatable KEY=VALUE flag.
@@ -79,6 +81,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sample, "openssl-sample", 100, "messages decrypted by openssl processes")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (proxy and client) during the first fetch of round 1")
 	fs.Var((*envList)(&c.serveEnv), "serve-env", "KEY=VALUE added to the environment of the smimeproxy serve child (repeatable), e.g. GOGC=50 to see how much of its peak is garbage")
+	fs.StringVar(&c.serveLogDir, "serve-log-dir", "", "keep the smimeproxy serve children's logs (serveN.log) in this directory")
+	fs.StringVar(&c.serveBin, "serve-bin", "", "smimeproxy binary for the peak-RSS step (default: go build ./cmd/smimeproxy from this checkout)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: smimebench [-quick] [-n 1000] [-size 100000] [-big 50000000] [-vault=false] [flags]")
 		fs.PrintDefaults()
@@ -283,7 +287,7 @@ func bench(ctx context.Context, tb testenv.TB, cfg config) (*results, error) {
 			progress("starting a Vault dev server for the smimeproxy serve child")
 			v = testenv.StartVault(tb)
 		}
-		rss, err := measureRSS(ctx, tb, tb.TempDir(), d.Addr(), v, id, big, cfg.serveEnv, cfg.rounds)
+		rss, err := measureRSS(ctx, tb, tb.TempDir(), d.Addr(), v, id, big, cfg.serveEnv, cfg.rounds, cfg.serveLogDir, cfg.serveBin)
 		if err != nil {
 			return nil, err
 		}

@@ -61,16 +61,20 @@ func procStatus(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
-// measureRSS builds ./cmd/smimeproxy and imports the key into Vault with `smimeproxy keys import`; then, times
+// measureRSS builds ./cmd/smimeproxy (unless serveBin names a binary) and imports the key into Vault with `smimeproxy keys import`; then, times
 // times, it runs `smimeproxy serve` as a fresh child on a free loopback port (Vault from the environment, the
 // default decrypt cache), fetches the big encrypted message once through it (BODY.PEEK[] streamed and hashed,
 // not kept) and reads the child's VmHWM. The served message must be decrypted with the plain twin's body. It
 // returns the run with the median peak.
-func measureRSS(ctx context.Context, tb testenv.TB, dir string, dovecotAddr string, v *testenv.Vault, id *identity, big twin, extraEnv []string, times int) (rssResult, error) {
-	bin := filepath.Join(dir, "smimeproxy")
-	progress("rss: go build ./cmd/smimeproxy")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/smimeproxy").CombinedOutput(); err != nil {
-		return rssResult{}, fmt.Errorf("smimebench: go build ./cmd/smimeproxy (run from the repository root): %v\n%s", err, out)
+func measureRSS(ctx context.Context, tb testenv.TB, dir string, dovecotAddr string, v *testenv.Vault, id *identity, big twin, extraEnv []string, times int, logDir, serveBin string) (rssResult, error) {
+	bin := serveBin
+	if bin == "" {
+		bin = filepath.Join(dir, "smimeproxy")
+		progress("rss: go build ./cmd/smimeproxy")
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/smimeproxy/smimeproxy/cmd/smimeproxy").CombinedOutput()
+		if err != nil {
+			return rssResult{}, fmt.Errorf("smimebench: go build ./cmd/smimeproxy (run within the repository): %v\n%s", err, out)
+		}
 	}
 	home := filepath.Join(dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
@@ -93,7 +97,7 @@ func measureRSS(ctx context.Context, tb testenv.TB, dir string, dovecotAddr stri
 	}
 	var runs []rssResult
 	for i := range times {
-		r, err := rssOnce(tb, dir, bin, append(env, extraEnv...), dovecotAddr, big, i)
+		r, err := rssOnce(tb, cmpOr(logDir, dir), bin, append(env, extraEnv...), dovecotAddr, big, i)
 		if err != nil {
 			return r, err
 		}
@@ -105,7 +109,7 @@ func measureRSS(ctx context.Context, tb testenv.TB, dir string, dovecotAddr stri
 }
 
 // rssOnce runs one serve child and fetches the big message once through it.
-func rssOnce(tb testenv.TB, dir, bin string, env []string, dovecotAddr string, big twin, run int) (rssResult, error) {
+func rssOnce(tb testenv.TB, logDir, bin string, env []string, dovecotAddr string, big twin, run int) (rssResult, error) {
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -113,7 +117,7 @@ func rssOnce(tb testenv.TB, dir, bin string, env []string, dovecotAddr string, b
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	logPath := filepath.Join(dir, fmt.Sprintf("serve%d.log", run))
+	logPath := filepath.Join(logDir, fmt.Sprintf("serve%d.log", run))
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return rssResult{}, fmt.Errorf("smimebench: %w", err)
@@ -176,7 +180,7 @@ func rssOnce(tb testenv.TB, dir, bin string, env []string, dovecotAddr string, b
 		for item := m.Next(); item != nil; item = m.Next() {
 			if bs, ok := item.(imapclient.FetchItemDataBodySection); ok && bs.Literal != nil {
 				r.served += bs.Literal.Size()
-				verr = cmp(verr, checkStreamed(bs.Literal, big.body))
+				verr = keepFirst(verr, checkStreamed(bs.Literal, big.body))
 			}
 		}
 	}
@@ -250,3 +254,10 @@ func waitGreeting(addr string, exited <-chan struct{}) error {
 }
 
 func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
