@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/demo"
 	"github.com/smimeproxy/smimeproxy/internal/observe"
 	"github.com/smimeproxy/smimeproxy/keystore"
@@ -95,7 +96,12 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) int {
 // reason label).
 type decryptMetrics struct{ m *observe.Metrics }
 
-func (a decryptMetrics) Decrypted()           { a.m.Decrypted() }
-func (a decryptMetrics) Undecryptable(string) { a.m.Undecryptable() }
-func (a decryptMetrics) CacheHit()            { a.m.CacheHit() }
-func (a decryptMetrics) CacheMiss()           { a.m.CacheMiss() }
+func (a decryptMetrics) Decrypted() { a.m.Decrypted() }
+func (a decryptMetrics) Undecryptable(reason string) {
+	a.m.Undecryptable()
+	if reason == decrypt.ReasonKeyUnavailable {
+		a.m.VaultError()
+	}
+}
+func (a decryptMetrics) CacheHit()  { a.m.CacheHit() }
+func (a decryptMetrics) CacheMiss() { a.m.CacheMiss() }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/smimeproxy/smimeproxy/backend"
 	"github.com/smimeproxy/smimeproxy/decrypt"
@@ -131,6 +132,19 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		}
 		opts.Rewriter = d
 		opts.EncryptAppends = sf.encryptAppends
+		go func() { // the cache gauge of /metrics
+			tick := time.NewTicker(5 * time.Second)
+			defer tick.Stop()
+			for {
+				_, n := d.CacheStats()
+				metrics.SetCacheBytes(n)
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		}()
 	} else if sf.encryptAppends {
 		return fail(errors.New("--encrypt-appends needs the key store; it cannot be combined with --no-decrypt"))
 	}
