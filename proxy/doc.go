@@ -23,6 +23,9 @@
 //     they are equal in meaning to the upstream's, not byte for byte (encoded words are re-encoded as UTF-8).
 //   - With a Rewriter, FETCHes asking for body-dependent items take rewrite.go's path: BODYSTRUCTURE first,
 //     Rewriter.Candidate per message, rewritten answers for candidates, the streaming relay for the rest.
+//   - A Rewriter may also implement HeaderGuard (pass 1 fetches the status field so forged ones are stripped
+//     from plain mail), AppendGuard (append.go: served plaintext never goes back upstream in clear) and
+//     TextMatcher (search.go: SEARCH BODY/TEXT evaluated over the served copies of encrypted messages).
 //   - Unilateral upstream responses (EXISTS, EXPUNGE, FETCH FLAGS) are queued by backend and written at the
 //     next poll point or during IDLE; NOOP and CHECK send an upstream NOOP first so that polling clients see
 //     new mail; EXPUNGE is held back after FETCH, STORE and SEARCH (RFC 9051 section
