@@ -333,3 +333,57 @@ func TestSearchInsideEncrypted(t *testing.T) {
 		t.Error("fetch after search")
 	}
 }
+
+// TestHeaderSyncMixed: a client's header sync (one FETCH of header-only items over plain, encrypted, forged and
+// undecryptable messages; the proxy's one-pass path) answers each message from the right bytes.
+func TestHeaderSyncMixed(t *testing.T) {
+	e := newGuardEnv(t, false)
+	c := e.login(t, "bob")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	hdr := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject", "X-Smimeproxy-Status", "Content-Type"}, Peek: true}
+	full := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader}
+	msgs, err := c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true, RFC822Size: true, Envelope: true,
+		InternalDate: true, BodySection: []*imap.FetchItemBodySection{hdr, full}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 4 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	for _, m := range msgs {
+		served := fetchBody(t, c, m.UID)
+		h, f := string(m.FindBodySection(hdr)), string(m.FindBodySection(full))
+		if m.RFC822Size != int64(len(served)) {
+			t.Errorf("UID %d: RFC822.SIZE %d, served %d bytes", m.UID, m.RFC822Size, len(served))
+		}
+		if m.InternalDate.IsZero() || m.Envelope == nil {
+			t.Errorf("UID %d: missing INTERNALDATE or ENVELOPE", m.UID)
+		}
+		if !strings.HasPrefix(string(served), f) || !strings.HasSuffix(f, "\r\n\r\n") {
+			t.Errorf("UID %d: BODY[HEADER] is not the served header:\n%q", m.UID, f)
+		}
+		if !slices.Contains(m.Flags, imap.FlagSeen) {
+			t.Errorf("UID %d: non-PEEK BODY[HEADER] did not set \\Seen: %v", m.UID, m.Flags)
+		}
+		switch m.UID {
+		case e.enc:
+			if !strings.Contains(h, "X-Smimeproxy-Status: decrypted") || !strings.Contains(h, "text/plain") {
+				t.Errorf("encrypted UID %d: header fields from the wrong bytes:\n%s", m.UID, h)
+			}
+		case e.undec:
+			if !strings.Contains(h, "X-Smimeproxy-Status: undecryptable") {
+				t.Errorf("undecryptable UID %d:\n%s", m.UID, h)
+			}
+		case e.forge:
+			if strings.Contains(strings.ToLower(h+f), "x-smimeproxy") || m.Envelope.Subject != "forged" {
+				t.Errorf("forged status reached the client in a header sync:\n%s", h)
+			}
+		case e.plain:
+			if h != "Subject: plain\r\nContent-Type: text/plain\r\n\r\n" {
+				t.Errorf("plain UID %d: %q", m.UID, h)
+			}
+		}
+	}
+}

@@ -13,7 +13,10 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
+	"github.com/smimeproxy/smimeproxy/keystore"
+	"github.com/smimeproxy/smimeproxy/proxy"
 )
 
 // plainMessage returns an LF-terminated (maildir) plain-text message of about size bytes.
@@ -55,7 +58,12 @@ func drain(tb testing.TB, c *imapclient.Client, o *imap.FetchOptions) (int64, in
 // benchPair runs op directly against Dovecot and through the proxy and reports, on the proxy run, ratio =
 // proxy throughput ÷ direct throughput.
 func benchPair(b *testing.B, d *testenv.Dovecot, setBytes int64, op func(b *testing.B, c *imapclient.Client)) {
-	addr, _ := startProxy(b, d, nil)
+	benchPairWith(b, d, nil, setBytes, op)
+}
+
+// benchPairWith is benchPair with rw as the proxy's Rewriter.
+func benchPairWith(b *testing.B, d *testenv.Dovecot, rw proxy.Rewriter, setBytes int64, op func(b *testing.B, c *imapclient.Client)) {
+	addr, _ := startProxy(b, d, rw)
 	var directNs float64
 	for _, target := range []struct{ name, addr string }{{"direct", d.Addr()}, {"proxy", addr}} {
 		b.Run(target.name, func(b *testing.B) {
@@ -111,6 +119,28 @@ func BenchmarkFetchHeaders10k(b *testing.B) {
 	d.SeedMaildir("alice", "INBOX", msgs)
 	opts := &imap.FetchOptions{UID: true, Flags: true, RFC822Size: true, Envelope: true}
 	benchPair(b, d, 0, func(b *testing.B, c *imapclient.Client) {
+		if _, k := drain(b, c, opts); k != 10000 {
+			b.Fatalf("fetched %d messages", k)
+		}
+	})
+}
+
+// BenchmarkFetchHeaders10kDecrypting is BenchmarkFetchHeaders10k through a proxy that decrypts (a Decrypter
+// with an empty memory key store): the cost of detection (pass 1: BODYSTRUCTURE and the status field) on
+// plain mail.
+func BenchmarkFetchHeaders10kDecrypting(b *testing.B) {
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+	msgs := make([][]byte, 10000)
+	for i := range msgs {
+		msgs[i] = plainMessage(i, 600)
+	}
+	d.SeedMaildir("alice", "INBOX", msgs)
+	dec, err := decrypt.New(decrypt.Options{Store: keystore.NewMemory()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := &imap.FetchOptions{UID: true, Flags: true, RFC822Size: true, Envelope: true}
+	benchPairWith(b, d, dec, 0, func(b *testing.B, c *imapclient.Client) {
 		if _, k := drain(b, c, opts); k != 10000 {
 			b.Fatalf("fetched %d messages", k)
 		}

@@ -65,6 +65,9 @@ func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imaps
 	if hg != nil {
 		hdrSec = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: hg.StatusFields(), Peek: true}
 	}
+	if headerOnly(o) {
+		return s.fetchRewritingOnePass(ctx, up, w, numSet, o, hdrSec, hg)
+	}
 	err := up.Do(ctx, func() error {
 		pass1 := &imap.FetchOptions{UID: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true},
 			Flags: o.Flags || needsSeen(o), InternalDate: o.InternalDate}
