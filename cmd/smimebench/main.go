@@ -129,12 +129,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		if _, ok := <-sig; ok {
+		select {
+		case <-sig:
 			progress("interrupted: stopping Dovecot, Vault and children")
 			cancel()
 			p.RunCleanups()
 			os.Exit(exitFailed)
+		case <-done:
 		}
 	}()
 	var res *results
