@@ -58,31 +58,42 @@ func cryptoFloor(key *rsa.PrivateKey, twins []twin) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// opensslDecrypt runs `openssl cms -decrypt -inkey key.pem -recip cert.pem -in msg.eml` once per message of
-// sample, sequentially, each a new process with its output captured (the way a shell tool decrypts), and
-// returns the time per message. The files are written first (not timed). Each output must hold the plain
-// twin's body.
-func opensslDecrypt(ctx context.Context, dir string, id *identity, sample []twin) (time.Duration, error) {
-	keyFile, certFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
-	if err := os.WriteFile(keyFile, id.keyPEM(), 0o600); err != nil {
-		return 0, fmt.Errorf("smimebench: %w", err)
+// opensslRun is a sample of messages written to files for `openssl cms -decrypt`.
+type opensslRun struct {
+	keyFile, certFile string
+	files             []string
+	sample            []twin
+}
+
+// prepareOpenssl writes the key, the certificate and each message of sample (as Dovecot serves it) to dir.
+func prepareOpenssl(dir string, id *identity, sample []twin) (*opensslRun, error) {
+	o := &opensslRun{keyFile: filepath.Join(dir, "key.pem"), certFile: filepath.Join(dir, "cert.pem"), sample: sample}
+	if err := os.WriteFile(o.keyFile, id.keyPEM(), 0o600); err != nil {
+		return nil, fmt.Errorf("smimebench: %w", err)
 	}
-	if err := os.WriteFile(certFile, id.certPEM(), 0o600); err != nil {
-		return 0, fmt.Errorf("smimebench: %w", err)
+	if err := os.WriteFile(o.certFile, id.certPEM(), 0o600); err != nil {
+		return nil, fmt.Errorf("smimebench: %w", err)
 	}
-	files := make([]string, len(sample))
 	for i, t := range sample {
-		files[i] = filepath.Join(dir, fmt.Sprintf("msg%d.eml", i))
-		if err := os.WriteFile(files[i], t.enc, 0o600); err != nil {
-			return 0, fmt.Errorf("smimebench: %w", err)
+		f := filepath.Join(dir, fmt.Sprintf("msg%d.eml", i))
+		if err := os.WriteFile(f, t.enc, 0o600); err != nil {
+			return nil, fmt.Errorf("smimebench: %w", err)
 		}
+		o.files = append(o.files, f)
 	}
-	outs := make([][]byte, len(sample))
+	return o, nil
+}
+
+// run runs `openssl cms -decrypt -inkey key.pem -recip cert.pem -in msgN.eml` once per message, sequentially,
+// each a new process with its output captured (the way a shell tool decrypts), and returns the time per
+// message. Each output must hold the plain twin's body.
+func (o *opensslRun) run(ctx context.Context) (time.Duration, error) {
+	outs := make([][]byte, len(o.files))
 	start := time.Now()
-	for i, f := range files {
+	for i, f := range o.files {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		var out, errOut bytes.Buffer
-		cmd := exec.CommandContext(ctx, "openssl", "cms", "-decrypt", "-inkey", keyFile, "-recip", certFile, "-in", f)
+		cmd := exec.CommandContext(ctx, "openssl", "cms", "-decrypt", "-inkey", o.keyFile, "-recip", o.certFile, "-in", f)
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		err := cmd.Run()
 		cancel()
@@ -91,12 +102,12 @@ func opensslDecrypt(ctx context.Context, dir string, id *identity, sample []twin
 		}
 		outs[i] = out.Bytes()
 	}
-	per := time.Since(start) / time.Duration(len(files))
+	per := time.Since(start) / time.Duration(len(o.files))
 	for i, out := range outs {
 		// openssl writes the decrypted MIME entity (Content-* header, blank line, body); compare the bodies
 		// with line ends normalised.
 		_, body, ok := bytes.Cut(toLF(out), []byte("\n\n"))
-		if !ok || !bytes.Equal(body, toLF(sample[i].body)) {
+		if !ok || !bytes.Equal(body, toLF(o.sample[i].body)) {
 			return 0, fmt.Errorf("smimebench: openssl decrypted sample message %d to something else than its plain twin", i)
 		}
 	}

@@ -38,6 +38,7 @@ func (res *results) print(w io.Writer) {
 	first := med(func(r round) time.Duration { return r.first.dur })
 	second := med(func(r round) time.Duration { return r.second.dur })
 	floor := med(func(r round) time.Duration { return r.floor })
+	openssl := med(func(r round) time.Duration { return r.openssl })
 	overhead := (first - plain) / n
 
 	fmt.Fprintf(w, "smimebench: %d encrypted messages of %d bytes on average (plain twins %d bytes), batches of %d UIDs,\n",
@@ -65,7 +66,7 @@ func (res *results) print(w io.Writer) {
 	row("encrypted through the proxy, 2nd fetch", second, second/n, last.second.bytes)
 	row("crypto floor (RSA + base64 + AES, in-process)", floor, floor/n, 0)
 	k := min(cfg.sample, cfg.n)
-	row(fmt.Sprintf("openssl cms -decrypt, a process per message (%d sampled)", k), res.openssl*time.Duration(k), res.openssl, 0)
+	row(fmt.Sprintf("openssl cms -decrypt, a process per message (%d sampled)", k), openssl*time.Duration(k), openssl, 0)
 	tw.Flush()
 
 	fmt.Fprintln(w)
@@ -89,9 +90,9 @@ func (res *results) print(w io.Writer) {
 		us(overhead), us(floor/n), r1, goalFirstOverFloor, passMiss(r1 <= goalFirstOverFloor))
 	r2 := float64(second) / float64(plain)
 	fmt.Fprintf(tw, "2nd fetch ÷ plain through the proxy\t%.2fx\t≤ %.1fx\t%s\t\n", r2, goalSecondOverPlain, passMiss(r2 <= goalSecondOverPlain))
-	r3 := float64(res.openssl) / float64(first/n)
+	r3 := float64(openssl) / float64(first/n)
 	fmt.Fprintf(tw, "openssl process per message ÷ proxy 1st fetch per message (IMAP included)\t%s ÷ %s = %.1fx\t≥ %.1fx\t%s\t\n",
-		us(res.openssl), us(first/n), r3, goalOpensslOverProxy, passMiss(r3 >= goalOpensslOverProxy))
+		us(openssl), us(first/n), r3, goalOpensslOverProxy, passMiss(r3 >= goalOpensslOverProxy))
 	if rs := res.rss; rs != nil {
 		r4 := float64(rs.peak) / float64(rs.msgSize)
 		fmt.Fprintf(tw, "peak RSS (VmHWM, median of %d children) of smimeproxy serve ÷ the %s encrypted message\t%s = %.2fx\t≤ %.1fx\t%s\t\n",
