@@ -45,7 +45,9 @@ type e2eWorld struct {
 func newE2EWorld(t *testing.T) *e2eWorld {
 	t.Helper()
 	w := &e2eWorld{t: t}
-	w.d = testenv.StartDovecot(t, testenv.DovecotOptions{Users: e2eUsers})
+	// 50 concurrent sessions of one user from 127.0.0.1: above Dovecot's default of 10 per user and IP.
+	w.d = testenv.StartDovecot(t, testenv.DovecotOptions{Users: e2eUsers,
+		Extra: "protocol imap {\n  mail_max_userip_connections = 200\n}\n"})
 	w.v = testenv.StartVault(t)
 	w.vars = map[string]string{"VAULT_ADDR": w.v.Addr(), "VAULT_TOKEN": w.v.RootToken(), "HOME": t.TempDir(), "P12_PW": "nss"}
 	w.secrets = []string{w.v.RootToken(), "PRIVATE KEY", "nss\n"}

@@ -119,9 +119,20 @@ func TestE2E(t *testing.T) {
 
 	// One FETCH over the whole range, good and bad messages mixed: it succeeds and every message is as expected.
 	t.Run("range", func(t *testing.T) {
-		res := runPy(t, p.addr, "bob", "bob-pw", []pyOp{opSelect("INBOX", true), opFetch("1:*", "(UID RFC822.SIZE BODY.PEEK[])")})
-		if len(res) != 2 || res[1].Typ != "OK" || res[1].Error != "" {
+		res := runPy(t, p.addr, "bob", "bob-pw", []pyOp{opSelect("INBOX", true), opFetch("1:*", "(UID RFC822.SIZE BODY.PEEK[])"),
+			opFetch("1:*", "(BODY.PEEK[]<99999999.10>)")})
+		if len(res) != 3 || res[1].Typ != "OK" || res[1].Error != "" {
 			t.Fatalf("FETCH 1:* = %+v", res)
+		}
+		// A partial whose origin is past the end is empty (RFC 9051 section 6.4.5).
+		if past := res[2].messages(); res[2].Typ != "OK" || len(past) != len(msgs) {
+			t.Errorf("FETCH 1:* BODY.PEEK[]<99999999.10> = %s, %d messages", res[2].Typ, len(past))
+		} else {
+			for _, g := range past {
+				if lit, ok := itemLiteral(string(g)); (ok && lit != "") || (!ok && !strings.Contains(string(g), `""`)) {
+					t.Errorf("origin past the end: %.200q, want empty", g)
+				}
+			}
 		}
 		got := res[1].messages()
 		if len(got) != len(msgs) {
@@ -356,7 +367,13 @@ func TestE2E(t *testing.T) {
 
 	t.Run("append", func(t *testing.T) { testE2EAppend(t, w, p, msgs, uids, served, byName) })
 	t.Run("mbsync", func(t *testing.T) { testE2EMbsync(t, p, msgs, uids, served) })
-	t.Run("concurrent", func(t *testing.T) { testE2EConcurrent(t, p, msgs, uids, served) })
+	t.Run("concurrent", func(t *testing.T) { testE2EConcurrent(t, p, msgs, uids, served, false) })
+	t.Run("concurrent-uncached", func(t *testing.T) {
+		// Without the decrypted-message cache every fetch decrypts again: 50 sessions decrypting at once.
+		q := w.serve("imaps://"+w.d.TLSAddr(), "--cache-bytes", "0")
+		testE2EConcurrent(t, q, msgs, uids, served, true)
+		q.stop()
+	})
 
 	t.Run("metrics", func(t *testing.T) {
 		body := httpGet(t, "http://"+p.metrics+"/metrics")
@@ -392,6 +409,10 @@ func TestE2E(t *testing.T) {
 			}
 		}
 		markers = append(markers, "; ref=", "platypus-9", "wombat-42") // ref= only in status fields this proxy makes
+		// The scan itself works: the oracle user holds the served plaintext on purpose.
+		if hits := scanMaildirs(t, w.d, "oracle", markers); len(hits) == 0 {
+			t.Error("the plaintext scan finds nothing even in the oracle's mailbox of served copies")
+		}
 		for _, u := range []string{"bob", "alice", "carol", "dave"} {
 			if hits := scanMaildirs(t, w.d, u, markers); len(hits) > 0 {
 				t.Errorf("plaintext upstream in %s's mail: %v", u, hits)
