@@ -30,6 +30,7 @@ type Program struct {
 	failed   bool
 	cleanups []func()
 	cleaned  bool
+	done     chan struct{} // closed when the cleanups have run
 }
 
 // ErrFailed is returned by Program.Run when Errorf or Fatalf was called.
@@ -64,13 +65,19 @@ func (p *Program) Run(f func()) (err error) {
 }
 
 // RunCleanups runs the registered cleanups once, last registered first. Run calls it; a signal handler may too.
+// A concurrent caller waits until the first one has finished, so that Run does not return (and the program
+// exit) while a signal handler is still stopping servers.
 func (p *Program) RunCleanups() {
 	p.mu.Lock()
 	if p.cleaned {
+		done := p.done
 		p.mu.Unlock()
+		<-done
 		return
 	}
 	p.cleaned = true
+	p.done = make(chan struct{})
+	defer close(p.done)
 	fns := p.cleanups
 	p.cleanups = nil
 	p.mu.Unlock()

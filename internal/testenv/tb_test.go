@@ -81,3 +81,31 @@ func TestProgramDovecot(t *testing.T) {
 		t.Errorf("unexpected log: %s", log.String())
 	}
 }
+
+// TestProgramRunCleanupsWaits: a second RunCleanups (Run returning while a signal handler cleans up) returns
+// only once the first has finished.
+func TestProgramRunCleanupsWaits(t *testing.T) {
+	p := NewProgram(&bytes.Buffer{})
+	started, release := make(chan struct{}), make(chan struct{})
+	p.Cleanup(func() { close(started); <-release })
+	go p.RunCleanups()
+	<-started
+	second := make(chan struct{})
+	go func() { p.RunCleanups(); close(second) }()
+	select {
+	case <-second:
+		t.Fatal("second RunCleanups returned while the first was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-second:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second RunCleanups did not return")
+	}
+	ran := false
+	p.Cleanup(func() { ran = true })
+	if !ran {
+		t.Error("Cleanup after the cleanups did not run at once")
+	}
+}
