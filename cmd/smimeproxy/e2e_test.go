@@ -264,6 +264,28 @@ func TestE2E(t *testing.T) {
 		}
 	})
 
+	// A forged status field on a plain message reaches the client through no FETCH item.
+	t.Run("forged", func(t *testing.T) {
+		u := strconv.Itoa(int(uids[byName["forged/plain"]]))
+		items := []string{"BODY.PEEK[HEADER]", "BODY.PEEK[HEADER.FIELDS (X-SMIMEPROXY-STATUS X-SMIMEPROXY-OTHER)]",
+			"RFC822.HEADER", "BINARY.PEEK[]", "BODY.PEEK[]<0.100>", "BODY.PEEK[1.MIME]", "ENVELOPE BODYSTRUCTURE RFC822.SIZE"}
+		ops := []pyOp{opSelect("INBOX", true)}
+		for _, it := range items {
+			ops = append(ops, opFetch(u, "("+it+")"))
+		}
+		res := runPy(t, p.addr, "bob", "bob-pw", ops)
+		for i, it := range items {
+			r := res[i+1]
+			got := string(bytes.Join(r.messages(), nil))
+			if r.Typ != "OK" || got == "" {
+				t.Errorf("FETCH (%s) = %s %q", it, r.Typ, got)
+			}
+			if lit, _ := itemLiteral(got); strings.Contains(strings.ToLower(lit), "x-smimeproxy") || strings.Contains(strings.ToLower(lit), "forged") {
+				t.Errorf("FETCH (%s) of a plain message with forged status fields: %q", it, got)
+			}
+		}
+	})
+
 	// A FETCH without PEEK sets \Seen upstream, though the served bytes are not the upstream's.
 	t.Run("seen", func(t *testing.T) {
 		u := uids[byName["fixture/rsa-oaep-sha256-aes256-gcm"]]
