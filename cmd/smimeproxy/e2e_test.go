@@ -286,6 +286,23 @@ func TestE2E(t *testing.T) {
 		}
 	})
 
+	// --key-user-template maps the login to the key set: "bob@example.com" (Dovecot strips the domain) reads
+	// Bob's mail with Bob's keys only when the template says {localpart}.
+	t.Run("key-user-template", func(t *testing.T) {
+		u := strconv.Itoa(int(uids[byName["tb/alice.env.eml"]]))
+		ops := []pyOp{opSelect("INBOX", true), opFetch(u, "(BODY.PEEK[])")}
+		res := runPy(t, p.addr, "bob@example.com", "bob-pw", ops)
+		if b := res[1].literal(t); status(b) == "decrypted" {
+			t.Errorf("login bob@example.com, template {user}: decrypted with keys of user %q", "bob")
+		}
+		q := w.serve("imaps://"+w.d.TLSAddr(), "--key-user-template", "{localpart}")
+		res = runPy(t, q.addr, "bob@example.com", "bob-pw", ops)
+		if b := res[1].literal(t); status(b) != "decrypted" || !bytes.Contains(b, []byte("This is a test message from Alice to Bob.")) {
+			t.Errorf("login bob@example.com, template {localpart}: %q", statusFields(b))
+		}
+		q.stop()
+	})
+
 	// A FETCH without PEEK sets \Seen upstream, though the served bytes are not the upstream's.
 	t.Run("seen", func(t *testing.T) {
 		u := uids[byName["fixture/rsa-oaep-sha256-aes256-gcm"]]
