@@ -61,3 +61,13 @@ func (c *corkConn) uncork() error {
 	c.corked = false
 	return c.flushLocked()
 }
+
+// Close flushes what is buffered (a BYE written while corked must reach the client, RFC 9051 section 7.1.5)
+// and closes the connection.
+func (c *corkConn) Close() error {
+	c.mu.Lock()
+	c.corked = false
+	_ = c.flushLocked()
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
