@@ -213,20 +213,25 @@ func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imaps
 		}
 		rw.WriteEnvelope(imapserver.ExtractEnvelope(h))
 	}
+	var structure imap.BodyStructure
+	bs := func() imap.BodyStructure {
+		if structure == nil {
+			structure = imapserver.ExtractBodyStructure(bytes.NewReader(b))
+		}
+		return structure
+	}
 	if o.BodyStructure != nil {
-		rw.WriteBodyStructure(sanitizeBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(b))))
+		rw.WriteBodyStructure(sanitizeBodyStructure(bs()))
 	}
 	for _, sec := range o.BodySection {
-		whole := *sec
-		whole.Partial = nil
-		data := imapserver.ExtractBodySection(bytes.NewReader(b), &whole)
+		data := bodySection(b, bs, sec)
 		off, n := window(int64(len(data)), sec.Partial)
 		if err := writeLiteral(rw.WriteBodySection(sec, n), data[off:off+n]); err != nil {
 			return err
 		}
 	}
 	for _, sec := range o.BinarySection {
-		data, err := binarySection(b, sec.Part)
+		data, err := binarySection(b, bs, sec.Part)
 		if err != nil {
 			s.openMsg = nil
 			rw.Close()
@@ -238,7 +243,7 @@ func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imaps
 		}
 	}
 	for _, sec := range o.BinarySectionSize {
-		data, err := binarySection(b, sec.Part)
+		data, err := binarySection(b, bs, sec.Part)
 		if err != nil {
 			s.openMsg = nil
 			rw.Close()
@@ -260,25 +265,6 @@ func writeLiteral(wc io.WriteCloser, b []byte) error {
 
 // errUnknownCTE is the NO of RFC 3516 section 4.3 for a part whose transfer encoding cannot be undone.
 var errUnknownCTE = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE, Text: "Unknown Content-Transfer-Encoding"}
-
-// binarySection returns BINARY[part] of msg (RFC 3516 section 4.2): the part's body with its
-// Content-Transfer-Encoding undone, and nothing else (no charset conversion). BINARY[] is the header followed
-// by the decoded body.
-func binarySection(msg []byte, part []int) ([]byte, error) {
-	var hdr, body []byte
-	if len(part) == 0 {
-		hdr = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader})
-		body = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText})
-		dec, err := decodeCTE(hdr, body)
-		if err != nil {
-			return nil, err
-		}
-		return append(append([]byte(nil), hdr...), dec...), nil
-	}
-	mimeHdr := imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
-	body = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: part})
-	return decodeCTE(mimeHdr, body)
-}
 
 func decodeCTE(hdr, body []byte) ([]byte, error) {
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(hdr)))

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+const mixedMessage = "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\n" +
+	"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n--b\r\n" +
+	"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment\r\n\r\nAAEC/w==\r\n--b\r\n" +
+	"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n" +
+	"--b--\r\nepilogue\r\n"
+
+func structureOf(msg string) imap.BodyStructure {
+	return imapserver.ExtractBodyStructure(strings.NewReader(msg))
+}
+
+func TestPartExists(t *testing.T) {
+	mixed := structureOf(mixedMessage)
+	single := structureOf("Subject: s\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+	for _, tt := range []struct {
+		bs   imap.BodyStructure
+		part []int
+		want bool
+	}{
+		{single, []int{1}, true},
+		{single, []int{1, 1}, false}, // a non-multipart message has only part 1
+		{single, []int{2}, false},
+		{mixed, []int{1}, true},
+		{mixed, []int{1, 1}, true}, // a leaf child's part 1 is itself (Dovecot)
+		{mixed, []int{1, 1, 1}, false},
+		{mixed, []int{3}, true},
+		{mixed, []int{3, 1}, true}, // into the encapsulated message
+		{mixed, []int{3, 2}, false},
+		{mixed, []int{4}, false},
+		{mixed, []int{0}, false},
+	} {
+		if got := partExists(tt.bs, tt.part); got != tt.want {
+			t.Errorf("partExists(%v) = %v, want %v", tt.part, got, tt.want)
+		}
+	}
+}
+
+func TestBinarySection(t *testing.T) {
+	msg := []byte(mixedMessage)
+	bs := func() imap.BodyStructure { return structureOf(mixedMessage) }
+	whole, err := binarySection(msg, bs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\n" +
+		"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\ncafé\r\n--b\r\n" +
+		"Content-Type: application/octet-stream\r\nContent-Disposition: attachment\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\x02\xff\r\n--b\r\n" +
+		"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\nhi\r\n" +
+		"--b--\r\nepilogue\r\n"
+	if string(whole) != want {
+		t.Errorf("BINARY[] =\n%q\nwant\n%q", whole, want)
+	}
+	for part, want := range map[string]string{"1": "café", "2": "\x00\x01\x02\xff", "3.1": "hi"} {
+		var p []int
+		for _, c := range strings.Split(part, ".") {
+			p = append(p, int(c[0]-'0'))
+		}
+		got, err := binarySection(msg, bs, p)
+		if err != nil || string(got) != want {
+			t.Errorf("BINARY[%s] = %q, %v; want %q", part, got, err, want)
+		}
+	}
+	if got, err := binarySection(msg, bs, []int{9}); err != nil || len(got) != 0 {
+		t.Errorf("BINARY[9] = %q, %v; want empty", got, err)
+	}
+	bad := []byte("Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n")
+	if _, err := binarySection(bad, func() imap.BodyStructure { return structureOf(string(bad)) }, nil); err != errUnknownCTE {
+		t.Errorf("unknown CTE: %v, want errUnknownCTE", err)
+	}
+	// no panic and no loss on a multipart without its closing delimiter or with a folded CTE field
+	odd := []byte("Content-Type: multipart/mixed; boundary=z\r\nContent-Transfer-Encoding:\r\n 7bit\r\n\r\n--z\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\nYQ==\r\n--z\r\n\r\nlast")
+	got, err := binarySection(odd, func() imap.BodyStructure { return structureOf(string(odd)) }, nil)
+	if err != nil || !bytes.Contains(got, []byte("\r\n\r\na\r\n--z\r\n\r\nlast")) || bytes.Contains(got, []byte("base64")) {
+		t.Errorf("odd multipart: %q, %v", got, err)
+	}
+}
