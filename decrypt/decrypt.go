@@ -165,11 +165,18 @@ func NeedsStrip(header []byte) bool {
 	return false
 }
 
+// ownedMin is the message size from which process hands the fetched bytes to smime.Process (Options.Owned):
+// a large message is then decoded and decrypted inside the buffer it was fetched into, so that its plaintext
+// costs one copy (the served message) instead of two. Smaller messages are not worth the refetch that an
+// undecryptable one then costs.
+const ownedMin = 1 << 20
+
 // Rewrite returns the bytes to serve for m: the decrypted message with an X-Smimeproxy-Status header, or the
 // original with a status header saying why it could not be decrypted, or (not encrypted) the original minus
 // forged status fields. Only m.User's keys are used. Results are cached; concurrent calls for the same message
 // decrypt once. It fails only when raw fails (the upstream fetch), never because a message is undecryptable.
-// raw's result is retained (cached or served as is). The returned slice is shared with the cache and other callers: it must not be modified.
+// raw's result is owned: it may be decrypted in place, retained (cached or served as is), or called again. The
+// returned slice is shared with the cache and other callers: it must not be modified.
 func (d *Decrypter) Rewrite(ctx context.Context, m MessageRef, raw func() ([]byte, error)) ([]byte, error) {
 	key := cacheKey(m)
 	if b, ok := d.cache.get(key); ok {
@@ -195,7 +202,17 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 		return nil, false, fmt.Errorf("decrypt: fetch %s uid %d: %w", m.Mailbox, m.UID, err)
 	}
 	kr := &keyring{ctx: ctx, store: d.store, user: d.storeUser(m.User)}
-	res := smime.Process(msg, kr, &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize})
+	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize, Owned: len(msg) >= ownedMin}
+	res := smime.Process(msg, kr, opts)
+	if res.Spent {
+		// Decoded in place and then not decrypted: the original is needed again (undecryptable messages
+		// are served as they are upstream). One more upstream fetch, for large undecryptable mail only.
+		if msg, err = raw(); err != nil {
+			return nil, false, fmt.Errorf("decrypt: fetch %s uid %d again: %w", m.Mailbox, m.UID, err)
+		}
+		opts.Owned = false
+		res = smime.Process(msg, kr, opts)
+	}
 	served = res.Served
 	if served == nil {
 		served = msg

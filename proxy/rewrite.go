@@ -30,8 +30,9 @@ type Rewriter interface {
 	// Candidate reports from a message's BODYSTRUCTURE whether it may need rewriting (cheap, no I/O).
 	Candidate(bs imap.BodyStructure) bool
 	// Rewrite returns the bytes to serve for the message (user, mailbox, UIDVALIDITY, UID identify it;
-	// raw returns the upstream bytes BODY.PEEK[]). It must not fail: undecryptable messages come back with a
-	// status header. Implementations cache.
+	// raw returns the upstream bytes BODY.PEEK[], each call in a fresh buffer that the Rewriter owns and may
+	// overwrite). It must not fail: undecryptable messages come back with a status header. Implementations
+	// cache.
 	Rewrite(ctx context.Context, m MessageRef, raw func() ([]byte, error)) ([]byte, error)
 }
 
@@ -156,15 +157,32 @@ func (s *session) rawFetcher(ctx context.Context, up *backend.Conn, uid imap.UID
 	return func() ([]byte, error) {
 		var b []byte
 		err := up.Do(ctx, func() error {
+			// Read the literal into a buffer of its announced size: no growth, no garbage of the message's
+			// size (a 50 MB message costs 50 MB here, not ~100 MB).
 			sec := &imap.FetchItemBodySection{Peek: true}
-			msgs, err := up.Client.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
-			if err != nil {
+			cmd := up.Client.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}})
+			found := 0
+			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+				found++
+				for item := msg.Next(); item != nil; item = msg.Next() {
+					bs, ok := item.(imapclient.FetchItemDataBodySection)
+					if !ok || bs.Literal == nil || b != nil {
+						continue
+					}
+					buf := make([]byte, bs.Literal.Size())
+					if _, err := io.ReadFull(bs.Literal, buf); err != nil {
+						cmd.Close()
+						return fmt.Errorf("proxy: reading UID %d: %w", uid, err)
+					}
+					b = buf
+				}
+			}
+			if err := cmd.Close(); err != nil {
 				return err
 			}
-			if len(msgs) != 1 {
-				return fmt.Errorf("proxy: upstream returned %d messages for UID %d", len(msgs), uid)
+			if found != 1 || b == nil {
+				return fmt.Errorf("proxy: upstream returned %d messages (body: %v) for UID %d", found, b != nil, uid)
 			}
-			b = msgs[0].FindBodySection(sec)
 			return nil
 		})
 		return b, err

@@ -88,18 +88,21 @@ func (s *session) begin() (context.Context, context.CancelFunc) {
 }
 
 func (s *session) end(errp *error, cancel context.CancelFunc) {
-	cancel()
 	if v := recover(); v != nil {
 		s.log.Error("panic in session", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		if s.openMsg != nil {
 			_ = s.openMsg.Close()
 			s.openMsg = nil
 		}
-		s.cmdMu.Unlock()
+		// BYE before cancel: cancelling may close the upstream connection of an interrupted command, and the
+		// watcher must not get to say "connection lost" first.
 		s.bye("Internal error")
+		cancel()
+		s.cmdMu.Unlock()
 		*errp = errInternal
 		return
 	}
+	cancel()
 	if *errp != nil && s.up != nil && isClosed(s.up) {
 		*errp = errUpstreamLost
 	}

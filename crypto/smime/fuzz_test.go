@@ -40,6 +40,15 @@ func FuzzProcess(f *testing.F) {
 		if !bytes.Equal(msg, orig) {
 			t.Fatal("input modified")
 		}
+		// Owned mode serves the same, or reports Spent for an undecryptable message it decoded in place.
+		owned := smime.Process(append([]byte(nil), msg...), kr, &smime.Options{MaxSize: 1 << 20, Owned: true})
+		if owned.Spent {
+			if res.Status == smime.Decrypted || owned.Served != nil || owned.Status != 0 {
+				t.Fatalf("owned: spent (%v, %d bytes), copying gives %v", owned.Status, len(owned.Served), res.Status)
+			}
+		} else if owned.Status != res.Status || !bytes.Equal(owned.Served, res.Served) {
+			t.Fatalf("owned: %v, copying %v: served bytes differ", owned.Status, res.Status)
+		}
 		stripped := smime.StripStatusHeaders(msg)
 		switch res.Status {
 		case smime.NotEncrypted:

@@ -336,3 +336,113 @@ func decodeBase64(src []byte) ([]byte, error) {
 	}
 	return dst[:k], nil
 }
+
+// DER of the ContentInfo content types that Options.Owned may decode in place (RFC 5652 section 6.1,
+// RFC 5083 section 1.1).
+var (
+	envelopedDataOID     = []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03}
+	authEnvelopedDataOID = []byte{0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17}
+)
+
+// looksEnvelopedBase64 reports whether the base64 text b starts with a ContentInfo (a SEQUENCE of definite or
+// indefinite length) of type enveloped-data or authEnveloped-data. It decodes only the first few bytes.
+func looksEnvelopedBase64(b []byte) bool {
+	var head [48]byte
+	n, _ := decodeBase64Prefix(head[:], b)
+	h := head[:n]
+	if len(h) < 2 || h[0] != 0x30 {
+		return false
+	}
+	p := 2
+	if h[1] > 0x80 {
+		p += int(h[1] & 0x7f)
+	}
+	return p < len(h) && (bytes.HasPrefix(h[p:], envelopedDataOID) || bytes.HasPrefix(h[p:], authEnvelopedDataOID))
+}
+
+// base64Value maps a base64 alphabet byte (RFC 4648 section 4) to its value; 0xfe marks white space that
+// RFC 2045 section 6.8 lets decoders skip, 0xff anything else.
+var base64Value = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" {
+		t[c] = byte(i)
+	}
+	for _, c := range " \t\r\n" {
+		t[c] = 0xfe
+	}
+	return t
+}()
+
+// decodeBase64Prefix decodes base64 text from src into dst until dst is full (a whole number of 3-byte groups
+// only), src ends, or padding or an invalid byte is met; it returns the bytes written and read.
+func decodeBase64Prefix(dst, src []byte) (int, int) {
+	w, r := 0, 0
+	var acc uint32
+	k := 0
+	for r < len(src) && w+3 <= len(dst) {
+		v := base64Value[src[r]]
+		if v == 0xff {
+			break
+		}
+		r++
+		if v == 0xfe {
+			continue
+		}
+		acc = acc<<6 | uint32(v)
+		if k++; k == 4 {
+			dst[w], dst[w+1], dst[w+2] = byte(acc>>16), byte(acc>>8), byte(acc)
+			w += 3
+			acc, k = 0, 0
+		}
+	}
+	return w, r
+}
+
+// decodeBase64InPlace decodes a base64 body (RFC 2045 section 6.8: line breaks and other white space ignored,
+// padding optional) into the start of b itself and returns that prefix: the write position never passes the
+// read position, so no byte is overwritten before it is read. It fails with errEncoding for a byte outside
+// the alphabet or a truncated last group; b is then partly overwritten.
+func decodeBase64InPlace(b []byte) ([]byte, error) {
+	w := 0
+	var acc uint32
+	k := 0
+	r := 0
+	for ; r < len(b); r++ {
+		v := base64Value[b[r]]
+		if v == 0xfe {
+			continue
+		}
+		if v == 0xff {
+			if b[r] == '=' {
+				break
+			}
+			return nil, errEncoding
+		}
+		acc = acc<<6 | uint32(v)
+		if k++; k == 4 {
+			b[w], b[w+1], b[w+2] = byte(acc>>16), byte(acc>>8), byte(acc)
+			w += 3
+			acc, k = 0, 0
+		}
+	}
+	// Only padding and white space may follow.
+	for ; r < len(b); r++ {
+		if c := b[r]; c != '=' && base64Value[c] != 0xfe {
+			return nil, errEncoding
+		}
+	}
+	switch k {
+	case 0:
+	case 2:
+		b[w] = byte(acc >> 4)
+		w++
+	case 3:
+		b[w], b[w+1] = byte(acc>>10), byte(acc>>2)
+		w += 2
+	default:
+		return nil, errEncoding
+	}
+	return b[:w], nil
+}

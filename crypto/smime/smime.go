@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 )
@@ -83,6 +84,9 @@ type Result struct {
 	// Fingerprint is the SHA-256 of the certificate whose key decrypted the message, lowercase hex
 	// (Decrypted only).
 	Fingerprint string
+	// Spent reports (Options.Owned only) that msg was overwritten before the message turned out not to
+	// decrypt: the other fields are zero and Process must be run again, not Owned, on the original bytes.
+	Spent bool
 }
 
 // Options tune Process. A nil *Options means the defaults.
@@ -93,6 +97,13 @@ type Options struct {
 	// MaxSize is the largest message that is decrypted; larger encrypted messages are Undecryptable with
 	// reason too-large. Zero means DefaultMaxSize.
 	MaxSize int64
+	// Owned hands msg over to Process, which may then decode a base64 enveloped-data body in place inside
+	// msg and decrypt it there, saving a copy of the message's size (for large messages). It does so only
+	// after the first bytes of the body show an enveloped-data or authEnveloped-data ContentInfo. If the
+	// message then does not decrypt, msg is spent: Result.Spent is true, nothing else is set, and the caller
+	// must run Process again (not Owned) on the original bytes. A decrypted message, and one Process left
+	// alone without decoding in place, give the same Result as without Owned.
+	Owned bool
 }
 
 // Process decides whether msg (a whole RFC 5322 message) carries an encryption layer that may be decrypted
@@ -108,15 +119,25 @@ func Process(msg []byte, kr Keyring, opts *Options) Result {
 		o.MaxSize = DefaultMaxSize
 	}
 	top := parseEntity(msg)
-	layer, reason := locate(&top, int64(len(msg)), o.MaxSize)
+	d := decoder{owned: o.Owned}
+	layer, reason := d.locate(&top, int64(len(msg)), o.MaxSize)
 	if reason != "" {
+		if d.spent {
+			return Result{Spent: true}
+		}
 		return undecryptable(msg, reason, &o)
 	}
 	if layer == nil {
+		if d.spent {
+			return Result{Spent: true}
+		}
 		return Result{Served: StripStatusHeaders(msg), Status: NotEncrypted}
 	}
-	pt, info, cert, reason := decrypt(layer, kr)
+	pt, info, cert, reason := d.decrypt(layer, kr)
 	if reason != "" {
+		if d.spent {
+			return Result{Spent: true}
+		}
 		return undecryptable(msg, reason, &o)
 	}
 	return Result{
@@ -127,6 +148,22 @@ func Process(msg []byte, kr Keyring, opts *Options) Result {
 	}
 }
 
+// decoder decodes the transfer encoding of S/MIME bodies, in place inside the message when owned (see
+// Options.Owned); spent records that it did.
+type decoder struct {
+	owned, spent bool
+}
+
+// decodeBody is the package function decodeBody, except that an owned message's base64 body that starts
+// like (Auth)EnvelopedData is decoded in place.
+func (d *decoder) decodeBody(e *entity) ([]byte, error) {
+	if !d.owned || !strings.EqualFold(e.get("Content-Transfer-Encoding"), "base64") || !looksEnvelopedBase64(e.body) {
+		return decodeBody(e)
+	}
+	d.spent = true
+	return decodeBase64InPlace(e.body)
+}
+
 // encLayer is an encryption layer the policy allows decrypting.
 type encLayer struct {
 	ent *entity // the entity whose body is the CMS object
@@ -135,7 +172,7 @@ type encLayer struct {
 
 // locate finds the encryption layer of msg (top) under the policy in the package doc. It returns (nil, "")
 // for a message that is not to be decrypted, and a reason when the layer exists but cannot be read.
-func locate(top *entity, size, max int64) (*encLayer, string) {
+func (d *decoder) locate(top *entity, size, max int64) (*encLayer, string) {
 	mt, params := top.contentType()
 	if mt == "multipart/signed" {
 		// RFC 8551 section 3.5.3 / RFC 1847 section 2.1: exactly two parts, the signed content first.
@@ -156,7 +193,7 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 		}
 		// Only enveloped content is decrypted here: an opaque signed-data inside would be a second
 		// signature layer.
-		return envelopeOf(&first)
+		return d.envelopeOf(&first)
 	}
 	ok, smimeType := smimeLabel(top)
 	if !ok {
@@ -169,7 +206,7 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 		}
 		return nil, ReasonTooLarge
 	}
-	buf, err := decodeBody(top)
+	buf, err := d.decodeBody(top)
 	if err != nil {
 		if signedLabel {
 			return nil, ""
@@ -198,15 +235,15 @@ func locate(top *entity, size, max int64) (*encLayer, string) {
 	if ok, _ := smimeLabel(&inner); !ok {
 		return nil, ""
 	}
-	return envelopeOf(&inner)
+	return d.envelopeOf(&inner)
 }
 
 // envelopeOf decodes and parses the CMS object in e, which is labelled as S/MIME and sits under one signature
 // layer. Anything but enveloped content there is not decrypted.
-func envelopeOf(e *entity) (*encLayer, string) {
+func (d *decoder) envelopeOf(e *entity) (*encLayer, string) {
 	_, smimeType := smimeLabel(e)
 	signedLabel := isSignedLabel(smimeType)
-	buf, err := decodeBody(e)
+	buf, err := d.decodeBody(e)
 	if err != nil {
 		if signedLabel {
 			return nil, ""
@@ -266,7 +303,7 @@ func reasonOf(err error) string {
 // decrypt asks kr for keys naming the layer's recipients and tries each whose certificate matches a
 // recipient, in the order returned; the first success wins (RFC 5652 section 6.2: any RecipientInfo may be
 // used).
-func decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, string) {
+func (d *decoder) decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, string) {
 	ids := l.e.Recipients()
 	if kr == nil || len(ids) == 0 {
 		return nil, cms.Info{}, nil, ReasonNoMatchingKey
@@ -282,8 +319,12 @@ func decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, stri
 			continue
 		}
 		if env == nil {
-			// A failed in-place decryption may have spent the buffer: decode and parse afresh.
-			buf, err := decodeBody(l.ent)
+			// A failed in-place decryption may have spent the buffer: decode and parse afresh (impossible
+			// when the body itself was decoded in place: the caller starts again from the original).
+			if d.spent {
+				return nil, cms.Info{}, nil, reason
+			}
+			buf, err := d.decodeBody(l.ent)
 			if err != nil {
 				return nil, cms.Info{}, nil, ReasonCorrupt
 			}
@@ -340,6 +381,17 @@ func statusLine(v string, o *Options) []byte {
 		b = append(b, p...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// ServeUndecryptable returns the Result for msg served as undecryptable for reason (one of the Reason* constants):
+// a status field with the reason (and opts' StatusParams) on top of msg minus its X-Smimeproxy-* fields, which
+// is what Process returns for such messages. A proxy uses it when it cannot even fetch a message whole.
+func ServeUndecryptable(msg []byte, reason string, opts *Options) Result {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	return undecryptable(msg, reason, &o)
 }
 
 func undecryptable(msg []byte, reason string, o *Options) Result {

@@ -1,0 +1,4 @@
+package smime
+
+// DecodeBase64InPlace exposes decodeBase64InPlace to the external tests.
+var DecodeBase64InPlace = decodeBase64InPlace
