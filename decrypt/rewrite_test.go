@@ -414,3 +414,37 @@ func BenchmarkRewrite(b *testing.B) {
 		}
 	})
 }
+
+// TestRewriteLargeOwned: a message of ownedMin bytes or more is decrypted inside the fetched buffer (one fetch);
+// when it then does not decrypt (Bob's key opens nothing sent to Alice), it is fetched again and served
+// unchanged under the status header — the in-place decoding never shows.
+func TestRewriteLargeOwned(t *testing.T) {
+	f := newFixture(t, 0)
+	inner := "Content-Type: text/plain\r\n\r\n" + strings.Repeat("a large secret line of text\r\n", 2*ownedMin/28)
+	enc := encryptedMessage(t, "big", inner, f.cert)
+	if len(enc) < ownedMin {
+		t.Fatalf("fixture too small: %d", len(enc))
+	}
+	fresh := func(calls *atomic.Int32) func() ([]byte, error) {
+		return func() ([]byte, error) { calls.Add(1); return append([]byte(nil), enc...), nil }
+	}
+	var calls atomic.Int32
+	served, err := f.d.Rewrite(context.Background(), MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: 1, UID: 1}, fresh(&calls))
+	if err != nil || statusOf(served) != "decrypted" || !bytes.HasSuffix(served, []byte(strings.SplitN(inner, "\r\n\r\n", 2)[1])) {
+		t.Fatalf("alice: %v, status %q", err, statusOf(served))
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("alice: %d fetches, want 1", n)
+	}
+	calls.Store(0)
+	served, err = f.d.Rewrite(context.Background(), MessageRef{User: "bob", Mailbox: "INBOX", UIDValidity: 1, UID: 1}, fresh(&calls))
+	if err != nil || statusOf(served) != "undecryptable" {
+		t.Fatalf("bob: %v, status %q", err, statusOf(served))
+	}
+	if _, rest, _ := bytes.Cut(served, []byte("\r\n")); !bytes.Equal(rest, enc) {
+		t.Error("bob: the undecryptable message is not served as it is upstream")
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("bob: %d fetches, want 2 (the first buffer was spent)", n)
+	}
+}
