@@ -64,12 +64,7 @@ func (s *session) fetchRewritingOnePass(ctx context.Context, up *backend.Conn, w
 	if err != nil {
 		return err
 	}
-	for _, m := range cands {
-		if err := s.writeRewritten(ctx, up, w, m, o); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.rewriteInOrder(ctx, up, cands, func(m msgMeta, b []byte) error { return s.writeRewritten(ctx, up, w, m, o, b) })
 }
 
 // writeCollected answers one message of a header-only FETCH from its collected upstream response: only the

@@ -122,12 +122,7 @@ func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imaps
 			return err
 		}
 	}
-	for _, m := range cands {
-		if err := s.writeRewritten(ctx, up, w, m, o); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.rewriteInOrder(ctx, up, cands, func(m msgMeta, b []byte) error { return s.writeRewritten(ctx, up, w, m, o, b) })
 }
 
 // needsSeen reports whether the FETCH sets \Seen (RFC 9051 section 6.4.5: BODY[...] and BINARY[...] without
@@ -155,6 +150,8 @@ func (s *session) ref(uid imap.UID) MessageRef {
 // Rewriter.Rewrite; it is called only on a cache miss.
 func (s *session) rawFetcher(ctx context.Context, up *backend.Conn, uid imap.UID) func() ([]byte, error) {
 	return func() ([]byte, error) {
+		s.upMu.Lock()
+		defer s.upMu.Unlock()
 		var b []byte
 		err := up.Do(ctx, func() error {
 			// Read the literal into a buffer of its announced size: no growth, no garbage of the message's
@@ -190,17 +187,15 @@ func (s *session) rawFetcher(ctx context.Context, up *backend.Conn, uid imap.UID
 }
 
 // writeRewritten answers one candidate message from the Rewriter's bytes.
-func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, m msgMeta, o *imap.FetchOptions) error {
-	b, err := s.srv.opts.Rewriter.Rewrite(ctx, s.ref(m.uid), s.rawFetcher(ctx, up, m.uid))
-	if err != nil {
-		return fmt.Errorf("proxy: rewriting %s UID %d: %w", s.mailbox, m.uid, err)
-	}
+func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, m msgMeta, o *imap.FetchOptions, b []byte) error {
 	flags := m.flags
 	if needsSeen(o) && !s.readOnly && !slices.Contains(flags, imap.FlagSeen) {
 		// The served bytes are not the upstream's, so the upstream is told about the read explicitly.
+		s.upMu.Lock()
 		err := up.Do(ctx, func() error {
 			return up.Client.Store(imap.UIDSetNum(m.uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close()
 		})
+		s.upMu.Unlock()
 		if err != nil {
 			return err
 		}

@@ -1,8 +1,8 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 	"slices"
 
 	"github.com/emersion/go-imap/v2"
@@ -147,8 +147,8 @@ func (s *session) searchMerged(ctx context.Context, kind imapserver.NumKind, cri
 		return s.searchUpstream(ctx, kind, criteria)
 	}
 	var encSet imap.UIDSet
-	for _, u := range enc {
-		encSet.AddNum(u)
+	for _, m := range enc {
+		encSet.AddNum(m.uid)
 	}
 	rest := *criteria
 	rest.Not = append(slices.Clip(rest.Not), imap.SearchCriteria{UID: []imap.UIDSet{encSet}})
@@ -162,11 +162,8 @@ func (s *session) searchMerged(ctx context.Context, kind imapserver.NumKind, cri
 	}
 	groups := map[string]imap.UIDSet{}
 	truths := map[string][]bool{}
-	for _, uid := range enc {
-		served, err := s.srv.opts.Rewriter.Rewrite(ctx, s.ref(uid), s.rawFetcher(ctx, up, uid))
-		if err != nil {
-			return nil, fmt.Errorf("proxy: search in %s UID %d: %w", s.mailbox, uid, err)
-		}
+	err = s.rewriteInOrder(ctx, up, enc, func(m msgMeta, served []byte) error {
+		uid := m.uid
 		truth := make([]bool, len(leaves))
 		key := make([]byte, len(leaves))
 		for i, l := range leaves {
@@ -180,6 +177,10 @@ func (s *session) searchMerged(ctx context.Context, kind imapserver.NumKind, cri
 		set.AddNum(uid)
 		groups[string(key)] = set
 		truths[string(key)] = truth
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for key, set := range groups {
 		k := 0
@@ -195,10 +196,10 @@ func (s *session) searchMerged(ctx context.Context, kind imapserver.NumKind, cri
 	return slices.Compact(nums), nil
 }
 
-// encryptedUIDs returns the UIDs of the selected mailbox's messages that the Rewriter rewrites, ascending: the
+// encryptedUIDs returns the selected mailbox's messages that the Rewriter rewrites, by ascending UID: the
 // upstream narrows the field with a header search for Content-Type values naming PKCS #7 or smime.p7m (RFC 8551
 // section 3.2), and each hit's BODYSTRUCTURE goes to Rewriter.Candidate.
-func (s *session) encryptedUIDs(ctx context.Context) ([]imap.UID, error) {
+func (s *session) encryptedUIDs(ctx context.Context) ([]msgMeta, error) {
 	pre, err := s.searchUpstream(ctx, imapserver.NumKindUID, &imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{
 		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "pkcs7"}}},
 		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "smime"}}},
@@ -210,7 +211,7 @@ func (s *session) encryptedUIDs(ctx context.Context) ([]imap.UID, error) {
 	for _, u := range pre {
 		set.AddNum(imap.UID(u))
 	}
-	var out []imap.UID
+	var out []msgMeta
 	err = s.do(ctx, func(up *backend.Conn) error {
 		cmd := up.Client.Fetch(set, &imap.FetchOptions{UID: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true}})
 		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
@@ -220,11 +221,11 @@ func (s *session) encryptedUIDs(ctx context.Context) ([]imap.UID, error) {
 				return err
 			}
 			if buf.UID != 0 && buf.BodyStructure != nil && s.srv.opts.Rewriter.Candidate(buf.BodyStructure) {
-				out = append(out, buf.UID)
+				out = append(out, msgMeta{seq: buf.SeqNum, uid: buf.UID, bs: buf.BodyStructure})
 			}
 		}
 		return cmd.Close()
 	})
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b msgMeta) int { return cmp.Compare(a.uid, b.uid) })
 	return out, err
 }

@@ -43,6 +43,7 @@ type session struct {
 	cancel context.CancelFunc
 
 	cmdMu sync.Mutex // held while a command runs (Close waits for it)
+	upMu  sync.Mutex // one upstream command at a time while a FETCH rewrites in parallel (parallel.go)
 
 	up          *backend.Conn
 	user        string
