@@ -31,8 +31,56 @@ type cache struct {
 }
 
 type cacheEntry struct {
-	key  string
-	data []byte
+	key     string
+	data    []byte
+	derived map[string]any // values computed from data (Decrypter.Derived)
+}
+
+// derivedOverhead is what each derived value is accounted for (a parsed BODYSTRUCTURE or ENVELOPE).
+const derivedOverhead = 1 << 10
+
+// derived returns the value named name derived from data, the bytes cached under key, computing it with
+// compute at most once while that entry lives. When data is not (or no longer) what the cache holds under key,
+// the value is computed and not kept.
+func (c *cache) derived(key string, data []byte, name string, compute func() any) any {
+	c.mu.Lock()
+	e := c.entryLocked(key, data)
+	if e != nil {
+		if v, ok := e.derived[name]; ok {
+			c.mu.Unlock()
+			return v
+		}
+	}
+	c.mu.Unlock()
+	v := compute()
+	if e == nil {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e = c.entryLocked(key, data); e != nil {
+		if e.derived == nil {
+			e.derived = map[string]any{}
+		}
+		if _, ok := e.derived[name]; !ok {
+			e.derived[name] = v
+			c.used += derivedOverhead
+		}
+	}
+	return v
+}
+
+// entryLocked returns the entry under key if it holds exactly the slice data (same backing array and length).
+func (c *cache) entryLocked(key string, data []byte) *cacheEntry {
+	el, ok := c.entries[key]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*cacheEntry)
+	if len(e.data) != len(data) || len(data) == 0 || &e.data[0] != &data[0] {
+		return nil
+	}
+	return e
 }
 
 type call struct {
@@ -77,7 +125,7 @@ func (c *cache) put(key string, data []byte) {
 func (c *cache) removeLocked(el *list.Element) {
 	e := c.lru.Remove(el).(*cacheEntry)
 	delete(c.entries, e.key)
-	c.used -= int64(len(e.data)+len(e.key)) + entryOverhead
+	c.used -= int64(len(e.data)+len(e.key)) + entryOverhead + int64(len(e.derived))*derivedOverhead
 }
 
 // stats returns the number of entries and the bytes accounted.

@@ -109,3 +109,37 @@ func TestCacheKeyUnambiguous(t *testing.T) {
 		t.Fatalf("distinct refs share cache key %q", a)
 	}
 }
+
+// TestCacheDerived: a value derived from cached bytes is computed once while the entry lives, is accounted,
+// and is neither returned for other bytes nor kept after eviction.
+func TestCacheDerived(t *testing.T) {
+	c := newCache(1 << 20)
+	data := []byte("served message")
+	c.put("k", data)
+	_, before := c.stats()
+	calls := 0
+	compute := func() any { calls++; return calls }
+	if v := c.derived("k", data, "bs", compute); v != 1 {
+		t.Fatalf("first = %v", v)
+	}
+	if v := c.derived("k", data, "bs", compute); v != 1 || calls != 1 {
+		t.Fatalf("second = %v after %d computations, want the cached 1", v, calls)
+	}
+	if _, after := c.stats(); after != before+derivedOverhead {
+		t.Errorf("accounted %d, want %d", after, before+derivedOverhead)
+	}
+	// Equal bytes in another array are not the cached message (e.g. a newer decryption): computed, not kept.
+	if v := c.derived("k", []byte("served message"), "bs", compute); v != 2 {
+		t.Errorf("other array = %v, want a fresh computation", v)
+	}
+	if v := c.derived("missing", data, "bs", compute); v != 3 {
+		t.Errorf("missing key = %v", v)
+	}
+	c.put("k", []byte("replaced"))
+	if v := c.derived("k", data, "bs", compute); v != 4 {
+		t.Errorf("after replacement = %v", v)
+	}
+	if n, used := c.stats(); n != 1 || used != int64(len("replaced")+len("k"))+entryOverhead {
+		t.Errorf("stats after replacement: %d entries, %d bytes", n, used)
+	}
+}

@@ -16,7 +16,8 @@ import (
 
 var (
 	_ proxy.AppendGuard = (*Decrypter)(nil)
-	_ proxy.TextMatcher = (*Decrypter)(nil)
+	_ proxy.TextMatcher  = (*Decrypter)(nil)
+	_ proxy.DerivedCache = (*Decrypter)(nil)
 )
 
 // The methods below implement the proxy's optional interfaces (proxy.HeaderGuard, proxy.AppendGuard,
@@ -29,6 +30,12 @@ func (d *Decrypter) NeedsStrip(header []byte) bool { return NeedsStrip(header) }
 // section 6.4.5) next to BODYSTRUCTURE to pass to NeedsStrip: the only field this proxy adds, so the only one
 // a forger could use to mislead a user.
 func (d *Decrypter) StatusFields() []string { return []string{StatusField} }
+
+// Derived implements proxy.DerivedCache: values derived from the served bytes of m (the proxy's parsed
+// BODYSTRUCTURE and ENVELOPE) are kept with them in the cache, so a message is parsed once, not per FETCH.
+func (d *Decrypter) Derived(m MessageRef, served []byte, name string, compute func() any) any {
+	return d.cache.derived(cacheKey(m), served, name, compute)
+}
 
 // ServedPlaintext reports whether header (a message header) carries a status field saying "decrypted": the
 // message is, or claims to be, plaintext this proxy served, whether or not its marker verifies (Origin). The

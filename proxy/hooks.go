@@ -39,3 +39,11 @@ type TextMatcher interface {
 	// header fields).
 	MatchText(served []byte, needle string, headerToo bool) bool
 }
+
+// DerivedCache lets the proxy keep what it derives from a rewritten message (its BODYSTRUCTURE and ENVELOPE)
+// next to the Rewriter's cached bytes, so repeated fetches do not parse the message again.
+type DerivedCache interface {
+	// Derived returns the value named name computed by compute from served, the bytes Rewrite returned for
+	// m, computing it at most once while those bytes stay cached.
+	Derived(m MessageRef, served []byte, name string, compute func() any) any
+}

@@ -219,22 +219,32 @@ func (s *session) writeRewritten(ctx context.Context, up *backend.Conn, w *imaps
 	if o.RFC822Size {
 		rw.WriteRFC822Size(int64(len(b)))
 	}
+	derive := func(name string, compute func() any) any { return compute() }
+	if dc, ok := s.srv.opts.Rewriter.(DerivedCache); ok {
+		ref := s.ref(m.uid)
+		derive = func(name string, compute func() any) any { return dc.Derived(ref, b, name, compute) }
+	}
 	if o.Envelope {
-		h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
-		if err != nil {
-			h = textproto.Header{}
-		}
-		rw.WriteEnvelope(imapserver.ExtractEnvelope(h))
+		env := derive("envelope", func() any {
+			h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
+			if err != nil {
+				h = textproto.Header{}
+			}
+			return imapserver.ExtractEnvelope(h)
+		}).(*imap.Envelope)
+		rw.WriteEnvelope(env)
 	}
 	var structure imap.BodyStructure
 	bs := func() imap.BodyStructure {
 		if structure == nil {
-			structure = imapserver.ExtractBodyStructure(bytes.NewReader(b))
+			structure = derive("bodystructure", func() any {
+				return sanitizeBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(b)))
+			}).(imap.BodyStructure)
 		}
 		return structure
 	}
 	if o.BodyStructure != nil {
-		rw.WriteBodyStructure(sanitizeBodyStructure(bs()))
+		rw.WriteBodyStructure(bs())
 	}
 	for _, sec := range o.BodySection {
 		data := bodySection(b, bs, sec)
