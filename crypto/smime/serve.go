@@ -3,6 +3,8 @@ package smime
 import (
 	"bytes"
 	"strings"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 )
 
 // protectedFields are the header fields a protected copy inside the encryption replaces (RFC 9788 section
@@ -41,19 +43,29 @@ func serve(msg []byte, pt []byte, status []byte) []byte {
 	// RFC 9788 section 4.1: the protected header fields are on the Cryptographic Payload, which for a signed
 	// then encrypted message is the first part of the inner multipart/signed; its Content-Type carries hp.
 	var copies []field
+	copyProtected := func(payload entity) {
+		if _, pp := payload.contentType(); pp["hp"] != "" || pp["protected-headers"] != "" {
+			for _, f := range payload.fields {
+				name := strings.ToLower(string(f.name))
+				if isProtected(f) && !replaced[name] {
+					copies = append(copies, f)
+				}
+			}
+			for _, f := range copies {
+				replaced[strings.ToLower(string(f.name))] = true
+			}
+		}
+	}
 	if mt, params := ent.contentType(); mt == "multipart/signed" {
 		if parts := multipartParts(ent.body, params["boundary"], 2); len(parts) == 2 {
-			payload := parseEntity(parts[0])
-			if _, pp := payload.contentType(); pp["hp"] != "" || pp["protected-headers"] != "" {
-				for _, f := range payload.fields {
-					name := strings.ToLower(string(f.name))
-					if isProtected(f) && !replaced[name] {
-						copies = append(copies, f)
-					}
-				}
-				for _, f := range copies {
-					replaced[strings.ToLower(string(f.name))] = true
-				}
+			copyProtected(parseEntity(parts[0]))
+		}
+	} else if ok, _ := smimeLabel(&ent); ok {
+		// Opaque signed-data (RFC 8551 section 3.5.2) inside the encryption: the payload is its eContent.
+		// The entity itself is served byte for byte (the client verifies it); only the fields are copied.
+		if buf, err := decodeBody(&ent); err == nil && looksSigned(buf) {
+			if content, err := cms.SignedContent(buf); err == nil {
+				copyProtected(parseEntity(content))
 			}
 		}
 	}

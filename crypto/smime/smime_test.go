@@ -3,12 +3,15 @@ package smime_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"encoding/pem"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.mozilla.org/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
@@ -291,6 +294,31 @@ func TestProcessHeaderProtection(t *testing.T) {
 		inner := "Content-Type: multipart/signed; boundary=s1; protocol=\"application/pkcs7-signature\"\r\n\r\n" +
 			"--s1\r\nContent-Type: text/plain; hp=\"cipher\"\r\n" + protected + "\r\nBody.\r\n" +
 			"--s1\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s1--\r\n"
+		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
+		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		want := statusDecrypted(k, "aes-256-cbc", "no") + "Received: from mx\r\nMIME-Version: 1.0\r\n" + protected + inner
+		if string(res.Served) != want {
+			t.Fatalf("served %q\nwant %q", res.Served, want)
+		}
+	})
+	t.Run("opaque signed payload", func(t *testing.T) {
+		// encrypt(opaque signed-data(payload with hp)): the fields are copied up from the eContent; the
+		// signed-data entity itself stays byte for byte so that the client can verify it.
+		payload := "Content-Type: text/plain; hp=\"cipher\"\r\n" + protected + "\r\nBody.\r\n"
+		sd, err := pkcs7.NewSignedData([]byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer := identity(t, 2048, "Alice")
+		if err := sd.AddSigner(signer.Cert, signer.Private.(*rsa.PrivateKey), pkcs7.SignerInfoConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		der, err := sd.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner := "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n" +
+			"Content-Transfer-Encoding: base64\r\n\r\n" + b64(der)
 		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
 		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
 		want := statusDecrypted(k, "aes-256-cbc", "no") + "Received: from mx\r\nMIME-Version: 1.0\r\n" + protected + inner
