@@ -16,7 +16,8 @@
 // minus the Content-* fields of the replaced layer, then the decrypted MIME entity byte for byte (line endings
 // canonicalised to CRLF, RFC 8551 section 3.1.1), so an inner signature still verifies. Protected header
 // fields (RFC 9788, the hp parameter; also the older wrapped message/rfc822 with forwarded=no) replace their
-// unprotected outer copies. X-Smimeproxy-* fields received from upstream are always removed (anti-spoofing).
+// unprotected outer copies; when the decrypted entity is signed (multipart/signed, or opaque signed-data whose
+// eContent is read for this), they are copied up from the signed payload, which itself stays byte for byte. X-Smimeproxy-* fields received from upstream are always removed (anti-spoofing).
 //
 // Limits: messages larger than Options.MaxSize are not decrypted (reason too-large); layering is looked at
 // to a fixed depth (top level, one signature layer, the encrypted entity and its payload), never recursively.
