@@ -6,7 +6,9 @@ import (
 )
 
 // ProxyPolicy returns a Vault policy (HCL) with what the proxy needs at run time for every user's keys under
-// cfg's mounts and prefix: list and read the KV secrets, decrypt with the Transit keys. It allows no writes.
+// cfg's mounts and prefix: list and read the KV secrets, decrypt with the Transit keys. The only writes it
+// allows are the proxy's own state beside the keys: its client TLS certificates (<prefix>/.tls/) and its
+// APPEND-marker key (<prefix>/.proxy/), which no user name can reach.
 // Token lookup (auth/token/lookup-self) and renewal are in Vault's default policy.
 func ProxyPolicy(cfg Config) string {
 	cfg.setDefaults()
@@ -20,6 +22,12 @@ path "%[1]s/data/%[2]s/*" {
 }
 path "%[3]s/decrypt/%[4]s-*" {
   capabilities = ["update"]
+}
+path "%[1]s/data/%[2]s/.tls/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "%[1]s/data/%[2]s/.proxy/*" {
+  capabilities = ["create", "read", "update"]
 }
 `, kv, prefix, transit, transitPrefix(prefix))
 }

@@ -75,6 +75,13 @@ func TestPolicies(t *testing.T) {
 	if err := proxy.Remove(ctx, "gina", entryT.ID); !errors.Is(err, vaultcfg.ErrPermissionDenied) {
 		t.Errorf("proxy Remove() = %v, want ErrPermissionDenied", err)
 	}
+	// The proxy's own state beside the keys is writable for it.
+	if _, err := proxy.MarkerKey(ctx); err != nil {
+		t.Errorf("proxy MarkerKey() = %v", err)
+	}
+	if err := proxy.WriteTLSCert(ctx, "192.0.2.1", []byte("cert"), []byte("key")); err != nil {
+		t.Errorf("proxy WriteTLSCert() = %v", err)
+	}
 	for _, id := range []string{keystore.IDOf(cert), entryT.ID} {
 		if err := admin.Remove(ctx, "gina", id); err != nil {
 			t.Errorf("admin Remove(%s) = %v", id, err)

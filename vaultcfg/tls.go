@@ -2,6 +2,8 @@ package vaultcfg
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"strings"
 )
@@ -48,4 +50,49 @@ func (s *Store) WriteTLSCert(ctx context.Context, name string, certPEM, keyPEM [
 	_, err := s.c.write(ctx, "write", p, map[string]any{"data": map[string]any{
 		"certificate": string(certPEM), "private_key": string(keyPEM)}})
 	return err
+}
+
+// markerPath is where MarkerKey keeps the proxy's APPEND-marker key, beside the TLS certificates (a name no
+// user can have, see ValidateUser).
+const markerPath = ".proxy/marker-key"
+
+// MarkerKey returns the 32-byte HMAC key that marks messages the proxy served decrypted (package decrypt),
+// stored at <prefix>/.proxy/marker-key in the KV mount and created on first use (check-and-set, so two proxies
+// starting at once agree on one key). A stable key lets a proxy recognise its served copies after a restart,
+// so an APPEND of one becomes a copy of the original ciphertext instead of a re-encryption. The key is a
+// secret: whoever holds it can forge the marker (never more than making the proxy copy a message of the
+// same user's mailbox).
+func (s *Store) MarkerKey(ctx context.Context) ([]byte, error) {
+	p := s.apiPath("data", s.cfg.Prefix+"/"+markerPath)
+	for attempt := 0; attempt < 3; attempt++ {
+		sec, err := s.c.read(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if sec != nil && sec.Data != nil {
+			data, _ := sec.Data["data"].(map[string]any)
+			v, _ := data["key"].(string)
+			key, err := base64.StdEncoding.DecodeString(v)
+			if err != nil || len(key) < 32 {
+				return nil, fmt.Errorf("vaultcfg: %s: unusable marker key (delete it to have a new one made)", p)
+			}
+			return key, nil
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("vaultcfg: marker key: %w", err)
+		}
+		_, err = s.c.write(ctx, "write", p, map[string]any{
+			"data":    map[string]any{"key": base64.StdEncoding.EncodeToString(key)},
+			"options": map[string]any{"cas": 0},
+		})
+		if err == nil {
+			return key, nil
+		}
+		if !strings.Contains(err.Error(), "check-and-set") {
+			return nil, err
+		}
+		// Another proxy wrote one first: read it.
+	}
+	return nil, fmt.Errorf("vaultcfg: %s: could not create the marker key", p)
 }

@@ -1,37 +1,43 @@
 package vaultcfg_test
 
 import (
+	"bytes"
 	"context"
-	"errors"
-	"strings"
+	"sync"
 	"testing"
-
-	"github.com/smimeproxy/smimeproxy/internal/testenv"
-	"github.com/smimeproxy/smimeproxy/vaultcfg"
 )
 
-// TestTLS connects over HTTPS with the CA from VAULT_CACERT; without it the certificate is rejected clearly.
-func TestTLS(t *testing.T) {
-	v := testenv.StartVaultTLS(t)
+// TestMarkerKey: the marker key is made once, by whichever of several proxies starting together gets there
+// first, and every Store (now or after a restart) reads the same 32 bytes.
+func TestMarkerKey(t *testing.T) {
+	e := newEnv(t)
 	ctx := context.Background()
-	cfg := vaultcfg.ConfigFromEnv(func(k string) string {
-		return map[string]string{"VAULT_ADDR": v.Addr(), "VAULT_TOKEN": v.RootToken(), "VAULT_CACERT": v.CACert()}[k]
-	})
-	s, err := vaultcfg.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Open(https, VAULT_CACERT) = %v", err)
+	var wg sync.WaitGroup
+	keys := make([][]byte, 4)
+	errs := make([]error, 4)
+	for i := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := e.open(e.config(e.v.RootToken()))
+			keys[i], errs[i] = s.MarkerKey(ctx)
+		}()
 	}
-	defer s.Close()
-	if _, err := s.List(ctx, "bob"); err != nil {
-		t.Errorf("List() over https = %v", err)
+	wg.Wait()
+	for i := range keys {
+		if errs[i] != nil {
+			t.Fatalf("store %d: %v", i, errs[i])
+		}
+		if len(keys[i]) != 32 || !bytes.Equal(keys[i], keys[0]) {
+			t.Fatalf("store %d got a different key (%d bytes)", i, len(keys[i]))
+		}
 	}
-	cfg.CACert = ""
-	_, err = vaultcfg.Open(ctx, cfg)
-	if !errors.Is(err, vaultcfg.ErrUnreachable) || !strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "\n") {
-		t.Errorf("Open(https, no CA) = %v, want a one-line certificate error", err)
+	again, err := e.open(e.config(e.v.RootToken())).MarkerKey(ctx)
+	if err != nil || !bytes.Equal(again, keys[0]) {
+		t.Fatalf("after a restart: %v, same %v", err, bytes.Equal(again, keys[0]))
 	}
-	cfg.CACert = "/nonexistent/ca.pem"
-	if _, err := vaultcfg.Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "/nonexistent/ca.pem") {
-		t.Errorf("Open(missing CA file) = %v, want an error naming it", err)
+	// A user's own keys listing does not see it.
+	if _, err := e.open(e.config(e.v.RootToken())).List(ctx, ".proxy"); err == nil {
+		t.Error("the marker key's folder is reachable as a user")
 	}
 }

@@ -92,6 +92,15 @@ func testE2EAppend(t *testing.T, w *e2eWorld, p *serveProc, msgs []e2eMsg, uids 
 	if b := res[1].literal(t); status(b) != "decrypted" || !bytes.Contains(b, []byte("platypus-9")) {
 		t.Errorf("--encrypt-appends: read back %q %.300q", statusFields(b), b)
 	}
+	// Another proxy process (a restart) shares the marker key kept in Vault: a copy the first one served is
+	// still recognised and becomes a copy of the original ciphertext, not a re-encryption.
+	res = runPy(t, q.addr, "bob", "bob-pw", []pyOp{opSelect("INBOX", false), opAppend("Drafts", served[tbUID])})
+	if len(res) != 2 {
+		t.Fatalf("imaplib: %+v", res[len(res)-1])
+	}
+	if got := w.d.Raw("bob", "Drafts", appendedUID(t, res[1])); !bytes.Equal(got, w.d.Raw("bob", "INBOX", tbUID)) {
+		t.Errorf("APPEND through a restarted proxy of a copy served before: upstream holds %.200q, want the original ciphertext", got)
+	}
 	q.stop()
 	w.checkSecrets("serve --encrypt-appends log", q.stderr.String())
 }

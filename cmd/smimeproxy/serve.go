@@ -125,8 +125,15 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		}
 		defer store.Close()
 		health.AddCheck("vault", store.Ping)
+		markerKey, err := store.MarkerKey(ctx)
+		if err != nil {
+			// Not fatal: a per-process key only means that copies served before a restart are re-encrypted
+			// on APPEND instead of copied.
+			logger.Warn("no APPEND-marker key in vault; using one for this process only (see 'smimeproxy keys policy')", "err", err)
+			markerKey = nil
+		}
 		d, err := decrypt.New(decrypt.Options{Store: store, CacheBytes: sf.cacheBytes.cache(), Logger: logger,
-			Metrics: decryptMetrics{metrics}, KeyUser: keyUser})
+			Metrics: decryptMetrics{metrics}, KeyUser: keyUser, MarkerKey: markerKey})
 		if err != nil {
 			return fail(err)
 		}
