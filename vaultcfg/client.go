@@ -94,14 +94,52 @@ func newClient(ctx context.Context, cfg Config) (*client, error) {
 		a.SetToken(tok)
 	}
 	// Check the token now, so a bad token is reported once with a clear message rather than on first use.
-	if _, err := a.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+	self, err := a.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
 		err = c.classify(err, "look up token at", "auth/token/lookup-self")
 		if errors.Is(err, ErrPermissionDenied) {
 			return nil, &vaultError{class: ErrPermissionDenied, status: 403, msg: fmt.Sprintf("vaultcfg: vault at %s rejected the token: invalid or expired", c.addr)}
 		}
 		return nil, err
 	}
+	// A renewable token with a TTL (e.g. a periodic token, or what 'vault login' gives) is kept alive.
+	if renewable, _ := self.TokenIsRenewable(); renewable {
+		if ttl, _ := self.TokenTTL(); ttl > 0 {
+			watchCtx, cancel := context.WithCancel(context.Background())
+			c.stop, c.done = cancel, make(chan struct{})
+			go c.keepRenewing(watchCtx, a.Token(), ttl)
+		}
+	}
 	return c, nil
+}
+
+// keepRenewing renews a token given by the user (VAULT_TOKEN, ~/.vault-token) with an api.LifetimeWatcher
+// until ctx ends. When renewal fails (Vault unreachable for a while) it tries again after a pause as long as
+// the token is still valid; a token at its maximum lifetime or revoked cannot be helped: that is logged.
+func (c *client) keepRenewing(ctx context.Context, token string, ttl time.Duration) {
+	defer close(c.done)
+	for ctx.Err() == nil {
+		c.watch(ctx, &api.Secret{Auth: &api.SecretAuth{ClientToken: token, Renewable: true, LeaseDuration: int(ttl / time.Second)}})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(max(ttl/3, time.Second), 30*time.Second)):
+		}
+		self, err := c.api.Auth().Token().LookupSelfWithContext(ctx)
+		if err != nil {
+			if errors.Is(c.classify(err, "look up token at", "auth/token/lookup-self"), ErrPermissionDenied) {
+				c.log.Error("vault token expired or revoked: restart with a new token (vault login) or use AppRole")
+				return
+			}
+			continue // unreachable: try again
+		}
+		if renewable, _ := self.TokenIsRenewable(); !renewable {
+			return
+		}
+		if ttl, _ = self.TokenTTL(); ttl <= 0 {
+			return
+		}
+	}
 }
 
 // close stops token renewal.

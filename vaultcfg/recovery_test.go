@@ -182,3 +182,33 @@ func TestAppRole(t *testing.T) {
 		t.Errorf("%d approle logins, want >= 2 (re-login after max TTL):\n%s", n, logs)
 	}
 }
+
+// TestPeriodicTokenRenewed: a renewable user token (here periodic, 2 s) given as the token is renewed by the
+// Store, so calls keep working well past its period.
+func TestPeriodicTokenRenewed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.v.MustRequest("PUT", "sys/policy/smimeproxy-list", `{"policy":"path \"secret/metadata/smimeproxy/*\" { capabilities = [\"list\"] }"}`)
+	var tok struct {
+		Auth struct {
+			ClientToken string `json:"client_token"`
+		} `json:"auth"`
+	}
+	json.Unmarshal(e.v.MustRequest("POST", "auth/token/create", `{"policies":["smimeproxy-list"],"period":"2s"}`), &tok)
+	e.secrets = append(e.secrets, tok.Auth.ClientToken)
+	s := e.open(e.config(tok.Auth.ClientToken))
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		if _, err := s.List(ctx, "nobody"); err != nil && !errors.Is(err, keystore.ErrNotFound) {
+			t.Fatalf("List() %v after the store opened = %v", time.Since(start).Round(time.Millisecond), err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// Without renewal the token is gone after its period: check that the test could fail.
+	json.Unmarshal(e.v.MustRequest("POST", "auth/token/create", `{"policies":["smimeproxy-list"],"period":"2s"}`), &tok)
+	e.secrets = append(e.secrets, tok.Auth.ClientToken)
+	time.Sleep(3 * time.Second)
+	if _, err := vaultcfg.Open(ctx, e.config(tok.Auth.ClientToken)); !errors.Is(err, vaultcfg.ErrPermissionDenied) {
+		t.Errorf("an unrenewed 2 s token after 3 s: Open() = %v, want ErrPermissionDenied", err)
+	}
+}
