@@ -1,6 +1,6 @@
 // Package vaultcfg keeps users' S/MIME keys in HashiCorp Vault: it connects to Vault the way Vault's own tools do
-// (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE, ~/.vault-token, AppRole with token renewal) and
-// implements keystore.Store on top of it.
+// (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE, ~/.vault-token, AppRole with renewal and re-login;
+// renewable user tokens are renewed too) and implements keystore.Store on top of it.
 //
 // Layout: one KV v2 secret per key at <kv-mount>/data/<prefix>/<user>/<key-id> holding the certificate chain
 // (PEM), the private key (PKCS#8 PEM) unless the key lives in Transit, and metadata (fingerprint, subject,
@@ -10,7 +10,9 @@
 //
 // Transit keys are named <prefix>-<first 16 hex digits of SHA-256(user)>-<key-id> (Transit names allow only
 // letters, digits, "_", "-" and "."); the KV secret records the name. ProxyPolicy and AdminPolicy return the
-// Vault policies the proxy and key management need for a Config.
+// Vault policies the proxy and key management need for a Config. The proxy's own state lives beside the keys
+// under names no user can have: client TLS certificates at <prefix>/.tls/<name> (ReadTLSCert, WriteTLSCert) and
+// the APPEND-marker key at <prefix>/.proxy/marker-key (MarkerKey).
 //
 // Unsupported: EC keys and RSA-OAEP with SHA-1 (or any parameters other than SHA-256/MGF1-SHA-256/no label) in
 // Transit, because Transit has no ECDH and fixes OAEP to SHA-256; such keys must stay in KV.
