@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/smimeproxy/smimeproxy/backend"
 	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
@@ -106,6 +108,68 @@ func BenchmarkFetchLargeBody(b *testing.B) {
 			b.Fatalf("streamed %d bytes of %d messages", n, k)
 		}
 	})
+}
+
+// BenchmarkFetchLargeBodyTLS is BenchmarkFetchLargeBody as deployed: the mail client reaches the upstream
+// over TLS (direct), or reaches the proxy in plaintext on loopback while the proxy reaches the upstream over
+// TLS (proxy). The ratio is what a user sees change when the proxy is put in between.
+func BenchmarkFetchLargeBodyTLS(b *testing.B) {
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{})
+	var msgs [][]byte
+	var total int64
+	for i := 0; i < 3; i++ {
+		m := plainMessage(i, 20<<20)
+		msgs = append(msgs, m)
+		total += int64(len(m))
+	}
+	d.SeedMaildir("alice", "INBOX", msgs)
+	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imaps://" + d.TLSAddr(), CAFile: d.CAFile()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+	var directNs float64
+	for _, target := range []string{"direct", "proxy"} {
+		b.Run(target, func(b *testing.B) {
+			var c *imapclient.Client
+			if target == "direct" {
+				c, err = imapclient.DialTLS(d.TLSAddr(), &imapclient.Options{TLSConfig: d.TLSConfig()})
+			} else {
+				c, err = imapclient.DialInsecure(ln.Addr().String(), nil)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Login("alice", "alice-pw").Wait(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+				b.Fatal(err)
+			}
+			drain(b, c, opts)
+			b.SetBytes(total)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if n, k := drain(b, c, opts); k != 3 || n < total {
+					b.Fatalf("streamed %d bytes of %d messages", n, k)
+				}
+			}
+			b.StopTimer()
+			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			if target == "direct" {
+				directNs = ns
+			} else if directNs > 0 {
+				b.ReportMetric(directNs/ns, "ratio")
+			}
+		})
+	}
 }
 
 // BenchmarkFetchHeaders10k is a client's header sync: UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE) over
