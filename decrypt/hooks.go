@@ -15,7 +15,7 @@ import (
 )
 
 var (
-	_ proxy.AppendGuard = (*Decrypter)(nil)
+	_ proxy.AppendGuard  = (*Decrypter)(nil)
 	_ proxy.TextMatcher  = (*Decrypter)(nil)
 	_ proxy.DerivedCache = (*Decrypter)(nil)
 )
