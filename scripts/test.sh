@@ -7,6 +7,13 @@ cd "$root"
 ./scripts/setup.sh
 SMIMEPROXY_VAULT_BIN=$(./scripts/build-vault.sh)
 export SMIMEPROXY_VAULT_BIN
+echo "== gofmt" >&2
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './tools/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt: not formatted:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
 echo "== go vet" >&2
 go vet ./...
 echo "== go test" >&2
