@@ -23,6 +23,9 @@
 //     they are equal in meaning to the upstream's, not byte for byte (encoded words are re-encoded as UTF-8).
 //   - With a Rewriter, FETCHes asking for body-dependent items take rewrite.go's path: BODYSTRUCTURE first,
 //     Rewriter.Candidate per message, rewritten answers for candidates, the streaming relay for the rest.
+//   - Candidates of one FETCH are rewritten on up to GOMAXPROCS goroutines ahead of the writer (parallel.go);
+//     upstream commands stay one at a time. Header-only FETCHes (header sync) take one upstream round
+//     (onepass.go). Part numbers and BINARY of rewritten messages follow Dovecot (binary.go).
 //   - A Rewriter may also implement HeaderGuard (pass 1 fetches the status field so forged ones are stripped
 //     from plain mail), AppendGuard (append.go: served plaintext never goes back upstream in clear) and
 //     TextMatcher (search.go: SEARCH BODY/TEXT evaluated over the served copies of encrypted messages).
