@@ -55,6 +55,7 @@ type doctorFlags struct {
 	upstream, upstreamCA string
 	tls                  *tlsFlags
 	user                 string
+	keyUserTemplate      string
 	timeout, expiryWarn  time.Duration
 	vault                *vaultFlags
 }
@@ -66,6 +67,7 @@ func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
 	fs.StringVar(&d.upstreamCA, "upstream-ca-file", "", "PEM file of CA certificates trusted for the upstream server, in addition to the system roots")
 	d.tls = addTLSFlags(fs)
 	fs.StringVar(&d.user, "user", "", "check this user's keys in Vault (the mail account name)")
+	fs.StringVar(&d.keyUserTemplate, "key-user-template", "{user}", "as serve's: which key set the login --user uses ({user}, {localpart}, {domain})")
 	fs.DurationVar(&d.timeout, "timeout", doctorTimeout, "limit for each network check")
 	fs.DurationVar(&d.expiryWarn, "expiry-warn", doctorExpiryWarn, "warn about certificates expiring within this time")
 	d.vault = addVaultFlags(fs)
@@ -385,9 +387,28 @@ func (d *doctorFlags) checkVault(ctx context.Context, env *cmdEnv, r *doctorRepo
 	}
 	defer release()
 	r.add(statusOK, "vault: connected and logged in", "")
+	if vs, ok := store.(*vaultcfg.Store); ok {
+		if _, err := vs.MarkerKey(cctx); err != nil {
+			what, _ := vaultProblem(err)
+			r.add(statusWarn, "vault: no APPEND-marker key for the proxy: "+what,
+				"give the proxy's token the policy printed by 'smimeproxy keys policy' (without it, copies served before a restart are re-encrypted on APPEND instead of copied)")
+		} else {
+			r.add(statusOK, "vault: APPEND-marker key present", "")
+		}
+	}
 	if d.user == "" {
 		r.add(statusWarn, "keys: not checked (no user given)", "run 'smimeproxy doctor --user YOUR-MAIL-LOGIN'")
 		return
+	}
+	keyUser, err := parseKeyUserTemplate(d.keyUserTemplate)
+	if err != nil {
+		r.add(statusFail, "keys: "+err.Error(), "fix --key-user-template (also in the config file's [serve] section)")
+		return
+	}
+	if keyUser != nil {
+		login := d.user
+		d.user = keyUser(login)
+		r.add(statusOK, fmt.Sprintf("keys: login %s uses the key set %s (--key-user-template %s)", login, d.user, d.keyUserTemplate), "")
 	}
 	entries, err := store.List(cctx, d.user)
 	if err != nil {

@@ -105,7 +105,17 @@ func TestDoctorRealDovecotAndVault(t *testing.T) {
 	if code != exitOK {
 		t.Errorf("transit: exit %d, want 0", code)
 	}
-	wantLines(t, out, `ok    key [0-9a-f]{16} of tbob \(.*, transit\): decryption self-test passed`)
+	wantLines(t, out, `ok    key [0-9a-f]{16} of tbob \(.*, transit\): decryption self-test passed`,
+		`ok    vault: APPEND-marker key present`)
+
+	// A login mapped to a key set as serve maps it.
+	code, out = doctorRun(t, vars, "--upstream", "imaps://"+dc.TLSAddr(), "--upstream-ca-file", dc.CAFile(),
+		"--user", "bob@example.com", "--key-user-template", "{localpart}")
+	if code != exitOK {
+		t.Errorf("key-user-template: exit %d, want 0", code)
+	}
+	wantLines(t, out, `ok    keys: login bob@example\.com uses the key set bob \(--key-user-template \{localpart\}\)`,
+		`ok    key [0-9a-f]{16} of bob \(.*, kv\): decryption self-test passed`)
 
 	// The same through a config file: upstream settings in [serve] (as serve reads them), Vault at the top
 	// level, doctor's own user in [doctor]; STARTTLS on the plaintext port.
