@@ -158,7 +158,13 @@ func TestPKCS1v15NoOracle(t *testing.T) {
 		ek := env.recipients[0].encryptedKey
 		for name, block := range badBlocks {
 			forged := bytes.Replace(in, ek, rawRSA(block), 1)
-			_, _, err := decryptAs(t, forged, "rsa")
+			pt, _, err := decryptAs(t, forged, "rsa")
+			if err == nil && !gcm && !bytes.Equal(pt, msg) {
+				// CBC has no integrity: the substitute key of implicit rejection decrypts to garbage whose
+				// last byte is a valid padding about once in 256 tries. That is the same outcome as any
+				// wrong key, not an oracle.
+				continue
+			}
 			if err != ErrDecryption || err.Error() != ErrDecryption.Error() {
 				t.Errorf("gcm=%v %s: Decrypt() = %v, want exactly ErrDecryption", gcm, name, err)
 			}
