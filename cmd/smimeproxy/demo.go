@@ -98,7 +98,7 @@ type decryptMetrics struct{ m *observe.Metrics }
 
 func (a decryptMetrics) Decrypted() { a.m.Decrypted() }
 func (a decryptMetrics) Undecryptable(reason string) {
-	a.m.Undecryptable()
+	a.m.Undecryptable(reason)
 	if reason == decrypt.ReasonKeyUnavailable {
 		a.m.VaultError()
 	}

@@ -430,6 +430,11 @@ func TestE2E(t *testing.T) {
 		if und < 1 {
 			t.Errorf("smimeproxy_messages_undecryptable_total = %v, want > 0", und)
 		}
+		for _, reason := range []string{"no-matching-key", "corrupt"} {
+			if !strings.Contains(body, `smimeproxy_messages_undecryptable_total{reason="`+reason+`"} `) {
+				t.Errorf("/metrics has no undecryptable count for reason %s", reason)
+			}
+		}
 	})
 
 	t.Run("vault-down", func(t *testing.T) { testE2EVaultDown(t, w, p, carolMsg) })
@@ -541,14 +546,19 @@ func upstreamFlags(t *testing.T, w *e2eWorld, user string, uid imap.UID) []imap.
 }
 
 // metricValue returns the value of an unlabelled metric in Prometheus text format.
+// metricValue returns the value of a metric in Prometheus text format, summed over its label sets.
 func metricValue(t *testing.T, body, name string) float64 {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
+	ms := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`(?:\{[^}]*\})? (\S+)$`).FindAllStringSubmatch(body, -1)
+	if ms == nil {
 		t.Fatalf("metric %s missing from /metrics", name)
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
+	var sum float64
+	for _, m := range ms {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		sum += v
+	}
+	return sum
 }
 
 // structsEqual fetches BODYSTRUCTURE, BODY and ENVELOPE of bobUIDs through the proxy and of oracleUIDs from

@@ -22,7 +22,7 @@ type Metrics struct {
 	loginsFailed   prometheus.Counter
 	upstreamErrors prometheus.Counter
 	decrypted      prometheus.Counter
-	undecryptable  prometheus.Counter
+	undecryptable  *prometheus.CounterVec
 	cacheHits      prometheus.Counter
 	cacheMisses    prometheus.Counter
 	cacheBytes     prometheus.Gauge
@@ -48,7 +48,9 @@ func NewMetrics() *Metrics {
 	m.loginsFailed = counter("logins_failed_total", "Client logins refused (by the upstream server or the proxy).")
 	m.upstreamErrors = counter("upstream_errors_total", "Failures talking to the upstream IMAP server (connect, TLS, I/O, protocol).")
 	m.decrypted = counter("messages_decrypted_total", "Encrypted messages served decrypted.")
-	m.undecryptable = counter("messages_undecryptable_total", "Encrypted messages served with a 'could not decrypt' status instead.")
+	m.undecryptable = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: MetricsNamespace, Name: "messages_undecryptable_total",
+		Help: "Encrypted messages served with a 'could not decrypt' status instead, by reason (as in the status header)."}, []string{"reason"})
+	m.reg.MustRegister(m.undecryptable)
 	m.cacheHits = counter("decrypt_cache_hits_total", "Decrypted messages served from the in-memory cache.")
 	m.cacheMisses = counter("decrypt_cache_misses_total", "Decrypted-message cache misses (message decrypted again).")
 	m.cacheBytes = gauge("decrypt_cache_bytes", "Bytes of plaintext held in the in-memory decrypt cache.")
@@ -114,11 +116,16 @@ func (m *Metrics) Decrypted() {
 	}
 }
 
-// Undecryptable counts an encrypted message that could not be decrypted.
-func (m *Metrics) Undecryptable() {
-	if m != nil {
-		m.undecryptable.Inc()
+// Undecryptable counts a message served undecryptable for reason (no-matching-key, corrupt, unsupported,
+// too-large, key-unavailable); the reason is a label.
+func (m *Metrics) Undecryptable(reason string) {
+	if m == nil {
+		return
 	}
+	if reason == "" {
+		reason = "unknown"
+	}
+	m.undecryptable.WithLabelValues(reason).Inc()
 }
 
 // CacheHit counts a decrypt-cache hit.

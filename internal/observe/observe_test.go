@@ -98,7 +98,7 @@ func TestNilSafe(t *testing.T) {
 	m.Login(false)
 	m.UpstreamError()
 	m.Decrypted()
-	m.Undecryptable()
+	m.Undecryptable("corrupt")
 	m.CacheHit()
 	m.CacheMiss()
 	m.SetCacheBytes(5)
@@ -147,7 +147,9 @@ func TestHTTPMetricsAndHealth(t *testing.T) {
 	m.Login(false)
 	m.Login(false)
 	m.Decrypted()
-	m.Undecryptable()
+	m.Undecryptable("no-matching-key")
+	m.Undecryptable("no-matching-key")
+	m.Undecryptable("key-unavailable")
 	m.CacheHit()
 	m.CacheMiss()
 	m.SetCacheBytes(4096)
@@ -160,7 +162,8 @@ func TestHTTPMetricsAndHealth(t *testing.T) {
 	for _, want := range []string{
 		"smimeproxy_sessions_active 1\n", "smimeproxy_sessions_total 2\n", "smimeproxy_logins_ok_total 1\n",
 		"smimeproxy_logins_failed_total 2\n", "smimeproxy_messages_decrypted_total 1\n",
-		"smimeproxy_messages_undecryptable_total 1\n", "smimeproxy_decrypt_cache_hits_total 1\n",
+		"smimeproxy_messages_undecryptable_total{reason=\"no-matching-key\"} 2\n",
+		"smimeproxy_messages_undecryptable_total{reason=\"key-unavailable\"} 1\n", "smimeproxy_decrypt_cache_hits_total 1\n",
 		"smimeproxy_decrypt_cache_misses_total 1\n", "smimeproxy_decrypt_cache_bytes 4096\n",
 		"smimeproxy_vault_errors_total 1\n", "smimeproxy_upstream_errors_total 1\n",
 		"# HELP smimeproxy_sessions_active ", "go_goroutines ", "process_resident_memory_bytes ",
