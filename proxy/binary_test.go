@@ -84,3 +84,33 @@ func TestBinarySection(t *testing.T) {
 		t.Errorf("odd multipart: %q, %v", got, err)
 	}
 }
+
+// FuzzBinarySection: BINARY and BODY section extraction over arbitrary messages never panics, and BINARY[]
+// never loses the header of a message whose top-level encoding needs no conversion.
+func FuzzBinarySection(f *testing.F) {
+	f.Add([]byte(mixedMessage), 1, 1)
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\n--a--"), 1, 2)
+	f.Add([]byte("Content-Transfer-Encoding: base64\r\n\r\n!!!"), 0, 0)
+	f.Fuzz(func(t *testing.T, msg []byte, p1, p2 int) {
+		if len(msg) > 1<<16 {
+			return
+		}
+		bs := func() imap.BodyStructure { return structureOf(string(msg)) }
+		for _, part := range [][]int{nil, {p1 % 5}, {p1 % 5, p2 % 5}} {
+			_, _ = binarySection(msg, bs, part)
+			for _, spec := range []imap.PartSpecifier{imap.PartSpecifierNone, imap.PartSpecifierHeader, imap.PartSpecifierText, imap.PartSpecifierMIME} {
+				if spec == imap.PartSpecifierMIME && len(part) == 0 {
+					continue
+				}
+				_ = bodySection(msg, bs, &imap.FetchItemBodySection{Part: part, Specifier: spec})
+			}
+		}
+		whole, err := binarySection(msg, bs, nil)
+		if err == nil && !bytes.Contains(bytes.ToLower(msg), []byte("content-transfer-encoding")) {
+			hdr, _ := splitEntity(msg)
+			if !bytes.HasPrefix(whole, hdr) {
+				t.Fatalf("BINARY[] lost the header: %q → %q", msg, whole)
+			}
+		}
+	})
+}
