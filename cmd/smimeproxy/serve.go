@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -205,7 +206,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 // clientTLS is tlsFlags.serverConfig, except that a certificate generated for a non-loopback listener is kept in
 // Vault (vaultcfg.Store.WriteTLSCert, named after the listen host) and reused, so mail clients trust it once.
 func (sf *serveFlags) clientTLS(ctx context.Context, store *vaultcfg.Store, logger *slog.Logger) (*tls.Config, *tlscert.Cert, bool, error) {
-	if store == nil || sf.tls.cert != "" || sf.tls.key != "" || tlscert.IsLoopback(sf.listen) {
+	if store == nil || sf.tls.cert != "" || sf.tls.key != "" || tlscert.IsLoopback(sf.listen) && !sf.tls.force {
 		return sf.tls.serverConfig(sf.listen)
 	}
 	host, _, err := net.SplitHostPort(sf.listen)
@@ -215,7 +216,9 @@ func (sf *serveFlags) clientTLS(ctx context.Context, store *vaultcfg.Store, logg
 	hosts := append([]string(nil), tlscert.DefaultHosts...)
 	name := "default"
 	if host != "" && host != "0.0.0.0" && host != "::" {
-		hosts = append(hosts, host)
+		if !slices.Contains(hosts, host) {
+			hosts = append(hosts, host)
+		}
 		name = host
 	}
 	certPEM, keyPEM, err := store.ReadTLSCert(ctx, name)

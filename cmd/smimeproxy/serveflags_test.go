@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/tlscert"
 )
 
@@ -106,5 +113,62 @@ func TestServeClientCertInVault(t *testing.T) {
 	sf.listen = "127.0.0.1:1143"
 	if conf, _, _, err := sf.clientTLS(ctx, store, logger); conf != nil || err != nil {
 		t.Errorf("loopback: TLS %v, %v", conf != nil, err)
+	}
+}
+
+// TestServeTLSOnLoopback: --tls makes serve speak implicit TLS on a loopback address with a certificate it
+// generates and keeps in Vault; a client that trusts that certificate (and nothing else) logs in through it,
+// and /healthz reports ready with Vault and the upstream checked.
+func TestServeTLSOnLoopback(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	k := newKeysEnv(t)
+	fs, sf := newServeFlagSet()
+	addrCh := make(chan string, 1)
+	sf.onListen = func(a string) { addrCh <- a }
+	env, _, stderr := testEnv(map[string]string{"HOME": t.TempDir(), "VAULT_ADDR": k.v.Addr(), "VAULT_TOKEN": k.v.RootToken()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	metricsAddr := freeLoopback(t)
+	code := make(chan int, 1)
+	go func() {
+		code <- sf.run(ctx, env, fs, []string{"--tls", "--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(),
+			"--upstream-ca-file", d.CAFile(), "--log-level", "warn", "--metrics-listen", metricsAddr})
+	}()
+	var addr string
+	select {
+	case addr = <-addrCh:
+	case c := <-code:
+		t.Fatalf("serve exited %d: %s", c, stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not listen")
+	}
+	certPEM, _, err := k.store().ReadTLSCert(ctx, "127.0.0.1")
+	if err != nil || len(certPEM) == 0 {
+		t.Fatalf("no certificate stored in Vault for 127.0.0.1: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	c, err := imapclient.DialTLS(addr, &imapclient.Options{TLSConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}})
+	if err != nil {
+		t.Fatalf("TLS to the proxy with its stored certificate: %v", err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "alice-pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := imapclient.DialInsecure(addr, nil); err == nil {
+		if err := plain.Login("alice", "alice-pw").Wait(); err == nil {
+			t.Error("plaintext login worked on a --tls listener")
+		}
+		plain.Close()
+	}
+	if body := httpGet(t, "http://"+metricsAddr+"/healthz"); !strings.Contains(body, "ready") || !strings.Contains(body, "vault: ok") || !strings.Contains(body, "upstream: ok") {
+		t.Errorf("/healthz = %q", body)
+	}
+	cancel()
+	select {
+	case <-code:
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
 	}
 }

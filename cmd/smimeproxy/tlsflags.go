@@ -10,6 +10,7 @@ import (
 // tlsFlags are the client-facing TLS options of serve (and doctor, which checks them).
 type tlsFlags struct {
 	cert, key string
+	force     bool
 }
 
 // addTLSFlags registers --tls-cert and --tls-key on fs.
@@ -17,6 +18,7 @@ func addTLSFlags(fs *flag.FlagSet) *tlsFlags {
 	f := &tlsFlags{}
 	fs.StringVar(&f.cert, "tls-cert", "", "PEM certificate (chain) the proxy presents to mail clients, with --tls-key; default: generated when TLS is needed")
 	fs.StringVar(&f.key, "tls-key", "", "PEM private key for --tls-cert")
+	fs.BoolVar(&f.force, "tls", false, "serve implicit TLS even on a loopback address (for mail clients that insist on it); without --tls-cert a certificate is generated (and kept in Vault)")
 	return f
 }
 
@@ -26,7 +28,7 @@ func addTLSFlags(fs *flag.FlagSet) *tlsFlags {
 // with a nil config); generated says it was made now, so the caller should log its fingerprint (and may store
 // its PEM bytes).
 func (f *tlsFlags) serverConfig(listen string) (conf *tls.Config, cert *tlscert.Cert, generated bool, err error) {
-	if f.cert == "" && f.key == "" && tlscert.IsLoopback(listen) {
+	if f.cert == "" && f.key == "" && tlscert.IsLoopback(listen) && !f.force {
 		return nil, nil, false, nil
 	}
 	cert, generated, err = tlscert.LoadOrGenerate(f.cert, f.key)
