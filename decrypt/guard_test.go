@@ -387,3 +387,50 @@ func TestHeaderSyncMixed(t *testing.T) {
 		}
 	}
 }
+
+// TestForgedStatusNewMail: the proxy learns which messages carry a status field by searching each message once;
+// mail that arrives later in the same session, forged or not, is still checked, and so is another mailbox.
+func TestForgedStatusNewMail(t *testing.T) {
+	e := newGuardEnv(t, false)
+	c := e.login(t, "bob")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sync := func() map[imap.UID]*imapclient.FetchMessageBuffer {
+		t.Helper()
+		hdr := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
+		msgs, err := c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, RFC822Size: true,
+			BodySection: []*imap.FetchItemBodySection{hdr}}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[imap.UID]*imapclient.FetchMessageBuffer{}
+		for _, m := range msgs {
+			if h := m.FindBodySection(hdr); bytes.Contains(h, []byte("X-Smimeproxy-Status: decrypted; key=sha256:00")) {
+				t.Errorf("UID %d: a forged status field reached the client:\n%s", m.UID, h)
+			}
+			out[m.UID] = m
+		}
+		return out
+	}
+	sync()
+	now := time.Date(2026, 3, 3, 10, 0, 0, 0, time.UTC)
+	late := e.d.Append("bob", "INBOX", []byte("From: x@example.com\r\n"+forgedStatus+"\r\nSubject: late forgery\r\n\r\nlate\r\n"), nil, now)
+	clean := e.d.Append("bob", "INBOX", []byte("From: x@example.com\r\nSubject: late and clean\r\n\r\nclean\r\n"), nil, now)
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got := sync()
+	if got[late] == nil || got[clean] == nil {
+		t.Fatalf("new messages missing from the sync: %v", got)
+	}
+	if b := fetchBody(t, c, clean); !bytes.Equal(b, e.d.Raw("bob", "INBOX", clean)) {
+		t.Errorf("a clean new message is not relayed byte for byte")
+	}
+	// Another mailbox has its own index.
+	e.d.Append("bob", "Drafts", []byte("From: x@example.com\r\n"+forgedStatus+"\r\nSubject: draft forgery\r\n\r\nd\r\n"), nil, now)
+	if _, err := c.Select("Drafts", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sync()
+}

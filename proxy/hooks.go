@@ -5,13 +5,13 @@ import "context"
 // The optional interfaces below are implemented by a Rewriter that decrypts (package decrypt). The proxy finds
 // them with type assertions, so a Rewriter that only rewrites FETCH (tests) need not implement them.
 
-// HeaderGuard lets a Rewriter see header fields that decide rewriting besides the BODYSTRUCTURE: a plain
-// message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
-// removed before a client sees it.
+// HeaderGuard names header fields whose presence makes a message a candidate besides its BODYSTRUCTURE: a
+// plain message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
+// removed before a client sees it. The proxy finds such messages with upstream searches (forged.go).
 type HeaderGuard interface {
-	// StatusFields names the header fields to fetch (BODY.PEEK[HEADER.FIELDS (...)], RFC 9051 section 6.4.5).
+	// StatusFields names the header fields (searched with HEADER <field> "", RFC 9051 section 6.4.4).
 	StatusFields() []string
-	// NeedsStrip reports whether those fields (as fetched) make the message a candidate.
+	// NeedsStrip reports whether a header (of an APPEND) holds such a field.
 	NeedsStrip(header []byte) bool
 }
 

@@ -28,17 +28,14 @@ func headerOnly(o *imap.FetchOptions) bool {
 }
 
 // fetchRewritingOnePass is fetchRewriting for header-only requests: one upstream FETCH carries the client's
-// items plus UID, BODYSTRUCTURE and the HeaderGuard's fields; each message is collected (small), plain ones are
+// items plus UID and BODYSTRUCTURE; each message is collected (small), plain ones are
 // answered from what arrived, candidates are answered afterwards from Rewriter.Rewrite like in the two-pass
 // path. This halves the upstream work of a header sync over plain mail.
-func (s *session) fetchRewritingOnePass(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, numSet imap.NumSet, o *imap.FetchOptions, hdrSec *imap.FetchItemBodySection, hg HeaderGuard) error {
+func (s *session) fetchRewritingOnePass(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, numSet imap.NumSet, o *imap.FetchOptions, forged func(imap.UID) bool) error {
 	req := upstreamFetchOptions(o)
 	req.UID = true
 	req.BodyStructure = &imap.FetchItemBodyStructure{Extended: true}
 	req.Flags = req.Flags || needsSeen(o)
-	if hdrSec != nil {
-		req.BodySection = append(append([]*imap.FetchItemBodySection(nil), req.BodySection...), hdrSec)
-	}
 	var cands []msgMeta
 	err := up.Do(ctx, func() error {
 		cmd := up.Client.Fetch(numSet, req)
@@ -48,8 +45,7 @@ func (s *session) fetchRewritingOnePass(ctx context.Context, up *backend.Conn, w
 				cmd.Close()
 				return err
 			}
-			strip := hdrSec != nil && hg.NeedsStrip(buf.FindBodySection(hdrSec))
-			if buf.UID != 0 && (strip || buf.BodyStructure != nil && s.srv.opts.Rewriter.Candidate(buf.BodyStructure)) {
+			if buf.UID != 0 && (forged(buf.UID) || buf.BodyStructure != nil && s.srv.opts.Rewriter.Candidate(buf.BodyStructure)) {
 				cands = append(cands, msgMeta{seq: buf.SeqNum, uid: buf.UID, bs: buf.BodyStructure, flags: buf.Flags,
 					date: imapclient.FetchItemDataInternalDate{Time: buf.InternalDate}, hasDt: o.InternalDate && !buf.InternalDate.IsZero()})
 				continue

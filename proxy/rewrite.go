@@ -52,29 +52,29 @@ type msgMeta struct {
 	flags []imap.Flag
 	date  imapclient.FetchItemDataInternalDate
 	hasDt bool
-	strip bool // carries a forged status field (HeaderGuard)
 }
 
-// fetchRewriting serves a FETCH with body-dependent items when a Rewriter is set. Pass 1 fetches UID and
-// BODYSTRUCTURE (and FLAGS, INTERNALDATE when needed) upstream and asks Rewriter.Candidate; non-candidates are
+// fetchRewriting serves a FETCH with body-dependent items when a Rewriter is set. Messages that carry a status
+// field (HeaderGuard, known from forgedPredicate's searches) are rewritten whatever their structure, so the field
+// is stripped. Pass 1 fetches UID and BODYSTRUCTURE (and FLAGS, INTERNALDATE when needed) upstream and asks
+// Rewriter.Candidate; non-candidates are
 // then relayed untouched (relayFetch, by UID); candidates are answered from Rewriter.Rewrite's bytes
 // (writeRewritten).
 func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imapserver.FetchWriter, numSet imap.NumSet, o *imap.FetchOptions) error {
 	var metas []msgMeta
-	hg, _ := s.srv.opts.Rewriter.(HeaderGuard)
-	var hdrSec *imap.FetchItemBodySection
-	if hg != nil {
-		hdrSec = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: hg.StatusFields(), Peek: true}
+	forged := func(imap.UID) bool { return false }
+	if hg, ok := s.srv.opts.Rewriter.(HeaderGuard); ok {
+		var err error
+		if forged, err = s.forgedPredicate(ctx, hg); err != nil {
+			return err
+		}
 	}
 	if headerOnly(o) {
-		return s.fetchRewritingOnePass(ctx, up, w, numSet, o, hdrSec, hg)
+		return s.fetchRewritingOnePass(ctx, up, w, numSet, o, forged)
 	}
 	err := up.Do(ctx, func() error {
 		pass1 := &imap.FetchOptions{UID: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true},
 			Flags: o.Flags || needsSeen(o), InternalDate: o.InternalDate}
-		if hdrSec != nil {
-			pass1.BodySection = []*imap.FetchItemBodySection{hdrSec}
-		}
 		cmd := up.Client.Fetch(numSet, pass1)
 		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 			m := msgMeta{seq: msg.SeqNum}
@@ -88,14 +88,6 @@ func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imaps
 					m.flags = item.Flags
 				case imapclient.FetchItemDataInternalDate:
 					m.date, m.hasDt = item, true
-				case imapclient.FetchItemDataBodySection:
-					if item.Literal != nil {
-						h, err := io.ReadAll(io.LimitReader(item.Literal, 1<<20))
-						if err != nil {
-							return err
-						}
-						m.strip = hg != nil && hg.NeedsStrip(h)
-					}
 				}
 			}
 			metas = append(metas, m)
@@ -108,7 +100,7 @@ func (s *session) fetchRewriting(ctx context.Context, up *backend.Conn, w *imaps
 	var plain imap.UIDSet
 	var cands []msgMeta
 	for _, m := range metas {
-		if m.uid != 0 && (m.strip || m.bs != nil && s.srv.opts.Rewriter.Candidate(m.bs)) {
+		if m.uid != 0 && (forged(m.uid) || m.bs != nil && s.srv.opts.Rewriter.Candidate(m.bs)) {
 			cands = append(cands, m)
 		} else if m.uid != 0 {
 			plain.AddNum(m.uid)

@@ -49,6 +49,7 @@ type session struct {
 	user        string
 	mailbox     string
 	uidValidity uint32
+	forged      forgedIndex // forged.go
 	readOnly    bool
 	closing     bool                            // CLOSE in progress: Unselect sends CLOSE upstream
 	ranCmd      bool                            // a session method ran since the last Poll
