@@ -127,7 +127,7 @@ func TestUpstreamLoss(t *testing.T) {
 		t.Fatal("client connection still open 15 s after the upstream died")
 	}
 	c.Close()
-	waitGoroutines(t, base)
+	testenv.WaitGoroutines(t, base, 10*time.Second)
 }
 
 // TestUpstreamLossBye checks the BYE text on the wire with a raw client.
@@ -141,19 +141,6 @@ func TestUpstreamLossBye(t *testing.T) {
 	line := conn.readUntil(t, "* BYE")
 	if !strings.Contains(line, "Upstream") {
 		t.Errorf("BYE line %q", line)
-	}
-}
-
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), base, buf[:n])
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

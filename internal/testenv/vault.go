@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -30,7 +29,7 @@ type Vault struct {
 	cmd    *exec.Cmd
 	token  string
 	direct string // Vault's own listener, host:port
-	relay  *relay
+	relay  *Relay
 	home   string
 	scheme string       // http, or https with StartVaultTLS
 	caCert string       // PEM file of the dev TLS CA (StartVaultTLS)
@@ -176,11 +175,7 @@ func startVault(t TB, useTLS bool) *Vault {
 	if err := v.waitHealthy(exited); err != nil {
 		t.Fatalf("testenv: vault dev server (pid %d) not healthy: %v\n%s", pid, err, tail(logPath, 20))
 	}
-	v.relay, err = newRelay(v.direct)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	t.Cleanup(v.relay.close)
+	v.relay = NewRelay(t, v.direct)
 	if _, err := v.Request("POST", "sys/mounts/transit", `{"type":"transit"}`); err != nil {
 		t.Fatalf("testenv: enabling transit: %v", err)
 	}
@@ -265,7 +260,7 @@ func tail(path string, n int) string {
 }
 
 // Addr is the URL tests and code under test use (through the relay), e.g. http://127.0.0.1:41234.
-func (v *Vault) Addr() string { return v.scheme + "://" + v.relay.addr }
+func (v *Vault) Addr() string { return v.scheme + "://" + v.relay.Addr() }
 
 // CACert is the PEM file of the CA of Vault's TLS certificate (StartVaultTLS), else "".
 func (v *Vault) CACert() string { return v.caCert }
@@ -278,12 +273,12 @@ func (v *Vault) PID() int { return v.cmd.Process.Pid }
 
 // Stop makes Vault unreachable at Addr: the relay closes its listener (new connections are refused) and cuts
 // open connections. Vault itself keeps running with its data.
-func (v *Vault) Stop() { v.relay.stop() }
+func (v *Vault) Stop() { v.relay.Stop() }
 
 // Restart makes Vault reachable at Addr again after Stop.
 func (v *Vault) Restart() {
 	v.t.Helper()
-	if err := v.relay.start(); err != nil {
+	if err := v.relay.Restart(); err != nil {
 		v.t.Fatalf("testenv: restarting the vault relay: %v", err)
 	}
 }
@@ -328,111 +323,4 @@ func (v *Vault) MustRequest(method, path, jsonBody string) []byte {
 		v.t.Fatalf("testenv: vault %v", err)
 	}
 	return b
-}
-
-// relay forwards TCP connections from a fixed loopback port to Vault; it can be stopped and started again on
-// the same port (fault injection for "Vault is down").
-type relay struct {
-	target string
-	addr   string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newRelay(target string) (*relay, error) {
-	r := &relay{target: target, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	r.addr = ln.Addr().String()
-	r.serve(ln)
-	return r, nil
-}
-
-func (r *relay) serve(ln net.Listener) {
-	r.mu.Lock()
-	r.ln = ln
-	r.mu.Unlock()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.pipe(c)
-			}()
-		}
-	}()
-}
-
-func (r *relay) pipe(c net.Conn) {
-	up, err := net.DialTimeout("tcp", r.target, 5*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	r.mu.Lock()
-	if r.ln == nil { // stopped meanwhile
-		r.mu.Unlock()
-		c.Close()
-		up.Close()
-		return
-	}
-	r.conns[c], r.conns[up] = struct{}{}, struct{}{}
-	r.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, c); up.Close(); done <- struct{}{} }()
-	go func() { io.Copy(c, up); c.Close(); done <- struct{}{} }()
-	<-done
-	<-done
-	r.mu.Lock()
-	delete(r.conns, c)
-	delete(r.conns, up)
-	r.mu.Unlock()
-}
-
-func (r *relay) stop() {
-	r.mu.Lock()
-	if r.ln != nil {
-		r.ln.Close()
-		r.ln = nil
-	}
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-}
-
-func (r *relay) start() error {
-	r.mu.Lock()
-	running := r.ln != nil
-	r.mu.Unlock()
-	if running {
-		return nil
-	}
-	var ln net.Listener
-	var err error
-	// The port was ours a moment ago; retry briefly in case the kernel has not released it yet.
-	for range 50 {
-		if ln, err = net.Listen("tcp", r.addr); err == nil {
-			r.serve(ln)
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return err
-}
-
-func (r *relay) close() {
-	r.stop()
-	r.wg.Wait()
 }
