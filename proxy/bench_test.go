@@ -66,10 +66,21 @@ func benchPair(b *testing.B, d *testenv.Dovecot, setBytes int64, op func(b *test
 // benchPairWith is benchPair with rw as the proxy's Rewriter.
 func benchPairWith(b *testing.B, d *testenv.Dovecot, rw proxy.Rewriter, setBytes int64, op func(b *testing.B, c *imapclient.Client)) {
 	addr, _ := startProxy(b, d, rw)
+	benchTargets(b, setBytes, op,
+		func(b *testing.B) *imapclient.Client { return dial(b, d.Addr(), "alice", "alice-pw", nil) },
+		func(b *testing.B) *imapclient.Client { return dial(b, addr, "alice", "alice-pw", nil) })
+}
+
+// benchTargets runs op on a client from direct and then on one from viaProxy (both logged in as alice) and
+// reports, on the proxy run, ratio = proxy throughput ÷ direct throughput.
+func benchTargets(b *testing.B, setBytes int64, op func(b *testing.B, c *imapclient.Client), direct, viaProxy func(b *testing.B) *imapclient.Client) {
 	var directNs float64
-	for _, target := range []struct{ name, addr string }{{"direct", d.Addr()}, {"proxy", addr}} {
+	for _, target := range []struct {
+		name string
+		dial func(b *testing.B) *imapclient.Client
+	}{{"direct", direct}, {"proxy", viaProxy}} {
 		b.Run(target.name, func(b *testing.B) {
-			c := dial(b, target.addr, "alice", "alice-pw", nil)
+			c := target.dial(b)
 			if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 				b.Fatal(err)
 			}
@@ -91,9 +102,9 @@ func benchPairWith(b *testing.B, d *testenv.Dovecot, rw proxy.Rewriter, setBytes
 	}
 }
 
-// BenchmarkFetchLargeBody streams BODY.PEEK[] of three 20 MB plain messages.
-func BenchmarkFetchLargeBody(b *testing.B) {
-	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+// seedLarge seeds three 20 MB plain messages into alice's INBOX and returns an op that streams their
+// BODY.PEEK[] and checks it got them all, and their total size.
+func seedLarge(d *testenv.Dovecot) (func(b *testing.B, c *imapclient.Client), int64) {
 	var msgs [][]byte
 	var total int64
 	for i := 0; i < 3; i++ {
@@ -103,11 +114,18 @@ func BenchmarkFetchLargeBody(b *testing.B) {
 	}
 	d.SeedMaildir("alice", "INBOX", msgs)
 	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
-	benchPair(b, d, total, func(b *testing.B, c *imapclient.Client) {
+	return func(b *testing.B, c *imapclient.Client) {
 		if n, k := drain(b, c, opts); k != 3 || n < total {
 			b.Fatalf("streamed %d bytes of %d messages", n, k)
 		}
-	})
+	}, total
+}
+
+// BenchmarkFetchLargeBody streams BODY.PEEK[] of three 20 MB plain messages.
+func BenchmarkFetchLargeBody(b *testing.B) {
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+	op, total := seedLarge(d)
+	benchPair(b, d, total, op)
 }
 
 // BenchmarkFetchLargeBodyTLS is BenchmarkFetchLargeBody as deployed: the mail client reaches the upstream
@@ -115,14 +133,7 @@ func BenchmarkFetchLargeBody(b *testing.B) {
 // TLS (proxy). The ratio is what a user sees change when the proxy is put in between.
 func BenchmarkFetchLargeBodyTLS(b *testing.B) {
 	d := testenv.StartDovecot(b, testenv.DovecotOptions{})
-	var msgs [][]byte
-	var total int64
-	for i := 0; i < 3; i++ {
-		m := plainMessage(i, 20<<20)
-		msgs = append(msgs, m)
-		total += int64(len(m))
-	}
-	d.SeedMaildir("alice", "INBOX", msgs)
+	op, total := seedLarge(d)
 	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imaps://" + d.TLSAddr(), CAFile: d.CAFile()}})
 	if err != nil {
 		b.Fatal(err)
@@ -133,43 +144,19 @@ func BenchmarkFetchLargeBodyTLS(b *testing.B) {
 	}
 	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Close() })
-	opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
-	var directNs float64
-	for _, target := range []string{"direct", "proxy"} {
-		b.Run(target, func(b *testing.B) {
-			var c *imapclient.Client
-			if target == "direct" {
-				c, err = imapclient.DialTLS(d.TLSAddr(), &imapclient.Options{TLSConfig: d.TLSConfig()})
-			} else {
-				c, err = imapclient.DialInsecure(ln.Addr().String(), nil)
-			}
+	benchTargets(b, total, op,
+		func(b *testing.B) *imapclient.Client {
+			c, err := imapclient.DialTLS(d.TLSAddr(), &imapclient.Options{TLSConfig: d.TLSConfig()})
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer c.Close()
+			b.Cleanup(func() { c.Close() })
 			if err := c.Login("alice", "alice-pw").Wait(); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
-				b.Fatal(err)
-			}
-			drain(b, c, opts)
-			b.SetBytes(total)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if n, k := drain(b, c, opts); k != 3 || n < total {
-					b.Fatalf("streamed %d bytes of %d messages", n, k)
-				}
-			}
-			b.StopTimer()
-			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-			if target == "direct" {
-				directNs = ns
-			} else if directNs > 0 {
-				b.ReportMetric(directNs/ns, "ratio")
-			}
-		})
-	}
+			return c
+		},
+		func(b *testing.B) *imapclient.Client { return dial(b, ln.Addr().String(), "alice", "alice-pw", nil) })
 }
 
 // BenchmarkFetchHeaders10k is a client's header sync: UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE) over
