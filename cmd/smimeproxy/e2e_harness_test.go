@@ -127,13 +127,22 @@ type serveProc struct {
 // buffer, and stops it at cleanup.
 func (w *e2eWorld) serve(upstream string, args ...string) *serveProc {
 	w.t.Helper()
+	env, _, stderr := demoEnv(w.vars)
+	base := []string{"--listen", "127.0.0.1:0", "--upstream", upstream, "--upstream-ca-file", w.d.CAFile(),
+		"--log-level", "debug", "--vault-timeout", "3s"}
+	p := startServe(w.t, env, stderr, append(base, args...)...)
+	p.stderr = stderr
+	return p
+}
+
+// startServe runs 'smimeproxy serve args...' in-process with env until it listens, and stops it at cleanup
+// (or earlier with stop, which expects exit 0). stderr is what env writes to, shown when the test fails.
+func startServe(t *testing.T, env *cmdEnv, stderr fmt.Stringer, args ...string) *serveProc {
+	t.Helper()
 	fs, sf := newServeFlagSet()
 	addrCh := make(chan string, 1)
 	sf.onListen = func(a string) { addrCh <- a }
-	env, _, stderr := demoEnv(w.vars)
-	p := &serveProc{stderr: stderr}
-	base := []string{"--listen", "127.0.0.1:0", "--upstream", upstream, "--upstream-ca-file", w.d.CAFile(),
-		"--log-level", "debug", "--vault-timeout", "3s"}
+	p := &serveProc{}
 	for i, a := range args {
 		if a == "--metrics-listen" && i+1 < len(args) {
 			p.metrics = args[i+1]
@@ -141,15 +150,15 @@ func (w *e2eWorld) serve(upstream string, args ...string) *serveProc {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
-	go func() { code <- sf.run(ctx, env, fs, append(base, args...)) }()
+	go func() { code <- sf.run(ctx, env, fs, args) }()
 	select {
 	case p.addr = <-addrCh:
 	case c := <-code:
 		cancel()
-		w.t.Fatalf("serve exited %d: %s", c, stderr)
+		t.Fatalf("serve exited %d: %s", c, stderr)
 	case <-time.After(30 * time.Second):
 		cancel()
-		w.t.Fatal("serve did not listen within 30 s")
+		t.Fatal("serve did not listen within 30 s")
 	}
 	stopped := false
 	p.stop = func() {
@@ -161,16 +170,16 @@ func (w *e2eWorld) serve(upstream string, args ...string) *serveProc {
 		select {
 		case c := <-code:
 			if c != exitOK {
-				w.t.Errorf("serve exit %d", c)
+				t.Errorf("serve exit %d, want 0: %s", c, tailString(stderr.String(), 4096))
 			}
 		case <-time.After(40 * time.Second):
-			w.t.Error("serve did not stop within 40 s")
+			t.Error("serve did not stop within 40 s")
 		}
 	}
-	w.t.Cleanup(func() {
+	t.Cleanup(func() {
 		p.stop()
-		if w.t.Failed() {
-			w.t.Logf("serve log (last 4 KB):\n%s", tailString(stderr.String(), 4096))
+		if t.Failed() {
+			t.Logf("serve log (last 4 KB):\n%s", tailString(stderr.String(), 4096))
 		}
 	})
 	return p

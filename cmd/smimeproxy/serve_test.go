@@ -20,24 +20,9 @@ func TestServeRelaysAndShutsDown(t *testing.T) {
 	raw := []byte("Subject: hello\r\nFrom: a@example.org\r\n\r\nbody \xe9\r\n")
 	uid := d.Append("alice", "INBOX", raw, nil, time.Time{})
 
-	fs, sf := newServeFlagSet()
-	addrCh := make(chan string, 1)
-	sf.onListen = func(a string) { addrCh <- a }
 	env, _, stderr := testEnv(map[string]string{"HOME": t.TempDir()})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	code := make(chan int, 1)
-	go func() {
-		code <- sf.run(ctx, env, fs, []string{"--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(), "--upstream-ca-file", d.CAFile(), "--log-level", "warn", "--no-decrypt"})
-	}()
-	var addr string
-	select {
-	case addr = <-addrCh:
-	case c := <-code:
-		t.Fatalf("serve exited %d: %s", c, stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not listen")
-	}
+	p := startServe(t, env, stderr, "--listen", "127.0.0.1:0", "--upstream", "imaps://"+d.TLSAddr(), "--upstream-ca-file", d.CAFile(), "--log-level", "warn", "--no-decrypt")
+	addr := p.addr
 	c, err := imapclient.DialInsecure(addr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,15 +42,7 @@ func TestServeRelaysAndShutsDown(t *testing.T) {
 	if got := msgs[0].FindBodySection(sec); !bytes.Equal(got, raw) {
 		t.Errorf("BODY[] = %q, want %q", got, raw)
 	}
-	cancel()
-	select {
-	case n := <-code:
-		if n != exitOK {
-			t.Errorf("serve exit %d, want 0: %s", n, stderr)
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	p.stop() // exit 0 expected
 	select {
 	case <-c.Closed():
 	case <-time.After(10 * time.Second):

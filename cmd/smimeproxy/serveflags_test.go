@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
 
@@ -122,26 +121,11 @@ func TestServeClientCertInVault(t *testing.T) {
 func TestServeTLSOnLoopback(t *testing.T) {
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	k := newKeysEnv(t)
-	fs, sf := newServeFlagSet()
-	addrCh := make(chan string, 1)
-	sf.onListen = func(a string) { addrCh <- a }
 	env, _, stderr := testEnv(map[string]string{"HOME": t.TempDir(), "VAULT_ADDR": k.v.Addr(), "VAULT_TOKEN": k.v.RootToken()})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	metricsAddr := freeLoopback(t)
-	code := make(chan int, 1)
-	go func() {
-		code <- sf.run(ctx, env, fs, []string{"--tls", "--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(),
-			"--upstream-ca-file", d.CAFile(), "--log-level", "warn", "--metrics-listen", metricsAddr})
-	}()
-	var addr string
-	select {
-	case addr = <-addrCh:
-	case c := <-code:
-		t.Fatalf("serve exited %d: %s", c, stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not listen")
-	}
+	p := startServe(t, env, stderr, "--tls", "--listen", "127.0.0.1:0", "--upstream", "imaps://"+d.TLSAddr(),
+		"--upstream-ca-file", d.CAFile(), "--log-level", "warn", "--metrics-listen", metricsAddr)
+	addr, ctx := p.addr, context.Background()
 	certPEM, _, err := k.store().ReadTLSCert(ctx, "127.0.0.1")
 	if err != nil || len(certPEM) == 0 {
 		t.Fatalf("no certificate stored in Vault for 127.0.0.1: %v", err)
@@ -165,10 +149,5 @@ func TestServeTLSOnLoopback(t *testing.T) {
 	if body := httpGet(t, "http://"+metricsAddr+"/healthz"); !strings.Contains(body, "ready") || !strings.Contains(body, "vault: ok") || !strings.Contains(body, "upstream: ok") {
 		t.Errorf("/healthz = %q", body)
 	}
-	cancel()
-	select {
-	case <-code:
-	case <-time.After(40 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	p.stop()
 }
