@@ -123,7 +123,6 @@ func isClosed(c *backend.Conn) bool {
 // bye sends BYE and closes the client connection (once).
 func (s *session) bye(text string) {
 	s.byeOnce.Do(func() {
-		_ = s.cork.uncork() // a FETCH may have corked the connection: BYE must not wait in its buffer
 		if err := s.conn.Bye(text); err != nil {
 			s.log.Debug("bye", "err", err)
 		}
