@@ -129,7 +129,8 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 }
 
 // startUpstream serves msgs in INBOX of an in-memory IMAP server on a free loopback port (plaintext; the
-// proxy is its only client).
+// proxy is its only client). The sessions are imapmemserver's, corrected where a client would notice (see
+// upstreamSession).
 func (d *Demo) startUpstream(msgs [][]byte, log *slog.Logger) error {
 	mem := imapmemserver.New()
 	user := imapmemserver.NewUser(DefaultUser, DefaultPassword)
@@ -143,9 +144,14 @@ func (d *Demo) startUpstream(msgs [][]byte, log *slog.Logger) error {
 		}
 	}
 	mem.AddUser(user)
+	var mu sync.Mutex // shared by the sessions, see upstreamSession
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
+			s, err := newUpstreamSession(mem, &mu)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s, nil, nil
 		},
 		Caps: imap.CapSet{
 			imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapNamespace: {}, imap.CapUIDPlus: {},
