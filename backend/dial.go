@@ -216,13 +216,28 @@ func negotiate(raw net.Conn, br *bufio.Reader, o *Options, t Target, tcfg *tls.C
 			return nil, fmt.Errorf("backend: STARTTLS handshake with %s: %w", t.Addr, err)
 		}
 		raw.SetDeadline(time.Time{})
-		return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader("* OK [smimeproxy] STARTTLS done\r\n"), tc)}, nil
+		// The greeting is replayed without its capability list, which is stale after STARTTLS (RFC 9051
+		// section 6.2.1): whoever reads it asks for CAPABILITY again.
+		return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader(withoutCapability(greeting)), tc)}, nil
 	}
 	if !IsLoopback(t.Host) && !o.AllowPlaintext {
 		return nil, ErrPlaintextRefused
 	}
 	raw.SetDeadline(time.Time{})
-	return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader("* OK [smimeproxy] plaintext\r\n"), br)}, nil
+	return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader(greeting), br)}, nil
+}
+
+// withoutCapability returns an OK greeting line without its [CAPABILITY ...] response code.
+func withoutCapability(greeting string) string {
+	i := strings.Index(strings.ToUpper(greeting), "[CAPABILITY ")
+	if i < 0 {
+		return greeting
+	}
+	j := strings.IndexByte(greeting[i:], ']')
+	if j < 0 {
+		return "* OK\r\n"
+	}
+	return greeting[:i] + strings.TrimLeft(greeting[i+j+1:], " ")
 }
 
 func hasWord(list, w string) bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/emersion/go-imap/v2"
 	"math/big"
 	"strings"
 
@@ -15,13 +16,23 @@ import (
 )
 
 var (
-	_ proxy.AppendGuard  = (*Decrypter)(nil)
-	_ proxy.TextMatcher  = (*Decrypter)(nil)
-	_ proxy.DerivedCache = (*Decrypter)(nil)
+	_ proxy.AppendGuard     = (*Decrypter)(nil)
+	_ proxy.TextMatcher     = (*Decrypter)(nil)
+	_ proxy.DerivedCache    = (*Decrypter)(nil)
+	_ proxy.CandidateFilter = (*Decrypter)(nil)
 )
 
 // The methods below implement the proxy's optional interfaces (proxy.HeaderGuard, proxy.AppendGuard,
 // proxy.TextMatcher), which the proxy finds with type assertions on its Rewriter.
+
+// CandidateCriteria implements proxy.CandidateFilter: only a message whose Content-Type names PKCS #7 or
+// smime.p7m (RFC 8551 section 3.2; multipart/signed names it in its protocol parameter) can be encrypted.
+func (d *Decrypter) CandidateCriteria() *imap.SearchCriteria {
+	return &imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{
+		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "pkcs7"}}},
+		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "smime"}}},
+	}}}
+}
 
 // NeedsStrip is the package function NeedsStrip.
 func (d *Decrypter) NeedsStrip(header []byte) bool { return NeedsStrip(header) }

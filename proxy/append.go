@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,102 +11,353 @@ import (
 	"github.com/smimeproxy/smimeproxy/backend"
 )
 
-// maxHeaderPeek bounds how much of an APPEND literal is read to find the end of its header before deciding
-// whether the message can stream upstream untouched. A header longer than this is inspected as far as it goes.
+// APPEND through the relay (RFC 9051 section 6.3.12, RFC 3502 MULTIAPPEND, RFC 4469 CATENATE, RFC 3516
+// literal8): the command streams upstream as the client sends it, and each message literal passes the APPEND
+// guard on the way. The guard peeks at the message's header (at most maxHeaderPeek bytes); a message without
+// a status field (the common case), unless --encrypt-appends, streams byte for byte. Otherwise it is read
+// whole and:
+//   - a decrypted copy this process served (AppendGuard.Origin), appended alone, becomes an upstream UID COPY
+//     of the original ciphertext (over a side connection) when that message is in the selected mailbox;
+//   - any other message claiming to be decrypted (ServedPlaintext), and with --encrypt-appends every message,
+//     is encrypted to the user's own certificates (EncryptAppend);
+//   - other status fields (an undecryptable copy, a forgery) are removed, giving back the original bytes.
+//
+// When a message can be neither copied nor encrypted the APPEND is refused with NO [CANNOT]: plaintext the
+// proxy served never reaches the upstream server. A MULTIAPPEND whose earlier messages were already sent is
+// then ended with a syntax error, so the server stores none of them (RFC 3502 section 6.3.11 atomicity).
+// CATENATE TEXT parts (fragments, not whole messages) are refused when they carry a status field or
+// --encrypt-appends is on; URL parts copy ciphertext on the server.
+
+// maxHeaderPeek bounds how much of a message literal is read to find the end of its header.
 const maxHeaderPeek = 256 << 10
 
-// Append serves APPEND (RFC 9051 section 6.3.12) with flags and internal date, returning the upstream's
-// APPENDUID (RFC 4315 section 3).
-//
-// Without an AppendGuard, or for a message whose header carries no status field (the common case) and no
-// --encrypt-appends, the literal streams upstream byte for byte. Otherwise the message is read whole and:
-//   - a decrypted copy this process served (Origin) becomes an upstream UID COPY of the original ciphertext
-//     when that message is in the selected mailbox;
-//   - any other message claiming to be decrypted (ServedPlaintext), and with Options.EncryptAppends every
-//     message, is encrypted to the user's own certificates (EncryptAppend); when that fails the APPEND is
-//     refused with NO [CANNOT]: plaintext the proxy served never reaches the upstream server;
-//   - other status fields (an undecryptable copy, a forgery) are removed, giving back the original bytes.
-func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.AppendOptions) (data *imap.AppendData, err error) {
-	ctx, cancel := s.begin()
-	defer s.end(&err, cancel)
-	guard, _ := s.srv.opts.Rewriter.(AppendGuard)
-	if guard == nil {
-		return s.appendStream(ctx, mailbox, r.Size(), r, options)
-	}
-	head, err := peekHeader(r)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: reading APPEND literal: %w", err)
-	}
-	if !guard.NeedsStrip(head) && !s.srv.opts.EncryptAppends {
-		return s.appendStream(ctx, mailbox, r.Size(), io.MultiReader(bytes.NewReader(head), r), options)
-	}
-	rest, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: reading APPEND literal: %w", err)
-	}
-	msg := append(head, rest...)
-	if ref, ok := guard.Origin(s.user, head); ok && ref.Mailbox == s.mailbox && ref.UIDValidity == s.uidValidity && s.uidValidity != 0 {
-		data, err := s.appendAsCopy(ctx, mailbox, imap.UID(ref.UID))
-		if err == nil {
-			s.log.Info("append of a served message stored as a copy of its ciphertext", "mailbox", mailbox, "uid", ref.UID)
-			return data, nil
-		}
-		s.log.Info("copy of the original ciphertext failed; encrypting instead", "err", err)
-	}
-	msg = guard.StripStatus(msg)
-	if guard.ServedPlaintext(head) || s.srv.opts.EncryptAppends {
-		enc, err := guard.EncryptAppend(ctx, s.user, msg)
-		if err != nil {
-			s.log.Warn("append refused: cannot encrypt", "mailbox", mailbox, "err", err)
-			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
-				Text: "smimeproxy will not store this message unencrypted upstream and cannot encrypt it (no certificate of yours in the key store?)"}
-		}
-		msg = enc
-	}
-	return s.appendStream(ctx, mailbox, int64(len(msg)), bytes.NewReader(msg), options)
+// errAppendRefused ends an APPEND the relay answered itself (refused, or stored as a copy).
+var errAppendRefused = errors.New("proxy: append refused")
+
+const refusedText = "NO [CANNOT] smimeproxy will not store this message unencrypted upstream and cannot encrypt it (no certificate of yours in the key store?)"
+
+// appendState is one APPEND command on its way upstream.
+type appendState struct {
+	c       *command
+	guard   AppendGuard
+	pending []byte // complete lines (and small literals) not yet written upstream
+	started bool   // something was written upstream
+	nmsg    int    // message literals seen
+	mailbox []byte
 }
 
-// appendStream sends APPEND upstream with the literal read from r (size bytes).
-func (s *session) appendStream(ctx context.Context, mailbox string, size int64, r io.Reader, options *imap.AppendOptions) (data *imap.AppendData, err error) {
-	err = s.do(ctx, func(up *backend.Conn) error {
-		cmd := up.Client.Append(mailbox, size, options)
-		if _, err := io.Copy(cmd, r); err != nil {
-			cmd.Close()
-			return err
+// appendCmd relays an APPEND command whose first line is line.
+func (r *relay) appendCmd(tag string, line []byte) error {
+	a := &appendState{c: newCommand(tag, "APPEND")}
+	a.guard, _ = r.srv.opts.Rewriter.(AppendGuard)
+	first := true
+	for {
+		m, ok := literalAt(line)
+		if !ok {
+			a.pending = append(a.pending, line...)
+			break
 		}
-		if err := cmd.Close(); err != nil {
-			return err
+		kind := literalKind(line, m, first)
+		first = false
+		if kind != "message" {
+			if m.size > maxCommandLiteral {
+				return r.refuseAppendRest(a, line, m, "BAD Literal too large")
+			}
+			if !m.nonSync {
+				if err := r.send([]byte("+ OK\r\n")); err != nil {
+					return err
+				}
+			}
+			a.pending = append(a.pending, line...)
+			var err error
+			if a.pending, err = appendN(a.pending, r.cr, m.size); err != nil {
+				return err
+			}
+			if kind == "mailbox" {
+				a.mailbox = a.pending[len(a.pending)-int(m.size):]
+			}
+		} else {
+			if a.mailbox == nil {
+				a.mailbox = appendMailbox(line)
+			}
+			next, err := r.appendMessage(a, line, m, kind)
+			if errors.Is(err, errAppendRefused) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if next != nil {
+				line = next
+				continue
+			}
 		}
-		data, err = cmd.Wait()
-		return err
-	})
-	return data, err
-}
-
-// appendAsCopy copies uid of the selected mailbox to mailbox upstream (RFC 9051 section 6.4.7) and reports the
-// new message's UID as APPENDUID (RFC 4315 section 3) from COPYUID.
-func (s *session) appendAsCopy(ctx context.Context, mailbox string, uid imap.UID) (*imap.AppendData, error) {
-	var cd *imap.CopyData
-	err := s.do(ctx, func(up *backend.Conn) error {
 		var err error
-		cd, err = up.Client.Copy(imap.UIDSetNum(uid), mailbox).Wait()
-		return err
-	})
+		if line, err = readLine(r.cr); err != nil {
+			return err
+		}
+	}
+	if !a.started {
+		r.addPending(a.c)
+	}
+	return r.writeUpstream(a.c, a.pending)
+}
+
+// literalKind tells what a literal of an APPEND command holds: "mailbox" (the first argument), "url" (a
+// CATENATE URL), "text" (a CATENATE TEXT part) or "message".
+func literalKind(line []byte, m litMarker, first bool) string {
+	before := bytes.ToUpper(bytes.TrimRight(line[:m.at], " "))
+	if first {
+		s := &scanner{b: line[:m.at]}
+		n := 0
+		for {
+			t, err := s.next()
+			if err != nil || t.kind == tokEOF || t.kind == tokEOL {
+				break
+			}
+			n++
+		}
+		if n == 2 { // tag APPEND {n}
+			return "mailbox"
+		}
+	}
+	switch {
+	case bytes.HasSuffix(before, []byte("URL")):
+		return "url"
+	case bytes.HasSuffix(before, []byte("TEXT")):
+		return "text"
+	}
+	return "message"
+}
+
+// appendMailbox returns the mailbox argument of an APPEND first line.
+func appendMailbox(line []byte) []byte {
+	s := &scanner{b: line}
+	s.next()
+	s.next()
+	t, err := s.next()
+	if err != nil {
+		return nil
+	}
+	v, _ := astring(t)
+	return v
+}
+
+// appendMessage relays one message literal announced by m at the end of line. When it had to read the line
+// after the literal, it returns that line.
+func (r *relay) appendMessage(a *appendState, line []byte, m litMarker, kind string) ([]byte, error) {
+	a.nmsg++
+	if !m.nonSync {
+		if err := r.send([]byte("+ OK\r\n")); err != nil {
+			return nil, err
+		}
+	}
+	lr := io.LimitReader(r.cr, m.size)
+	if a.guard == nil {
+		return nil, r.appendStream(a, line[:m.at], m, nil, lr)
+	}
+	head, err := peekHeader(lr)
 	if err != nil {
 		return nil, err
 	}
-	out := &imap.AppendData{}
-	if cd != nil && cd.UIDValidity != 0 {
-		if uids, ok := cd.DestUIDs.Nums(); ok && len(uids) == 1 {
-			out.UIDValidity, out.UID = cd.UIDValidity, uids[0]
+	if kind == "text" {
+		if a.guard.NeedsStrip(head) || r.srv.opts.EncryptAppends {
+			return nil, r.refuseAppend(a, m, int64(len(head)))
+		}
+		return nil, r.appendStream(a, line[:m.at], m, head, lr)
+	}
+	if !a.guard.NeedsStrip(head) && !r.srv.opts.EncryptAppends {
+		return nil, r.appendStream(a, line[:m.at], m, head, lr)
+	}
+	rest, err := io.ReadAll(lr)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(head)+len(rest)) != m.size {
+		return nil, io.ErrUnexpectedEOF
+	}
+	msg := append(head, rest...)
+	if ref, ok := a.guard.Origin(r.userName(), head); ok && a.nmsg == 1 && !a.started && r.rewriting() {
+		sel := r.selected()
+		if sel.ok && ref.Mailbox == sel.name && ref.UIDValidity == sel.uidValidity {
+			next, err := readLine(r.cr)
+			if err != nil {
+				return nil, err
+			}
+			if len(trimEOL(next)) == 0 {
+				done, err := r.appendAsCopy(a, sel, ref.UID)
+				if err != nil {
+					return nil, err
+				}
+				if done {
+					return nil, errAppendRefused // answered
+				}
+			}
+			// Not a lone message, or the copy failed: encrypt instead, then go on with next.
+			return next, r.appendTransformed(a, line, m, msg, head, true)
 		}
 	}
-	if out.UID == 0 {
-		// The message vanished (expunged) or the server lacks UIDPLUS: without COPYUID a COPY that copied
-		// nothing cannot be told from success, so the caller encrypts instead.
-		return nil, errors.New("proxy: upstream COPY of the original gave no COPYUID")
+	return nil, r.appendTransformed(a, line, m, msg, head, false)
+}
+
+// appendTransformed sends msg after removing status fields and, when needed, encrypting it. lineRead says
+// that the line after the literal was already consumed by the caller.
+func (r *relay) appendTransformed(a *appendState, line []byte, m litMarker, msg, head []byte, lineRead bool) error {
+	msg = a.guard.StripStatus(msg)
+	if a.guard.ServedPlaintext(head) || r.srv.opts.EncryptAppends {
+		enc, err := a.guard.EncryptAppend(r.ctx, r.userName(), msg)
+		if err != nil {
+			r.log.Warn("append refused: cannot encrypt", "err", err)
+			if lineRead {
+				return r.refuseStarted(a)
+			}
+			return r.refuseAppend(a, m, m.size)
+		}
+		msg = enc
 	}
-	return out, nil
+	m.size = int64(len(msg))
+	return r.appendStream(a, line[:m.at], m, msg, eofReader{})
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// appendStream writes what is pending, the literal announcement (prefix, m), head and the rest of the
+// literal from rest upstream.
+func (r *relay) appendStream(a *appendState, prefix []byte, m litMarker, head []byte, rest io.Reader) error {
+	if !a.started {
+		r.addPending(a.c)
+		a.started = true
+	}
+	if len(a.pending) > 0 {
+		if err := r.writeUpstream(a.c, a.pending); err != nil {
+			return err
+		}
+		a.pending = nil
+	}
+	sent, err := r.writeLiteralMarker(a.c, prefix, m)
+	if err != nil {
+		return err
+	}
+	if !sent {
+		// Refused by the server: drop the client's literal and the rest of its command.
+		if _, err := io.Copy(io.Discard, rest); err != nil {
+			return err
+		}
+		if err := r.drainCommand(); err != nil {
+			return err
+		}
+		return errAppendRefused
+	}
+	if _, err := r.upw.Write(head); err != nil {
+		return err
+	}
+	n, err := io.Copy(r.upw, rest)
+	if err != nil {
+		return err
+	}
+	if int64(len(head))+n != m.size {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// refuseAppend drops the rest of the message literal (read bytes of m.size so far) and of the command and
+// refuses the APPEND.
+func (r *relay) refuseAppend(a *appendState, m litMarker, read int64) error {
+	if _, err := io.CopyN(io.Discard, r.cr, m.size-read); err != nil {
+		return err
+	}
+	if err := r.drainCommand(); err != nil {
+		return err
+	}
+	return r.refuseStarted(a)
+}
+
+// refuseAppendRest refuses an APPEND at a literal that is too large to hold.
+func (r *relay) refuseAppendRest(a *appendState, line []byte, m litMarker, text string) error {
+	if m.nonSync {
+		if _, err := io.CopyN(io.Discard, r.cr, m.size); err != nil {
+			return err
+		}
+		if err := r.drainCommand(); err != nil {
+			return err
+		}
+	}
+	if a.started {
+		return r.refuseStarted(a)
+	}
+	if err := r.local(a.c.tag, text); err != nil {
+		return err
+	}
+	return errAppendRefused
+}
+
+// refuseStarted answers NO [CANNOT]. When part of the command is already upstream, the command is ended with
+// a syntax error, so that the server stores nothing, and its tagged response is replaced.
+func (r *relay) refuseStarted(a *appendState) error {
+	if !a.started {
+		if err := r.local(a.c.tag, refusedText); err != nil {
+			return err
+		}
+		return errAppendRefused
+	}
+	a.c.tagged = func([]byte) []byte { return []byte(a.c.tag + " " + refusedText + "\r\n") }
+	if _, err := r.upw.WriteString(" )\r\n"); err != nil {
+		return err
+	}
+	if err := r.upw.Flush(); err != nil {
+		return err
+	}
+	return errAppendRefused
+}
+
+// drainCommand reads and drops the rest of a command (lines and literals; synchronizing literals get no
+// continuation request, so a client that waits for one sends nothing more).
+func (r *relay) drainCommand() error {
+	for {
+		line, err := readLine(r.cr)
+		if err != nil {
+			return err
+		}
+		m, ok := literalAt(line)
+		if !ok {
+			return nil
+		}
+		if !m.nonSync {
+			return nil
+		}
+		if _, err := io.CopyN(io.Discard, r.cr, m.size); err != nil {
+			return err
+		}
+	}
+}
+
+// appendAsCopy stores the original ciphertext of uid (selected mailbox sel) in the APPEND's mailbox with an
+// upstream UID COPY over a side connection, and answers the APPEND with the new UID (RFC 4315 APPENDUID from
+// COPYUID). It reports false when the copy did not happen (the caller encrypts instead).
+func (r *relay) appendAsCopy(a *appendState, sel mailboxRef, uid uint32) (bool, error) {
+	dest := r.mailboxRef(a.mailbox, 1)
+	if !dest.ok {
+		return false, nil
+	}
+	var data *imap.CopyData
+	err := r.side.do(r.ctx, sel, func(c *backend.Conn) error {
+		var err error
+		data, err = c.Client.Copy(imap.UIDSetNum(imap.UID(uid)), dest.name).Wait()
+		return err
+	})
+	if err != nil || data == nil || data.UIDValidity == 0 {
+		r.log.Info("copy of the original ciphertext failed; encrypting instead", "err", err)
+		return false, nil
+	}
+	uids, ok := data.DestUIDs.Nums()
+	if !ok || len(uids) != 1 {
+		return false, nil
+	}
+	r.log.Info("append of a served message stored as a copy of its ciphertext", "uid", uid)
+	return true, r.local(a.c.tag, fmt.Sprintf("OK [APPENDUID %d %d] Append completed (copy of the original ciphertext)", data.UIDValidity, uids[0]))
 }
 
 // peekHeader reads r up to and including the empty line that ends the header (RFC 5322 section 2.1), at most

@@ -3,7 +3,10 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
+	"io"
 	"mime"
+	"mime/quotedprintable"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -245,4 +248,40 @@ func binaryMultipart(body []byte, boundary string, depth int) ([]byte, error) {
 		out = append(out, body[partEnd:lines[k+1].end]...)
 	}
 	return out, nil
+}
+
+// errUnknownCTE is the NO of RFC 3516 section 4.3 for a part whose transfer encoding cannot be undone.
+var errUnknownCTE = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE, Text: "Unknown Content-Transfer-Encoding"}
+
+func decodeCTE(hdr, body []byte) ([]byte, error) {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(hdr)))
+	if err != nil {
+		h = textproto.Header{}
+	}
+	cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding")))
+	switch cte {
+	case "", "7bit", "8bit", "binary":
+		return body, nil
+	case "base64":
+		clean := make([]byte, 0, len(body))
+		for _, c := range body {
+			if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
+				clean = append(clean, c)
+			}
+		}
+		clean = bytes.TrimRight(clean, "=")
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+		n, err := base64.RawStdEncoding.Decode(out, clean)
+		if err != nil {
+			return nil, errUnknownCTE
+		}
+		return out[:n], nil
+	case "quoted-printable":
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
+		if err != nil {
+			return nil, errUnknownCTE
+		}
+		return out, nil
+	}
+	return nil, errUnknownCTE
 }

@@ -1,241 +1,307 @@
 package proxy
 
 import (
-	"fmt"
-	"io"
-	"sync"
+	"bytes"
+	"context"
+	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-
-	"github.com/smimeproxy/smimeproxy/backend"
 )
 
-// Fetch serves FETCH and UID FETCH (RFC 9051 section 6.4.5). Without a Rewriter, or when no body-dependent item
-// is asked for, it is a streaming relay (relayFetch). Otherwise fetchRewriting decides per message from its
-// BODYSTRUCTURE (rewrite.go).
-func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
-	ctx, cancel := s.begin()
-	defer s.end(&err, cancel)
-	s.cork.cork()
-	defer s.cork.uncork()
-	up, err := s.upstream()
-	if err != nil {
-		return err
-	}
-	if s.srv.opts.Rewriter != nil && bodyDependent(options) {
-		return s.fetchRewriting(ctx, up, w, numSet, options)
-	}
-	return up.Do(ctx, func() error { return s.relayFetch(up, w, numSet, options) })
+// FETCH through the relay (RFC 9051 section 6.4.5, RFC 3516 BINARY).
+//
+// The client's FETCH goes upstream as it is, except that a sequence-number FETCH asking for a body-dependent
+// item gets UID added (prepareFetch), so that every response that may need rewriting names its message. Each
+// FETCH response is then looked at (fetchResponse): when it carries a body-dependent item of a message the
+// index says is a candidate, those items are computed from the served copy (the Rewriter's bytes) and every
+// other item (UID, FLAGS, MODSEQ, INTERNALDATE, ...) is kept as the server sent it, in the server's order;
+// any other response passes byte for byte, minus the UID the relay added.
+
+// fetchReq is what the relay remembers of a FETCH command.
+type fetchReq struct {
+	addedUID bool
+	sections []sectionReq // BODY[...] and BINARY[...] items, for their partial lengths
 }
 
-// bodyDependent reports whether options ask for an item computed from the message's bytes.
-func bodyDependent(o *imap.FetchOptions) bool {
-	return o.RFC822Size || o.Envelope || o.BodyStructure != nil || len(o.BodySection) > 0 ||
-		len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0
+// sectionReq is one requested section.
+type sectionReq struct {
+	kind   string // "BODY", "BINARY", "BINARY.SIZE"
+	sec    imap.FetchItemBodySection
+	origin int64
+	length int64 // -1: no partial
 }
 
-// upstreamFetchOptions is the request sent upstream for the client's options: the same items, except that
-// BINARY partials are fetched whole and cut here (imapclient cannot parse "BINARY[...]<n>" responses) and
-// BODYSTRUCTURE is asked for when BODY is (one upstream item serves both, see imapserver.WriteBodyStructure).
-func upstreamFetchOptions(o *imap.FetchOptions) *imap.FetchOptions {
-	u := &imap.FetchOptions{
-		UID: o.UID, Flags: o.Flags, InternalDate: o.InternalDate, RFC822Size: o.RFC822Size, Envelope: o.Envelope,
-		BodySection: o.BodySection, BinarySectionSize: o.BinarySectionSize,
+// bodyDependentItem reports whether a FETCH item (upper case, request or response form) is computed from
+// the message's content.
+func bodyDependentItem(name string) bool {
+	switch name {
+	case "RFC822", "RFC822.SIZE", "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODY", "BODYSTRUCTURE",
+		"ALL", "FAST", "FULL":
+		return true
 	}
-	if o.BodyStructure != nil {
-		u.BodyStructure = &imap.FetchItemBodyStructure{Extended: true}
-	}
-	seen := map[string]bool{}
-	for _, b := range o.BinarySection {
-		key := fmt.Sprint(b.Part, b.Peek)
-		if seen[key] {
+	return strings.HasPrefix(name, "BODY[") || strings.HasPrefix(name, "BODY.PEEK[") ||
+		strings.HasPrefix(name, "BINARY[") || strings.HasPrefix(name, "BINARY.PEEK[") ||
+		strings.HasPrefix(name, "BINARY.SIZE[")
+}
+
+// fetchAttEnd returns the end of the fetch attribute (item name) starting at b[pos]: atom characters, a
+// bracketed section that may hold spaces, parentheses and quoted strings, and a <partial>.
+func fetchAttEnd(b []byte, pos int) int {
+	i := pos
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '[':
+			i = sectionEnd(b, i)
 			continue
+		case ' ', '(', ')', '\r', '\n', '{', '"':
+			return i
 		}
-		seen[key] = true
-		u.BinarySection = append(u.BinarySection, &imap.FetchItemBinarySection{Part: b.Part, Peek: b.Peek})
+		i++
 	}
-	return u
+	return i
 }
 
-// relayFetch streams the upstream's FETCH responses to the client: literals are copied as they arrive, never
-// held whole (a 50 MB message costs a copy buffer, not 50 MB). Each response item is written back with the
-// client's own section pointer, so RFC822/RFC822.TEXT/RFC822.HEADER answers keep their names.
-func (s *session) relayFetch(up *backend.Conn, w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
-	cmd := up.Client.Fetch(numSet, upstreamFetchOptions(options))
-	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-		if err := s.relayMessage(w, msg, options); err != nil {
-			cmd.Close()
-			return err
+// sectionEnd returns the offset after the ']' that closes the '[' at b[open] (quoted strings skipped).
+func sectionEnd(b []byte, open int) int {
+	inQuote := false
+	for i := open + 1; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inQuote && c == '\\':
+			i++
+		case c == '"':
+			inQuote = !inQuote
+		case !inQuote && c == ']':
+			return i + 1
+		case c == '\r' || c == '\n':
+			return i
 		}
 	}
-	return cmd.Close()
+	return len(b)
 }
 
-func (s *session) relayMessage(w *imapserver.FetchWriter, msg *imapclient.FetchMessageData, o *imap.FetchOptions) error {
-	rw := w.CreateMessage(msg.SeqNum)
-	s.openMsg = rw
-	var usedBody, usedBin, usedBinSize uint64 // bit i: the client's item i was answered
-	for item := msg.Next(); item != nil; item = msg.Next() {
-		switch item := item.(type) {
-		case imapclient.FetchItemDataUID:
-			if o.UID {
-				rw.WriteUID(item.UID)
+// prepareFetch records what the relay needs of a FETCH command and returns the command to send upstream.
+func (r *relay) prepareFetch(c *command, u unit) unit {
+	s := &scanner{b: u}
+	s.next() // tag
+	isUID := false
+	if t, _ := s.next(); strings.EqualFold(string(t.val), "UID") {
+		isUID = true
+		s.next()
+	}
+	if t, _ := s.next(); t.kind != tokAtom { // sequence set
+		return u
+	}
+	s.skipSpaces()
+	req := &fetchReq{}
+	var names []string
+	listStart, listEnd := s.pos, -1
+	if s.pos < len(u) && u[s.pos] == '(' {
+		s.pos++
+		for {
+			s.skipSpaces()
+			if s.pos >= len(u) || u[s.pos] == ')' || u[s.pos] == '\r' || u[s.pos] == '\n' {
+				break
 			}
-		case imapclient.FetchItemDataFlags:
-			rw.WriteFlags(item.Flags)
-		case imapclient.FetchItemDataInternalDate:
-			if o.InternalDate {
-				rw.WriteInternalDate(item.Time)
+			end := fetchAttEnd(u, s.pos)
+			if end == s.pos {
+				return u
 			}
-		case imapclient.FetchItemDataRFC822Size:
-			if o.RFC822Size {
-				rw.WriteRFC822Size(item.Size)
-			}
-		case imapclient.FetchItemDataEnvelope:
-			if o.Envelope {
-				rw.WriteEnvelope(item.Envelope)
-			}
-		case imapclient.FetchItemDataBodyStructure:
-			if o.BodyStructure != nil {
-				rw.WriteBodyStructure(sanitizeBodyStructure(item.BodyStructure))
-			}
-		case imapclient.FetchItemDataBodySection:
-			var secs []*imap.FetchItemBodySection
-			for i, sec := range o.BodySection {
-				if i < 64 && usedBody&(1<<i) == 0 && item.MatchCommand(sec) {
-					usedBody |= 1 << i
-					secs = append(secs, sec)
-				}
-			}
-			if err := s.relayLiteral(rw, item.Literal, len(secs), func(i int, size int64) io.WriteCloser {
-				return rw.WriteBodySection(secs[i], size)
-			}, nil); err != nil {
-				return err
-			}
-		case imapclient.FetchItemDataBinarySection:
-			var secs []*imap.FetchItemBinarySection
-			for i, sec := range o.BinarySection {
-				if i < 64 && usedBin&(1<<i) == 0 && item.MatchCommand(sec) {
-					usedBin |= 1 << i
-					secs = append(secs, sec)
-				}
-			}
-			if err := s.relayLiteral(rw, item.Literal, len(secs), func(i int, size int64) io.WriteCloser {
-				return rw.WriteBinarySection(secs[i], size)
-			}, func(i int) *imap.SectionPartial { return secs[i].Partial }); err != nil {
-				return err
-			}
-		case imapclient.FetchItemDataBinarySectionSize:
-			for i, sec := range o.BinarySectionSize {
-				if i < 64 && usedBinSize&(1<<i) == 0 && intsEqual(sec.Part, item.Part) {
-					usedBinSize |= 1 << i
-					rw.WriteBinarySectionSize(sec, item.Size)
-					break
-				}
-			}
+			names = append(names, string(u[s.pos:end]))
+			s.pos = end
+		}
+		listEnd = s.pos + 1
+	} else {
+		end := fetchAttEnd(u, s.pos)
+		names = append(names, string(u[s.pos:end]))
+		listEnd = end
+	}
+	hasUID, body := false, false
+	for _, n := range names {
+		up := strings.ToUpper(n)
+		if up == "UID" {
+			hasUID = true
+		}
+		if bodyDependentItem(up) {
+			body = true
+		}
+		if sr, ok := parseSectionItem([]byte(n), true); ok {
+			req.sections = append(req.sections, sr)
 		}
 	}
-	s.openMsg = nil
-	return rw.Close()
+	c.fetch = req
+	if isUID || hasUID || !body || listEnd > len(u) {
+		return u
+	}
+	req.addedUID = true
+	var list []string
+	for _, n := range names {
+		switch strings.ToUpper(n) {
+		case "ALL":
+			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE")
+		case "FAST":
+			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE")
+		case "FULL":
+			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")
+		default:
+			list = append(list, n)
+		}
+	}
+	out := append([]byte(nil), u[:listStart]...)
+	out = append(out, "(UID "...)
+	out = append(out, strings.Join(list, " ")...)
+	out = append(out, ')')
+	return append(out, u[listEnd:]...)
 }
 
-// relayLiteral writes one upstream literal as n client items. One item streams (cut to its partial window, if
-// any); several items answered by the same upstream literal (e.g. BINARY[1] and BINARY[1]<0.10>) are served
-// from a copy in memory. A nil literal (NIL) is served as an empty literal.
-func (s *session) relayLiteral(rw *imapserver.FetchResponseWriter, lit imap.LiteralReader, n int,
-	open func(i int, size int64) io.WriteCloser, partial func(i int) *imap.SectionPartial) error {
-	var size int64
-	var r io.Reader = eofReader{}
-	if lit != nil {
-		size, r = lit.Size(), lit
+// parseSectionItem parses BODY[...], BODY.PEEK[...], BINARY[...], BINARY.PEEK[...] and BINARY.SIZE[...]
+// with an optional partial: <origin.length> in a request, <origin> in a response.
+func parseSectionItem(name []byte, request bool) (sectionReq, bool) {
+	open := bytes.IndexByte(name, '[')
+	if open < 0 {
+		return sectionReq{}, false
 	}
-	if n == 0 {
-		_, err := io.Copy(io.Discard, r)
-		return err
+	kind := strings.ToUpper(string(name[:open]))
+	switch kind {
+	case "BODY.PEEK":
+		kind = "BODY"
+	case "BINARY.PEEK":
+		kind = "BINARY"
+	case "BODY", "BINARY", "BINARY.SIZE":
+	default:
+		return sectionReq{}, false
 	}
-	if n == 1 {
-		var p *imap.SectionPartial
-		if partial != nil {
-			p = partial(0)
+	end := sectionEnd(name, open)
+	if end > len(name) || name[end-1] != ']' {
+		return sectionReq{}, false
+	}
+	sr := sectionReq{kind: kind, length: -1}
+	spec := name[open+1 : end-1]
+	if !parseSectionSpec(spec, &sr.sec) {
+		return sectionReq{}, false
+	}
+	rest := name[end:]
+	if len(rest) > 0 {
+		if rest[0] != '<' || rest[len(rest)-1] != '>' {
+			return sectionReq{}, false
 		}
-		off, cnt := window(size, p)
-		if off > 0 {
-			if _, err := io.CopyN(io.Discard, r, off); err != nil {
-				return s.brokenLiteral(err)
+		p := string(rest[1 : len(rest)-1])
+		o, l, hasLen := strings.Cut(p, ".")
+		origin, err := strconv.ParseInt(o, 10, 64)
+		if err != nil || origin < 0 {
+			return sectionReq{}, false
+		}
+		sr.origin = origin
+		if request {
+			if !hasLen {
+				return sectionReq{}, false
 			}
+			n, err := strconv.ParseInt(l, 10, 64)
+			if err != nil || n < 0 {
+				return sectionReq{}, false
+			}
+			sr.length = n
+		} else {
+			sr.length = -2 // origin given; length from the request
 		}
-		wc := open(0, cnt)
-		buf := copyBufs.Get().(*[]byte)
-		written, err := io.CopyBuffer(wc, io.LimitReader(r, cnt), *buf)
-		copyBufs.Put(buf)
-		if err == nil && written < cnt {
-			err = io.ErrUnexpectedEOF
-		}
+	}
+	return sr, true
+}
+
+// parseSectionSpec parses a section spec (RFC 9051 section 9, section-spec).
+func parseSectionSpec(spec []byte, sec *imap.FetchItemBodySection) bool {
+	head, list, hasList := bytes.Cut(spec, []byte(" "))
+	parts := strings.Split(string(head), ".")
+	if len(head) == 0 {
+		return !hasList
+	}
+	i := 0
+	for ; i < len(parts); i++ {
+		n, err := strconv.Atoi(parts[i])
 		if err != nil {
-			wc.Close()
-			return s.brokenLiteral(err)
+			break
 		}
-		if err := wc.Close(); err != nil {
-			return err
+		if n <= 0 {
+			return false
 		}
-		_, err = io.Copy(io.Discard, r)
-		return err
+		sec.Part = append(sec.Part, n)
 	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return s.brokenLiteral(err)
+	text := strings.ToUpper(strings.Join(parts[i:], "."))
+	switch text {
+	case "":
+		return !hasList
+	case "HEADER":
+		sec.Specifier = imap.PartSpecifierHeader
+	case "TEXT":
+		sec.Specifier = imap.PartSpecifierText
+	case "MIME":
+		if len(sec.Part) == 0 {
+			return false
+		}
+		sec.Specifier = imap.PartSpecifierMIME
+	case "HEADER.FIELDS", "HEADER.FIELDS.NOT":
+		sec.Specifier = imap.PartSpecifierHeader
+		if !hasList {
+			return false
+		}
+		fields, ok := headerList(list)
+		if !ok {
+			return false
+		}
+		if text == "HEADER.FIELDS" {
+			sec.HeaderFields = fields
+		} else {
+			sec.HeaderFieldsNot = fields
+		}
+		return true
+	default:
+		return false
 	}
-	for i := 0; i < n; i++ {
-		var p *imap.SectionPartial
-		if partial != nil {
-			p = partial(i)
-		}
-		off, cnt := window(int64(len(b)), p)
-		wc := open(i, cnt)
-		if _, err := wc.Write(b[off : off+cnt]); err != nil {
-			wc.Close()
-			return err
-		}
-		if err := wc.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return !hasList
 }
 
-// brokenLiteral handles a literal cut short by the upstream: the client's response cannot be completed, so
-// the client gets BYE (RFC 9051 section 7.1.5) and the command fails.
-func (s *session) brokenLiteral(err error) error {
-	if s.openMsg != nil {
-		_ = s.openMsg.Close()
-		s.openMsg = nil
+// headerList parses "(field field ...)" (astrings).
+func headerList(b []byte) ([]string, bool) {
+	s := &scanner{b: b}
+	if t, err := s.next(); err != nil || t.kind != tokOpen {
+		return nil, false
 	}
-	s.bye("Upstream server connection lost")
-	return fmt.Errorf("proxy: relaying literal: %w", err)
+	var out []string
+	for {
+		t, err := s.next()
+		if err != nil {
+			return nil, false
+		}
+		if t.kind == tokClose {
+			return out, len(out) > 0
+		}
+		v, ok := astring(t)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, string(v))
+	}
 }
 
-// window returns the byte range of a partial fetch (RFC 9051 section 6.4.5, "<origin.octets>"): an origin past
-// the end gives an empty result.
-func window(size int64, p *imap.SectionPartial) (off, n int64) {
-	if p == nil {
-		return 0, size
+// sameSection reports whether two parsed sections name the same data (header field names compare
+// case-insensitively, RFC 9051 section 6.4.5).
+func sameSection(a, b *imap.FetchItemBodySection) bool {
+	eqFold := func(x, y []string) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !strings.EqualFold(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
 	}
-	off = min(p.Offset, size)
-	n = size - off
-	if p.Size >= 0 && p.Size < n {
-		n = p.Size
-	}
-	return off, n
+	return intsEqual(a.Part, b.Part) && a.Specifier == b.Specifier &&
+		eqFold(a.HeaderFields, b.HeaderFields) && eqFold(a.HeaderFieldsNot, b.HeaderFieldsNot)
 }
-
-// copyBufs holds the buffers literals are streamed through: large enough to move a socket's worth per call.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 func intsEqual(a, b []int) bool {
 	if len(a) != len(b) {
@@ -249,35 +315,410 @@ func intsEqual(a, b []int) bool {
 	return true
 }
 
-// sanitizeBodyStructure makes a BODYSTRUCTURE safe for imapserver's writer: extension data present (the
-// writer panics without it when BODYSTRUCTURE was asked for) and no 0-part multipart (RFC 9051 section 9
-// body-type-mpart needs at least one part; an empty text/plain part stands in).
-func sanitizeBodyStructure(bs imap.BodyStructure) imap.BodyStructure {
-	switch bs := bs.(type) {
-	case *imap.BodyStructureSinglePart:
-		if bs.Extended == nil {
-			bs.Extended = &imap.BodyStructureSinglePartExt{}
-		}
-		if bs.MessageRFC822 != nil && bs.MessageRFC822.BodyStructure != nil {
-			bs.MessageRFC822.BodyStructure = sanitizeBodyStructure(bs.MessageRFC822.BodyStructure)
-		}
-		return bs
-	case *imap.BodyStructureMultiPart:
-		if bs.Extended == nil {
-			bs.Extended = &imap.BodyStructureMultiPartExt{}
-		}
-		if len(bs.Children) == 0 {
-			bs.Children = []imap.BodyStructure{&imap.BodyStructureSinglePart{
-				Type: "text", Subtype: "plain", Params: map[string]string{"charset": "us-ascii"}, Encoding: "7bit",
-				Text: &imap.BodyStructureText{}, Extended: &imap.BodyStructureSinglePartExt{},
-			}}
-		}
-		for i, c := range bs.Children {
-			bs.Children[i] = sanitizeBodyStructure(c)
-		}
-		return bs
+// fetchItem is one item of a FETCH response: bytes [start,end) of the unit, name and value.
+type fetchItem struct {
+	start, end int
+	name       string // upper case
+	rawName    []byte
+	val        token // first token of the value
+	valEnd     int
+}
+
+// parseFetchItems parses the items of a FETCH response "* N FETCH (...)" in u. On a unit that is cut short
+// (a literal not read yet) it returns the items before the cut and an error.
+func parseFetchItems(u []byte) (items []fetchItem, listStart int, err error) {
+	open := bytes.IndexByte(u, '(')
+	if open < 0 {
+		return nil, 0, errMalformedFetch
 	}
-	// nil or unknown: an empty text/plain part.
-	return &imap.BodyStructureSinglePart{Type: "text", Subtype: "plain", Params: map[string]string{"charset": "us-ascii"},
-		Encoding: "7bit", Text: &imap.BodyStructureText{}, Extended: &imap.BodyStructureSinglePartExt{}}
+	s := &scanner{b: u, pos: open + 1}
+	for {
+		s.skipSpaces()
+		if s.pos >= len(u) {
+			return items, open + 1, errMalformedFetch
+		}
+		if u[s.pos] == ')' {
+			return items, open + 1, nil
+		}
+		start := s.pos
+		end := fetchAttEnd(u, s.pos)
+		if end == start {
+			return items, open + 1, errMalformedFetch
+		}
+		it := fetchItem{start: start, rawName: u[start:end], name: strings.ToUpper(string(u[start:end]))}
+		s.pos = end
+		t, err := s.next()
+		if err != nil {
+			return items, open + 1, err
+		}
+		it.val = t
+		if it.valEnd, err = s.skipValue(t); err != nil {
+			return items, open + 1, err
+		}
+		it.end = it.valEnd
+		items = append(items, it)
+	}
+}
+
+var errMalformedFetch = &protoError{"malformed FETCH response"}
+
+type protoError struct{ s string }
+
+func (e *protoError) Error() string { return "proxy: " + e.s }
+
+// uidOf returns the UID item's value.
+func uidOf(u []byte, items []fetchItem) (uint32, bool) {
+	for _, it := range items {
+		if it.name == "UID" && it.val.kind == tokAtom {
+			n, err := strconv.ParseUint(string(it.val.val), 10, 32)
+			return uint32(n), err == nil && n > 0
+		}
+	}
+	return 0, false
+}
+
+// hasBodyItem reports whether a response carries an item computed from the message's content.
+func hasBodyItem(items []fetchItem) bool {
+	for _, it := range items {
+		if bodyDependentItem(it.name) {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchOwner returns the oldest pending FETCH command: responses to pipelined FETCH commands come in the
+// order the commands were sent (a server writes one command's responses at a time). Without one, a FETCH
+// response was pushed by NOTIFY (RFC 5465 section 5.2), whose MessageNew attributes then apply.
+func (r *relay) fetchOwner() *command {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.pending {
+		if c.fetch != nil {
+			return c
+		}
+	}
+	if r.notify != nil {
+		return &command{fetch: r.notify}
+	}
+	return nil
+}
+
+// prepareNotify adds UID to the fetch attributes of NOTIFY's MessageNew event (RFC 5465 section 5.2) when
+// they ask for body-dependent items, so that pushed FETCH responses name their message.
+func (r *relay) prepareNotify(u unit) unit {
+	i := indexFold(u, "MESSAGENEW")
+	if i < 0 {
+		return u
+	}
+	j := i + len("MESSAGENEW")
+	for j < len(u) && u[j] == ' ' {
+		j++
+	}
+	if j >= len(u) || u[j] != '(' {
+		return u
+	}
+	// Reuse the FETCH parser on "x FETCH 1 (<atts>)".
+	end := sectionEndParen(u, j)
+	if end < 0 {
+		return u
+	}
+	fake := newCommand("", "FETCH")
+	probe := append([]byte("x FETCH 1 "), u[j:end]...)
+	probe = append(probe, "\r\n"...)
+	out := r.prepareFetch(fake, probe)
+	r.mu.Lock()
+	r.notify = fake.fetch
+	r.mu.Unlock()
+	if !fake.fetch.addedUID {
+		return u
+	}
+	atts := bytes.TrimSuffix(out[len("x FETCH 1 "):], []byte("\r\n"))
+	res := append([]byte(nil), u[:j]...)
+	res = append(res, atts...)
+	return append(res, u[end:]...)
+}
+
+// sectionEndParen returns the offset after the ')' closing the '(' at b[open], or -1.
+func sectionEndParen(b []byte, open int) int {
+	depth := 0
+	for i := open; i < len(b); i++ {
+		switch b[i] {
+		case '[':
+			i = sectionEnd(b, i) - 1
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case '\r', '\n':
+			return -1
+		}
+	}
+	return -1
+}
+
+// withoutItem returns u without the item it (and one separating space).
+func withoutItem(u []byte, it fetchItem) []byte {
+	start, end := it.start, it.end
+	if end < len(u) && u[end] == ' ' {
+		end++
+	} else if start > 0 && u[start-1] == ' ' {
+		start--
+	}
+	out := make([]byte, 0, len(u)-(end-start))
+	out = append(out, u[:start]...)
+	return append(out, u[end:]...)
+}
+
+// fetchResponse relays one FETCH response whose first line is line.
+func (r *relay) fetchResponse(line []byte, seq uint32) error {
+	buf := append([]byte(nil), line...)
+	for {
+		m, ok := literalAt(line)
+		if !ok {
+			break
+		}
+		if m.size >= streamThreshold {
+			if pass, prefix := r.streamable(buf); pass {
+				var err error
+				buf, line, err = r.stream(prefix, m.size)
+				if err != nil {
+					return err
+				}
+				return r.passRest(buf, line)
+			}
+		}
+		var err error
+		if buf, err = appendN(buf, r.up.R, m.size); err != nil {
+			return err
+		}
+		if line, err = readLine(r.up.R); err != nil {
+			return err
+		}
+		buf = append(buf, line...)
+	}
+	return r.fetchUnit(buf, seq)
+}
+
+// passRest passes the rest of a response through after a streamed literal.
+func (r *relay) passRest(buf, line []byte) error {
+	for {
+		m, ok := literalAt(line)
+		if !ok {
+			return r.emit(buf)
+		}
+		var err error
+		if m.size >= streamThreshold {
+			if buf, line, err = r.stream(buf, m.size); err != nil {
+				return err
+			}
+			continue
+		}
+		if buf, err = appendN(buf, r.up.R, m.size); err != nil {
+			return err
+		}
+		if line, err = readLine(r.up.R); err != nil {
+			return err
+		}
+		buf = append(buf, line...)
+	}
+}
+
+// streamable decides, from the part of a FETCH response read before a large literal, whether the response
+// passes through unchanged; if so it returns the part to send (without the UID the relay added).
+func (r *relay) streamable(part []byte) (bool, []byte) {
+	items, _, _ := parseFetchItems(part)
+	uid, ok := uidOf(part, items)
+	if !ok {
+		return false, nil
+	}
+	cl, err := r.classOf(r.ctx, r.selected(), uid)
+	if err != nil || cl != plainMsg {
+		return false, nil
+	}
+	if owner := r.fetchOwner(); owner != nil && owner.fetch.addedUID {
+		for _, it := range items {
+			if it.name == "UID" {
+				return true, withoutItem(part, it)
+			}
+		}
+	}
+	return true, part
+}
+
+// fetchUnit relays one complete FETCH response.
+func (r *relay) fetchUnit(u []byte, seq uint32) error {
+	items, _, err := parseFetchItems(u)
+	if err != nil || !hasBodyItem(items) {
+		return r.emit(u)
+	}
+	owner := r.fetchOwner()
+	var uidItem *fetchItem
+	for i := range items {
+		if items[i].name == "UID" {
+			uidItem = &items[i]
+		}
+	}
+	plain := u
+	if owner != nil && owner.fetch.addedUID && uidItem != nil {
+		plain = withoutItem(u, *uidItem)
+	}
+	uid, ok := uidOf(u, items)
+	if !ok {
+		return r.emit(plain)
+	}
+	m := r.selected()
+	cl, err := r.classOf(r.ctx, m, uid)
+	if err != nil {
+		if r.ctx.Err() != nil {
+			return err
+		}
+		r.log.Warn("cannot classify message; relaying it unchanged", "uid", uid, "err", err)
+		r.srv.opts.Metrics.UpstreamError()
+		return r.emit(plain)
+	}
+	switch cl {
+	case plainMsg:
+		return r.emit(plain)
+	case vanished:
+		// Expunged before it could be classified; whether it needs rewriting is unknown, so it is left out,
+		// as a server may do for a message another session expunged (RFC 9051 section 7.1, EXPUNGEISSUED).
+		if owner == nil || owner.tag == "" {
+			return r.emit(plain)
+		}
+		owner.expunged.Store(true)
+		return nil
+	}
+	var req *fetchReq
+	if owner != nil {
+		req = owner.fetch
+	}
+	fut := make(chan []byte, 1)
+	if err := r.flushBatch(); err != nil {
+		return err
+	}
+	if err := r.sendFuture(fut); err != nil {
+		return err
+	}
+	var ownerCmd *command
+	if owner != nil && owner.tag != "" {
+		ownerCmd = owner
+		owner.rewrites.Add(1)
+	}
+	r.srv.rewriteSem <- struct{}{}
+	go func() {
+		defer func() { <-r.srv.rewriteSem }()
+		if ownerCmd != nil {
+			defer ownerCmd.rewrites.Done()
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				r.log.Error("panic rewriting a FETCH response", "panic", v)
+				fut <- nil
+				r.stop("Internal error")
+			}
+		}()
+		out, gone := r.rewriteFetch(r.ctx, u, seq, items, m, uid, req)
+		if gone && ownerCmd != nil {
+			ownerCmd.expunged.Store(true)
+		}
+		fut <- out
+	}()
+	return nil
+}
+
+// rewriteFetch builds the FETCH response for a candidate message from its served copy. A message that
+// vanished upstream before its ciphertext could be read is left out (gone), as a server may do for a message
+// another session expunged (RFC 9051 section 7.1, EXPUNGEISSUED).
+func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []fetchItem, m mailboxRef, uid uint32, req *fetchReq) (out []byte, gone bool) {
+	// The ciphertext is in the response when the client asked for all of it.
+	var inline []byte
+	for _, it := range items {
+		if (it.name == "BODY[]" || it.name == "RFC822") && it.val.kind == tokLiteral {
+			inline = it.val.val[:len(it.val.val):len(it.val.val)]
+		}
+	}
+	handed := false
+	raw := func() ([]byte, error) {
+		if inline != nil && !handed {
+			handed = true
+			return inline, nil
+		}
+		return r.fetchRaw(ctx, m, uid)
+	}
+	served, err := r.srv.opts.Rewriter.Rewrite(ctx, r.ref(m, uid), raw)
+	if errors.Is(err, errNoSuchMessage) {
+		r.log.Debug("message expunged upstream before it could be read", "uid", uid)
+		return nil, true
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("cannot read message to decrypt; relaying it unchanged", "uid", uid, "err", err)
+		}
+		if handed {
+			return nilBodyItems(u, items, req), false
+		}
+		return stripAdded(u, items, req), false
+	}
+	v := newServedView(r, m, uid, served)
+	out = make([]byte, 0, len(served)+256)
+	out = append(out, "* "...)
+	out = strconv.AppendUint(out, uint64(seq), 10)
+	out = append(out, " FETCH ("...)
+	first := true
+	for _, it := range items {
+		if it.name == "UID" && req != nil && req.addedUID {
+			continue
+		}
+		if !first {
+			out = append(out, ' ')
+		}
+		first = false
+		if !bodyDependentItem(it.name) {
+			out = append(out, u[it.start:it.end]...)
+			continue
+		}
+		out = append(out, it.rawName...)
+		out = append(out, ' ')
+		out = v.appendItem(out, it, req)
+	}
+	return append(out, ")\r\n"...), false
+}
+
+// stripAdded returns u without the UID the relay added.
+func stripAdded(u []byte, items []fetchItem, req *fetchReq) []byte {
+	if req != nil && req.addedUID {
+		for _, it := range items {
+			if it.name == "UID" {
+				return withoutItem(u, it)
+			}
+		}
+	}
+	return u
+}
+
+// nilBodyItems returns u with every body-dependent item's value NIL (the message could not be read again:
+// expunged meanwhile, as a server answers, RFC 9051 section 7.5.2).
+func nilBodyItems(u []byte, items []fetchItem, req *fetchReq) []byte {
+	out := append([]byte(nil), u[:items[0].start]...)
+	first := true
+	for _, it := range items {
+		if it.name == "UID" && req != nil && req.addedUID {
+			continue
+		}
+		if !first {
+			out = append(out, ' ')
+		}
+		first = false
+		if bodyDependentItem(it.name) && it.name != "RFC822.SIZE" {
+			out = append(out, it.rawName...)
+			out = append(out, " NIL"...)
+		} else {
+			out = append(out, u[it.start:it.end]...)
+		}
+	}
+	return append(out, ")\r\n"...)
 }

@@ -23,12 +23,18 @@ import (
 // startProxy serves a proxy for d on a loopback listener and returns its address; it is closed at cleanup.
 func startProxy(t testing.TB, d *testenv.Dovecot, rw proxy.Rewriter) (string, *proxy.Server) {
 	t.Helper()
+	return startProxyAt(t, "imap://"+d.Addr(), d.CAFile(), rw)
+}
+
+// startProxyAt serves a proxy for the upstream URL (trusting caFile).
+func startProxyAt(t testing.TB, url, caFile string, rw proxy.Rewriter) (string, *proxy.Server) {
+	t.Helper()
 	lvl := slog.LevelWarn
 	if os.Getenv("SMIMEPROXY_TEST_DEBUG") != "" {
 		lvl = slog.LevelDebug
 	}
 	srv, err := proxy.New(proxy.Options{
-		Upstream: backend.Options{URL: "imap://" + d.Addr(), CAFile: d.CAFile()},
+		Upstream: backend.Options{URL: url, CAFile: caFile},
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 		Rewriter: rw,
 	})

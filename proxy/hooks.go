@@ -1,9 +1,45 @@
 package proxy
 
-import "context"
+import (
+	"context"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// Rewriter decides which messages are served rewritten (decrypted) instead of relayed.
+//
+// The proxy calls Candidate for every message of a FETCH that asks for a body-dependent item (RFC822.SIZE,
+// ENVELOPE, BODY, BODYSTRUCTURE, BODY[...], BINARY[...], BINARY.SIZE[...], RFC822, RFC822.HEADER, RFC822.TEXT)
+// and Rewrite for each candidate; every such item of a candidate is then computed from the rewritten bytes, so
+// that RFC822.SIZE equals the length of BODY[], partial fetches are windows of it, and BODYSTRUCTURE and
+// ENVELOPE describe it. Implementations must be safe for concurrent use (one proxy serves many sessions).
+type Rewriter interface {
+	// Candidate reports from a message's BODYSTRUCTURE whether it may need rewriting (cheap, no I/O).
+	Candidate(bs imap.BodyStructure) bool
+	// Rewrite returns the bytes to serve for the message (user, mailbox, UIDVALIDITY, UID identify it;
+	// raw returns the upstream bytes BODY.PEEK[], each call in a fresh buffer that the Rewriter owns and may
+	// overwrite). It must not fail: undecryptable messages come back with a status header. Implementations
+	// cache.
+	Rewrite(ctx context.Context, m MessageRef, raw func() ([]byte, error)) ([]byte, error)
+}
+
+// MessageRef names one message of one user's mailbox on the upstream server. UIDValidity and UID are the
+// upstream's (RFC 9051 section 2.3.1.1), so a (User, Mailbox, UIDValidity, UID) tuple never names two
+// different messages.
+type MessageRef struct {
+	User, Mailbox    string
+	UIDValidity, UID uint32
+}
 
 // The optional interfaces below are implemented by a Rewriter that decrypts (package decrypt). The proxy finds
 // them with type assertions, so a Rewriter that only rewrites FETCH (tests) need not implement them.
+
+// CandidateFilter narrows which messages the proxy asks Rewriter.Candidate about: only messages matching the
+// criteria (searched upstream, RFC 9051 section 6.4.4) can be candidates, so the BODYSTRUCTURE of only those
+// is fetched. Without it every message is classified by its BODYSTRUCTURE.
+type CandidateFilter interface {
+	CandidateCriteria() *imap.SearchCriteria
+}
 
 // HeaderGuard names header fields whose presence makes a message a candidate besides its BODYSTRUCTURE: a
 // plain message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is

@@ -130,7 +130,8 @@ func TestUpstreamLoss(t *testing.T) {
 	testenv.WaitGoroutines(t, base, 10*time.Second)
 }
 
-// TestUpstreamLossBye checks the BYE text on the wire with a raw client.
+// TestUpstreamLossBye checks the BYE text on the wire with a raw client: the server's own BYE when it says
+// one (Dovecot shutting down), the proxy's when the connection is cut without one (RFC 9051 section 7.1.5).
 func TestUpstreamLossBye(t *testing.T) {
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	addr, _ := startProxy(t, d, nil)
@@ -139,8 +140,20 @@ func TestUpstreamLossBye(t *testing.T) {
 	conn.cmd(t, "b SELECT INBOX", "b OK")
 	d.Stop()
 	line := conn.readUntil(t, "* BYE")
-	if !strings.Contains(line, "Upstream") {
-		t.Errorf("BYE line %q", line)
+	if !strings.Contains(line, "* BYE Server shutting down") && !strings.Contains(line, "* BYE Upstream server connection lost") {
+		t.Errorf("BYE line %q, want Dovecot's own or the proxy's", line)
+	}
+
+	d2 := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	cut := testenv.NewRelay(t, d2.Addr())
+	addr2, _ := startProxyAt(t, "imap://"+cut.Addr(), d2.CAFile(), nil)
+	conn2 := rawDial(t, addr2)
+	conn2.cmd(t, "a LOGIN alice alice-pw", "a OK")
+	conn2.cmd(t, "b SELECT INBOX", "b OK")
+	cut.Stop()
+	line = conn2.readUntil(t, "* BYE")
+	if !strings.Contains(line, "* BYE Upstream server connection lost") {
+		t.Errorf("BYE line %q after a cut", line)
 	}
 }
 

@@ -1,231 +1,312 @@
 package proxy
 
 import (
-	"cmp"
-	"context"
 	"slices"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-imap/v2/imapserver"
-
-	"github.com/smimeproxy/smimeproxy/backend"
+	"strconv"
+	"strings"
+	"sync"
 )
 
-// Search serves SEARCH and UID SEARCH (RFC 9051 section 6.4.4) with the criteria imapserver parsed. The upstream
-// is always sent a plain SEARCH; ESEARCH results (RFC 4731: MIN, MAX, COUNT) are computed here, and an empty
-// result is an empty set of the right kind (go-imap writes no ALL then).
+// SEARCH, UID SEARCH, SORT, THREAD (RFC 9051 section 6.4.4, RFC 5256, RFC 4731, RFC 5267) with BODY or TEXT
+// keys must see the served (decrypted) copies of encrypted messages. The relay evaluates each such key itself
+// over the mailbox's candidates E (the index) and rewrites it so that the upstream server answers for every
+// other message as before:
 //
-// When the criteria hold BODY or TEXT keys and the Rewriter is a TextMatcher, those keys are also evaluated
-// over the served (decrypted) copies of the mailbox's encrypted messages (searchMerged); every other key is
-// still evaluated upstream.
-func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
-	ctx, cancel := s.begin()
-	defer s.end(&err, cancel)
-	var nums []uint32
-	var leaves []textLeaf
-	textLeaves(criteria, &leaves)
-	if tm, ok := s.srv.opts.Rewriter.(TextMatcher); ok && len(leaves) > 0 && s.mailbox != "" {
-		nums, err = s.searchMerged(ctx, kind, criteria, leaves, tm)
-	} else {
-		nums, err = s.searchUpstream(ctx, kind, criteria)
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := &imap.SearchData{Count: uint32(len(nums))}
-	if kind == imapserver.NumKindUID {
-		set := imap.UIDSet{}
-		for _, n := range nums {
-			set.AddNum(imap.UID(n))
-		}
-		out.All = set
-	} else {
-		set := imap.SeqSet{}
-		for _, n := range nums {
-			set.AddNum(n)
-		}
-		out.All = set
-	}
-	if len(nums) > 0 {
-		out.Min, out.Max = nums[0], nums[len(nums)-1]
-	}
-	return out, nil
+//	BODY x   becomes   (OR UID <M> (BODY x NOT UID <E>))
+//
+// where M is the subset of E whose served copy matches. Everything else (the other keys, sequence numbers,
+// RETURN options, SAVE and $, sorting, threading, CONTEXT updates) stays the upstream's. Messages that arrive
+// after the rewrite (CONTEXT=UPDATE) are matched by the upstream alone. SORT (SIZE) orders encrypted messages
+// by their upstream (ciphertext) size.
+
+// searchArity gives the number of arguments of each search key (RFC 9051 section 6.4.4 and extensions).
+var searchArity = map[string]int{
+	"ALL": 0, "ANSWERED": 0, "DELETED": 0, "DRAFT": 0, "FLAGGED": 0, "NEW": 0, "OLD": 0, "RECENT": 0,
+	"SEEN": 0, "UNANSWERED": 0, "UNDELETED": 0, "UNDRAFT": 0, "UNFLAGGED": 0, "UNSEEN": 0,
+	"SAVEDATESUPPORTED": 0,
+	"BCC":               1, "BEFORE": 1, "BODY": 1, "CC": 1, "FROM": 1, "KEYWORD": 1, "LARGER": 1, "ON": 1,
+	"SENTBEFORE": 1, "SENTON": 1, "SENTSINCE": 1, "SINCE": 1, "SMALLER": 1, "SUBJECT": 1, "TEXT": 1,
+	"TO": 1, "UID": 1, "UNKEYWORD": 1, "OLDER": 1, "YOUNGER": 1, "SAVEDBEFORE": 1, "SAVEDON": 1,
+	"SAVEDSINCE": 1, "EMAILID": 1, "THREADID": 1, "FILTER": 1,
+	"HEADER": 2,
 }
 
-// searchUpstream runs one SEARCH (or UID SEARCH) upstream and returns the numbers found, ascending.
-func (s *session) searchUpstream(ctx context.Context, kind imapserver.NumKind, criteria *imap.SearchCriteria) ([]uint32, error) {
-	var data *imap.SearchData
-	err := s.do(ctx, func(up *backend.Conn) error {
-		var cmd *imapclient.SearchCommand
-		if kind == imapserver.NumKindUID {
-			cmd = up.Client.UIDSearch(criteria, nil)
-		} else {
-			cmd = up.Client.Search(criteria, nil)
-		}
-		var err error
-		data, err = cmd.Wait()
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	var nums []uint32
-	switch all := data.All.(type) {
-	case imap.UIDSet:
-		uids, _ := all.Nums()
-		for _, u := range uids {
-			nums = append(nums, uint32(u))
-		}
-	case imap.SeqSet:
-		nums, _ = all.Nums()
-	}
-	slices.Sort(nums)
-	return slices.Compact(nums), nil
+// textKey is one BODY or TEXT key of a search program: its bytes [start,end) and its string.
+type textKey struct {
+	start, end int
+	needle     string
+	headerToo  bool
 }
 
-// textLeaf is one BODY (headerToo false) or TEXT (headerToo true) key of a search program.
-type textLeaf struct {
-	needle    string
-	headerToo bool
-}
+// errSearchSyntax stops the rewrite: the command goes upstream unchanged (and the server says what is wrong).
+var errSearchSyntax = &protoError{"search program not understood"}
 
-// textLeaves appends the BODY and TEXT keys of c in a fixed order (this node's BODY, TEXT, then NOT and OR
-// operands depth first), the order substituteText consumes them in.
-func textLeaves(c *imap.SearchCriteria, out *[]textLeaf) {
-	for _, b := range c.Body {
-		*out = append(*out, textLeaf{b, false})
-	}
-	for _, t := range c.Text {
-		*out = append(*out, textLeaf{t, true})
-	}
-	for i := range c.Not {
-		textLeaves(&c.Not[i], out)
-	}
-	for i := range c.Or {
-		textLeaves(&c.Or[i][0], out)
-		textLeaves(&c.Or[i][1], out)
-	}
-}
-
-// substituteText returns c with each BODY/TEXT key replaced by its known truth value: a true key is dropped
-// (an AND with ALL), a false one becomes NOT ALL. c is not modified.
-func substituteText(c *imap.SearchCriteria, truth []bool, k *int) imap.SearchCriteria {
-	out := *c
-	out.Body, out.Text, out.Not, out.Or = nil, nil, nil, nil
-	falseHere := false
-	for range len(c.Body) + len(c.Text) {
-		if !truth[*k] {
-			falseHere = true
-		}
-		*k++
-	}
-	for i := range c.Not {
-		out.Not = append(out.Not, substituteText(&c.Not[i], truth, k))
-	}
-	for i := range c.Or {
-		a := substituteText(&c.Or[i][0], truth, k)
-		b := substituteText(&c.Or[i][1], truth, k)
-		out.Or = append(out.Or, [2]imap.SearchCriteria{a, b})
-	}
-	if falseHere {
-		out.Not = append(out.Not, imap.SearchCriteria{}) // NOT ALL
-	}
-	return out
-}
-
-// searchMerged evaluates criteria with its BODY/TEXT keys answered from the served copies of the selected
-// mailbox's encrypted messages: the upstream answers for every other message (criteria AND NOT UID
-// encrypted), and, for the encrypted messages grouped by the truth of their text keys, the upstream evaluates
-// the remaining keys with those truths substituted (criteria' AND UID group). The union is the answer.
-func (s *session) searchMerged(ctx context.Context, kind imapserver.NumKind, criteria *imap.SearchCriteria, leaves []textLeaf, tm TextMatcher) ([]uint32, error) {
-	enc, err := s.encryptedUIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(enc) == 0 {
-		return s.searchUpstream(ctx, kind, criteria)
-	}
-	var encSet imap.UIDSet
-	for _, m := range enc {
-		encSet.AddNum(m.uid)
-	}
-	rest := *criteria
-	rest.Not = append(slices.Clip(rest.Not), imap.SearchCriteria{UID: []imap.UIDSet{encSet}})
-	nums, err := s.searchUpstream(ctx, kind, &rest)
-	if err != nil {
-		return nil, err
-	}
-	up, err := s.upstream()
-	if err != nil {
-		return nil, err
-	}
-	groups := map[string]imap.UIDSet{}
-	truths := map[string][]bool{}
-	err = s.rewriteInOrder(ctx, up, enc, func(m msgMeta, served []byte) error {
-		uid := m.uid
-		truth := make([]bool, len(leaves))
-		key := make([]byte, len(leaves))
-		for i, l := range leaves {
-			truth[i] = tm.MatchText(served, l.needle, l.headerToo)
-			key[i] = '0'
-			if truth[i] {
-				key[i] = '1'
-			}
-		}
-		set := groups[string(key)]
-		set.AddNum(uid)
-		groups[string(key)] = set
-		truths[string(key)] = truth
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for key, set := range groups {
-		k := 0
-		c := substituteText(criteria, truths[key], &k)
-		c.UID = append(slices.Clip(c.UID), set)
-		found, err := s.searchUpstream(ctx, kind, &c)
+// searchKeys finds the text keys of the search program that starts at s.
+func searchKeys(s *scanner, depth int) ([]textKey, error) {
+	var out []textKey
+	for {
+		save := s.pos
+		t, err := s.next()
 		if err != nil {
 			return nil, err
 		}
-		nums = append(nums, found...)
+		switch t.kind {
+		case tokEOL, tokEOF:
+			s.pos = save
+			return out, nil
+		case tokClose:
+			if depth == 0 {
+				return nil, errSearchSyntax
+			}
+			s.pos = save
+			return out, nil
+		}
+		keys, err := searchKey(s, t, depth)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keys...)
 	}
-	slices.Sort(nums)
-	return slices.Compact(nums), nil
 }
 
-// encryptedUIDs returns the selected mailbox's messages that the Rewriter rewrites, by ascending UID: the
-// upstream narrows the field with a header search for Content-Type values naming PKCS #7 or smime.p7m (RFC 8551
-// section 3.2), and each hit's BODYSTRUCTURE goes to Rewriter.Candidate.
-func (s *session) encryptedUIDs(ctx context.Context) ([]msgMeta, error) {
-	pre, err := s.searchUpstream(ctx, imapserver.NumKindUID, &imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{
-		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "pkcs7"}}},
-		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "smime"}}},
-	}}})
-	if err != nil || len(pre) == 0 {
+// searchKey reads one key whose first token is t.
+func searchKey(s *scanner, t token, depth int) ([]textKey, error) {
+	if depth > 100 {
+		return nil, errSearchSyntax
+	}
+	switch t.kind {
+	case tokOpen:
+		keys, err := searchKeys(s, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if c, err := s.next(); err != nil || c.kind != tokClose {
+			return nil, errSearchSyntax
+		}
+		return keys, nil
+	case tokAtom:
+	default:
+		return nil, errSearchSyntax
+	}
+	name := strings.ToUpper(string(t.val))
+	switch name {
+	case "NOT", "FUZZY":
+		n, err := s.next()
+		if err != nil {
+			return nil, err
+		}
+		keys, err := searchKey(s, n, depth+1)
+		if name == "FUZZY" && len(keys) > 0 {
+			return nil, errSearchSyntax // a fuzzy text key cannot be rewritten into a group
+		}
+		return keys, err
+	case "OR":
+		var all []textKey
+		for range 2 {
+			n, err := s.next()
+			if err != nil {
+				return nil, err
+			}
+			keys, err := searchKey(s, n, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, keys...)
+		}
+		return all, nil
+	case "MODSEQ":
+		// MODSEQ [entry-name entry-type-req] mod-sequence-valzer (RFC 7162 section 3.1.5)
+		n, err := s.next()
+		if err != nil {
+			return nil, err
+		}
+		if n.kind == tokQuoted || n.kind == tokLiteral {
+			s.next()
+			s.next()
+		}
+		return nil, nil
+	}
+	if isSequenceSet(t.val) {
+		return nil, nil
+	}
+	arity, ok := searchArity[name]
+	if !ok {
+		return nil, errSearchSyntax
+	}
+	var last token
+	for range arity {
+		a, err := s.next()
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := astring(a); !ok {
+			return nil, errSearchSyntax
+		}
+		last = a
+	}
+	if name == "BODY" || name == "TEXT" {
+		return []textKey{{start: t.start, end: last.end, needle: string(last.val), headerToo: name == "TEXT"}}, nil
+	}
+	return nil, nil
+}
+
+func isSequenceSet(b []byte) bool {
+	for _, c := range b {
+		if !(c >= '0' && c <= '9' || c == '*' || c == ':' || c == ',' || c == '$') {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// searchProgram positions s at the search program of a SEARCH, SORT or THREAD command.
+func searchProgram(u unit, name string) (*scanner, bool) {
+	s := &scanner{b: u}
+	s.next() // tag
+	if strings.HasPrefix(name, "UID ") {
+		s.next()
+	}
+	s.next() // command
+	switch strings.TrimPrefix(name, "UID ") {
+	case "SORT":
+		t, _ := s.next()
+		if t.kind != tokOpen {
+			return nil, false
+		}
+		if _, err := s.skipValue(t); err != nil {
+			return nil, false
+		}
+		s.next() // charset
+	case "THREAD":
+		s.next() // algorithm
+		s.next() // charset
+	default:
+		for {
+			save := s.pos
+			t, err := s.next()
+			if err != nil || t.kind != tokAtom {
+				s.pos = save
+				break
+			}
+			switch strings.ToUpper(string(t.val)) {
+			case "RETURN":
+				o, _ := s.next()
+				if _, err := s.skipValue(o); err != nil {
+					return nil, false
+				}
+				continue
+			case "CHARSET":
+				s.next()
+				continue
+			}
+			s.pos = save
+			break
+		}
+	}
+	return s, true
+}
+
+// prepareSearch rewrites the text keys of a search command (see above); it returns u unchanged when there is
+// nothing to rewrite.
+func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
+	tm, ok := r.srv.opts.Rewriter.(TextMatcher)
+	if !ok {
+		return u, nil
+	}
+	s, ok := searchProgram(u, c.name)
+	if !ok {
+		return u, nil
+	}
+	keys, err := searchKeys(s, 0)
+	if err != nil || len(keys) == 0 {
+		return u, nil
+	}
+	// The selected mailbox is known once every earlier command completed.
+	if err := r.waitIdle(); err != nil {
 		return nil, err
 	}
-	var set imap.UIDSet
-	for _, u := range pre {
-		set.AddNum(imap.UID(u))
+	m := r.selected()
+	if !m.ok {
+		return u, nil
 	}
-	var out []msgMeta
-	err = s.do(ctx, func(up *backend.Conn) error {
-		cmd := up.Client.Fetch(set, &imap.FetchOptions{UID: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true}})
-		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-			buf, err := msg.Collect()
+	ctx := r.ctx
+	enc, err := r.candidates(ctx, m)
+	if err != nil {
+		r.log.Warn("cannot list encrypted messages; searching upstream only", "err", err)
+		return u, nil
+	}
+	if len(enc) == 0 {
+		return u, nil
+	}
+	matches := make([][]uint32, len(keys))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, uid := range enc {
+		r.srv.rewriteSem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-r.srv.rewriteSem }()
+			served, err := r.srv.opts.Rewriter.Rewrite(ctx, r.ref(m, uid), func() ([]byte, error) { return r.fetchRaw(ctx, m, uid) })
 			if err != nil {
-				cmd.Close()
-				return err
+				return // expunged meanwhile, or unreadable: the upstream's answer stands
 			}
-			if buf.UID != 0 && buf.BodyStructure != nil && s.srv.opts.Rewriter.Candidate(buf.BodyStructure) {
-				out = append(out, msgMeta{seq: buf.SeqNum, uid: buf.UID, bs: buf.BodyStructure})
+			for i, k := range keys {
+				if tm.MatchText(served, k.needle, k.headerToo) {
+					mu.Lock()
+					matches[i] = append(matches[i], uid)
+					mu.Unlock()
+				}
 			}
+		}()
+	}
+	wg.Wait()
+	encSet := uidSetString(enc)
+	out := make(unit, 0, len(u)+len(keys)*(2*len(encSet)+32))
+	prev := 0
+	for i, k := range keys {
+		out = append(out, u[prev:k.start]...)
+		out = append(out, '(')
+		if len(matches[i]) > 0 {
+			out = append(out, "OR UID "...)
+			out = append(out, uidSetString(sortedUnique(matches[i]))...)
+			out = append(out, " ("...)
 		}
-		return cmd.Close()
-	})
-	slices.SortFunc(out, func(a, b msgMeta) int { return cmp.Compare(a.uid, b.uid) })
-	return out, err
+		out = append(out, u[k.start:k.end]...)
+		out = append(out, " NOT UID "...)
+		out = append(out, encSet...)
+		if len(matches[i]) > 0 {
+			out = append(out, ')')
+		}
+		out = append(out, ')')
+		prev = k.end
+	}
+	return append(out, u[prev:]...), nil
+}
+
+func sortedUnique(l []uint32) []uint32 {
+	out := append([]uint32(nil), l...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// uidSetString formats ascending UIDs as an IMAP sequence set with ranges.
+func uidSetString(uids []uint32) string {
+	var b strings.Builder
+	for i := 0; i < len(uids); {
+		j := i
+		for j+1 < len(uids) && uids[j+1] == uids[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(uint64(uids[i]), 10))
+		if j > i {
+			b.WriteByte(':')
+			b.WriteString(strconv.FormatUint(uint64(uids[j]), 10))
+		}
+		i = j + 1
+	}
+	return b.String()
 }

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"strings"
+	"runtime"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/smimeproxy/smimeproxy/backend"
 )
@@ -66,12 +64,18 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	sessions  map[*session]struct{}
-	closed    bool
-	conns     sync.WaitGroup
-	nextID    uint64
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	relays     map[*relay]struct{}
+	sides      map[string]*sidePool
+	indexes    map[indexKey]*mailboxIndex
+	indexClock uint64
+	closed     bool
+	conns      sync.WaitGroup
+	nextID     uint64
+
+	// rewriteSem bounds the messages rewritten at once (decryption is CPU-bound).
+	rewriteSem chan struct{}
 }
 
 // New returns a Server. It fails when the upstream URL is invalid.
@@ -95,7 +99,9 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}}, nil
+	return &Server{opts: opts, log: log, listeners: map[net.Listener]struct{}{}, relays: map[*relay]struct{}{},
+		sides: map[string]*sidePool{}, indexes: map[indexKey]*mailboxIndex{},
+		rewriteSem: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}, nil
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -148,49 +154,44 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// handle serves one client connection with its own imapserver.Server, so that the capabilities advertised after
-// login can be the intersection with that user's upstream capabilities.
+// handle relays one client connection: it connects upstream, relays the greeting, then the whole session.
 func (s *Server) handle(c net.Conn, id uint64) {
 	defer s.conns.Done()
-	cc := newCorkConn(c)
-	caps := imap.CapSet{imap.CapIMAP4rev1: {}}
-	one := &oneListener{conn: cc, done: make(chan struct{})}
 	log := s.log.With("conn", id, "remote", c.RemoteAddr().String())
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(conn *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			sess := newSession(s, conn, cc, caps, log, one.done)
-			return sess, nil, nil
-		},
-		Caps:         caps,
-		Logger:       serverLogger{log},
-		InsecureAuth: true, // loopback listener; client-facing TLS is added by the caller's listener
-	})
-	log.Debug("client connected")
 	s.opts.Metrics.SessionStarted()
-	_ = srv.Serve(one)
-	<-one.done
-	s.opts.Metrics.SessionEnded()
+	defer s.opts.Metrics.SessionEnded()
+	log.Debug("client connected")
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommandTimeout)
+	up, err := backend.DialStream(ctx, s.opts.Upstream)
+	cancel()
+	if err != nil {
+		log.Warn("upstream dial failed", "err", err)
+		s.opts.Metrics.UpstreamError()
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "* BYE [UNAVAILABLE] Upstream server unavailable\r\n")
+		c.Close()
+		return
+	}
+	r := newRelay(s, c, up, log)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		io.WriteString(c, "* BYE Server shutting down\r\n")
+		c.Close()
+		up.Conn.Close()
+		return
+	}
+	s.relays[r] = struct{}{}
+	s.mu.Unlock()
+	r.run()
+	s.mu.Lock()
+	delete(s.relays, r)
+	s.mu.Unlock()
 	log.Debug("client disconnected")
 }
 
-func (s *Server) addSession(sess *session) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.sessions[sess] = struct{}{}
-	return true
-}
-
-func (s *Server) removeSession(sess *session) {
-	s.mu.Lock()
-	delete(s.sessions, sess)
-	s.mu.Unlock()
-}
-
-// Close stops accepting, lets running commands finish (bounded by Options.ShutdownTimeout), then says BYE to
-// every client and closes its upstream connection. It returns when all connections are gone.
+// Close stops accepting, lets commands in flight finish (bounded by Options.ShutdownTimeout), then says BYE
+// to every client and closes its upstream connection. It returns when all connections are gone.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -202,55 +203,22 @@ func (s *Server) Close() error {
 	for ln := range s.listeners {
 		ln.Close()
 	}
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
+	relays := make([]*relay, 0, len(s.relays))
+	for r := range s.relays {
+		relays = append(relays, r)
 	}
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, sess := range sessions {
+	for _, r := range relays {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sess.shutdown(ctx)
+			r.shutdown(ctx)
 		}()
 	}
 	wg.Wait()
 	s.conns.Wait()
 	return nil
-}
-
-// oneListener hands one connection to imapserver.Server.Serve, then blocks Accept until the session ends.
-type oneListener struct {
-	conn   net.Conn
-	once   sync.Once
-	done   chan struct{}
-	handed bool
-}
-
-func (l *oneListener) Accept() (net.Conn, error) {
-	if !l.handed {
-		l.handed = true
-		return l.conn, nil
-	}
-	<-l.done
-	return nil, net.ErrClosed
-}
-
-func (l *oneListener) Close() error   { return nil }
-func (l *oneListener) Addr() net.Addr { return l.conn.LocalAddr() }
-
-// serverLogger adapts slog to imapserver.Logger (go-imap logs internal errors and recovered panics there).
-type serverLogger struct{ log *slog.Logger }
-
-// A client that hangs up between commands is routine, not an error.
-func (l serverLogger) Printf(format string, args ...any) {
-	msg := "imapserver: " + fmt.Sprintf(format, args...)
-	if strings.Contains(msg, "failed to read command") {
-		l.log.Debug(msg)
-		return
-	}
-	l.log.Error(msg)
 }

@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/smimeproxy/smimeproxy/backend"
+)
+
+// The relay must decide, before it writes a message's FETCH response, whether the message is served
+// rewritten. It keeps, per user, mailbox and UIDVALIDITY, which UIDs are candidates (Rewriter.Candidate on
+// their BODYSTRUCTURE, or carrying a status field a sender forged, HeaderGuard). Messages are immutable
+// within a UIDVALIDITY (RFC 9051 section 2.3.1.1), so each is classified once, for all of the user's
+// connections. Classifying new messages costs two or three upstream searches over the new UID range on a
+// side connection, plus a BODYSTRUCTURE fetch of the few hits:
+//
+//	UID SEARCH UID n:*                                               the new range
+//	UID SEARCH UID n:m HEADER X-Smimeproxy-Status ""                 forged status fields
+//	UID SEARCH UID n:m OR HEADER Content-Type pkcs7 HEADER Content-Type smime    (CandidateFilter)
+//	UID FETCH <hits> (UID BODYSTRUCTURE)                             Rewriter.Candidate decides
+
+// maxIndexes bounds the mailboxes whose classification is kept.
+const maxIndexes = 4096
+
+type indexKey struct {
+	user, mailbox string
+	uidValidity   uint32
+}
+
+// mailboxIndex is the classification of one mailbox. mu is held while it is brought up to date, so
+// concurrent lookups of new messages share one round of searches.
+type mailboxIndex struct {
+	mu      sync.Mutex
+	checked uint32 // every UID up to checked is classified
+	cands   map[uint32]bool
+	// gone holds UIDs up to checked that were expunged before they could be classified: a session that has
+	// not heard of the expunge yet may still be sent data for them.
+	gone map[uint32]bool
+	used uint64
+}
+
+func (s *Server) index(user string, m mailboxRef) *mailboxIndex {
+	k := indexKey{user, m.name, m.uidValidity}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.indexClock++
+	ix := s.indexes[k]
+	if ix == nil {
+		if len(s.indexes) >= maxIndexes {
+			var oldest indexKey
+			var min uint64 = ^uint64(0)
+			for k, v := range s.indexes {
+				if v.used < min {
+					oldest, min = k, v.used
+				}
+			}
+			delete(s.indexes, oldest)
+		}
+		ix = &mailboxIndex{cands: map[uint32]bool{}, gone: map[uint32]bool{}}
+		s.indexes[k] = ix
+	}
+	ix.used = s.indexClock
+	return ix
+}
+
+// class is what the index knows of a message.
+type class int
+
+const (
+	plainMsg  class = iota
+	candidate       // served rewritten
+	vanished        // expunged before it could be classified
+)
+
+// classOf classifies uid of mailbox m, classifying new messages first.
+func (r *relay) classOf(ctx context.Context, m mailboxRef, uid uint32) (class, error) {
+	ix := r.srv.index(r.userName(), m)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if uid > ix.checked {
+		if err := r.side.do(ctx, m, func(c *backend.Conn) error { return r.classify(c, ix) }); err != nil {
+			return plainMsg, err
+		}
+	}
+	switch {
+	case ix.cands[uid]:
+		return candidate, nil
+	case ix.gone[uid] || uid > ix.checked:
+		return vanished, nil
+	}
+	return plainMsg, nil
+}
+
+// candidates returns every candidate of mailbox m, ascending, after classifying new messages.
+func (r *relay) candidates(ctx context.Context, m mailboxRef) ([]uint32, error) {
+	ix := r.srv.index(r.userName(), m)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if err := r.side.do(ctx, m, func(c *backend.Conn) error { return r.classify(c, ix) }); err != nil {
+		return nil, err
+	}
+	out := make([]uint32, 0, len(ix.cands))
+	for u, ok := range ix.cands {
+		if ok {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// classify brings ix up to date over side connection c (mailbox open).
+func (r *relay) classify(c *backend.Conn, ix *mailboxIndex) error {
+	if err := c.Client.Noop().Wait(); err != nil {
+		return err
+	}
+	from := imap.UID(ix.checked + 1)
+	newer, err := uidSearch(c, &imap.SearchCriteria{UID: []imap.UIDSet{{imap.UIDRange{Start: from, Stop: 0}}}})
+	if err != nil {
+		return err
+	}
+	var top imap.UID
+	exists := make(map[imap.UID]bool, len(newer))
+	for _, u := range newer {
+		top = max(top, u)
+		exists[u] = true
+	}
+	if top < from {
+		return nil // nothing new ("n:*" names the last message even when its UID is below n)
+	}
+	rng := imap.UIDSet{imap.UIDRange{Start: from, Stop: top}}
+	if hg, ok := r.srv.opts.Rewriter.(HeaderGuard); ok {
+		var anyField *imap.SearchCriteria
+		for _, f := range hg.StatusFields() {
+			one := imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: f, Value: ""}}}
+			if anyField == nil {
+				anyField = &one
+			} else {
+				anyField = &imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{*anyField, one}}}
+			}
+		}
+		if anyField != nil {
+			crit := *anyField
+			crit.UID = []imap.UIDSet{rng}
+			forged, err := uidSearch(c, &crit)
+			if err != nil {
+				return err
+			}
+			for _, u := range forged {
+				ix.cands[uint32(u)] = true
+			}
+		}
+	}
+	var confirm imap.UIDSet
+	if cf, ok := r.srv.opts.Rewriter.(CandidateFilter); ok {
+		crit := *cf.CandidateCriteria()
+		crit.UID = append(slices.Clip(crit.UID), rng)
+		hits, err := uidSearch(c, &crit)
+		if err != nil {
+			return err
+		}
+		for _, u := range hits {
+			if !ix.cands[uint32(u)] {
+				confirm.AddNum(u)
+			}
+		}
+	} else {
+		confirm = rng
+	}
+	seen := map[imap.UID]bool{}
+	if len(confirm) > 0 {
+		cmd := c.Client.Fetch(confirm, &imap.FetchOptions{UID: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true}})
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			buf, err := msg.Collect()
+			if err != nil {
+				cmd.Close()
+				return err
+			}
+			seen[buf.UID] = true
+			if buf.UID != 0 && buf.BodyStructure != nil && r.srv.opts.Rewriter.Candidate(buf.BodyStructure) {
+				ix.cands[uint32(buf.UID)] = true
+			}
+		}
+		if err := cmd.Close(); err != nil {
+			return err
+		}
+	}
+	// What vanished between the searches (or before them) cannot be classified.
+	confirmed, _ := confirm.Nums()
+	for _, u := range confirmed {
+		if !seen[u] {
+			exists[u] = false
+		}
+	}
+	for u := from; u <= top; u++ {
+		if !exists[u] && !ix.cands[uint32(u)] {
+			ix.gone[uint32(u)] = true
+		}
+	}
+	ix.checked = uint32(top)
+	return nil
+}
+
+// uidSearch runs UID SEARCH and returns the UIDs found.
+func uidSearch(c *backend.Conn, crit *imap.SearchCriteria) ([]imap.UID, error) {
+	data, err := c.Client.UIDSearch(crit, nil).Wait()
+	if err != nil {
+		return nil, err
+	}
+	uids, _ := data.All.(imap.UIDSet)
+	nums, _ := uids.Nums()
+	return nums, nil
+}
