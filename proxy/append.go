@@ -357,7 +357,11 @@ func (r *relay) appendAsCopy(a *appendState, sel mailboxRef, uid uint32) (bool, 
 		return false, nil
 	}
 	r.log.Info("append of a served message stored as a copy of its ciphertext", "uid", uid)
-	return true, r.local(a.c.tag, fmt.Sprintf("OK [APPENDUID %d %d] Append completed (copy of the original ciphertext)", data.UIDValidity, uids[0]))
+	// The client's session learns of the new message the way an APPEND would tell it (EXISTS before the
+	// tagged OK): a NOOP under the APPEND's tag, whose tagged response becomes the APPEND's.
+	done := fmt.Sprintf("%s OK [APPENDUID %d %d] Append completed (copy of the original ciphertext)\r\n", a.c.tag, data.UIDValidity, uids[0])
+	a.c.tagged = func([]byte) []byte { return []byte(done) }
+	return true, r.forward(a.c, unit(a.c.tag+" NOOP\r\n"))
 }
 
 // peekHeader reads r up to and including the empty line that ends the header (RFC 5322 section 2.1), at most
