@@ -487,3 +487,29 @@ func TestUpstreamReadOnly(t *testing.T) {
 		t.Errorf("Trash holds %q after a refused MOVE", got)
 	}
 }
+
+// TestDemoMoveThroughProxy: what a new user's first client sees: through the demo's proxy, MOVE of one
+// message gives exactly one EXPUNGE for it (Thunderbird dropped an untouched second message when the demo
+// sent two), and the moved message arrives decrypted in the destination.
+func TestDemoMoveThroughProxy(t *testing.T) {
+	d := startDemo(t)
+	c := dialIMAP(t, d.Addr()) // logged in
+	c.ok("SELECT INBOX")
+	before := c.uids()
+	if len(before) < 2 {
+		t.Fatalf("demo INBOX has %d messages", len(before))
+	}
+	c.ok("CREATE Archive")
+	untagged := c.ok("MOVE 1 Archive")
+	if got := expunges(untagged); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("MOVE 1 through the proxy: EXPUNGE responses %v, want [1] (all: %q)", got, untagged)
+	}
+	if after := c.uids(); len(after) != len(before)-1 || after[0] != before[1] {
+		t.Errorf("INBOX UIDs after MOVE %v, before %v", after, before)
+	}
+	c.ok("SELECT Archive")
+	body := strings.Join(c.ok("FETCH 1 (BODY.PEEK[])"), "")
+	if !strings.Contains(body, "X-Smimeproxy-Status: decrypted") {
+		t.Errorf("moved message not served decrypted: %.300q", body)
+	}
+}

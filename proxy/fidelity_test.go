@@ -182,6 +182,9 @@ func TestRelayFidelity(t *testing.T) {
 		{"c", "UID FETCH 5:* UID"},
 		{"c", "FETCH 1,* UID"},
 		{"c", "UID FETCH 100:* (FLAGS)"},
+		// Thunderbird's poll past the last UID, then IDLE: nothing may arrive after "+ idling".
+		{"c", "IDLE"},
+		{"c", "DONE0"},
 		{"c", "SEARCH RECENT"},
 		{"c", "SEARCH NEW"},
 		{"c", "FETCH 1 (BODY[HEADER])"},
@@ -246,6 +249,18 @@ func TestRelayFidelity(t *testing.T) {
 				conn.send(fmt.Sprintf("t%d IDLE\r\n", conn.n))
 				out = append(out, conn.readResponse())
 				idling = true
+			case s.cmd == "DONE0":
+				// Nothing changed: DONE right away, then everything up to the tagged response.
+				conn.send("DONE\r\n")
+				tag := fmt.Sprintf("t%d ", conn.n)
+				for {
+					r := conn.readResponse()
+					out = append(out, r)
+					if strings.HasPrefix(r, tag) {
+						break
+					}
+				}
+				idling = false
 			case s.cmd == "DONE":
 				// The other session's change arrives while idling.
 				out = append(out, conn.readResponse())

@@ -69,7 +69,7 @@ type partData struct {
 	md5              *string
 	language         []string
 	location         *string
-	// envelope is the header of a message/rfc822 part's child.
+	// envelope is the ENVELOPE of a message's header: the root's, or that of a message/rfc822 part's child.
 	envelope envelope
 }
 
@@ -598,10 +598,11 @@ func parseLanguages(v []byte, lim *mailLimits) []string {
 }
 
 // parseParams parses the parameters after a Content-Type or Content-Disposition value, skipping broken ones
-// and stopping after maxParams, and joins RFC 2231 continuations (section 3): name*0, name*1... become one name, and with any extended
-// (charset'language'%XX) piece the name gets a "*" and the value stays encoded, with "”" in front when the
-// first piece is not extended and the "%" of unencoded pieces escaped as "%25". Pieces with missing or
-// duplicate numbers are kept as they are.
+// and stopping after maxParams, and joins RFC 2231 continuations (section 3) as Dovecot does: name*0,
+// name*1... become one parameter; if any piece is extended (charset'language'%XX), its name gets a "*", the
+// value stays encoded, an empty charset and language are put in front when the first piece is not extended
+// and the "%" of unextended pieces are escaped as "%25". Pieces with missing or duplicate numbers are kept
+// as they are.
 func parseParams(lx *lexer) []param {
 	type piece struct {
 		key, value string

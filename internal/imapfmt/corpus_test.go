@@ -336,5 +336,7 @@ second
 	{name: "folded-content-fields", text: "MIME-Version: 1.0\nContent-Type: text/plain;\n\tcharset=\"utf-8\";\n format=flowed\nContent-ID:\n <id@x.test>\nContent-Description: multi\n line\n  description\n\nx\n"},
 	{name: "multipart-preamble-epilogue-sizes", text: "Content-Type: multipart/mixed; boundary=\"=_x\"\n\n\n\npreamble\n\n--=_x\nContent-Type: text/plain\n\n\n\nblank lines\n\n\n--=_x--\n\n\nepilogue\n\n"},
 	{name: "message-rfc822-8bit-inner", text: "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nSubject: Grüße\nFrom: \"Jörg\" <j@x.test>\nContent-Type: text/plain; charset=utf-8\n\nÄ\n--b--\n"},
+	{name: "single-space-continuation-lines", text: "From: N \"abc\n def\n \nTo: x@y.test\n\t\nSubject: a\n \n b\n  \nMessage-ID: <a>\n \n\nx\n"},
+	{name: "too-many-parameters", text: "Content-Type: text/plain" + strings.Repeat("; p=v", 130) + "\nContent-Disposition: attachment" + strings.Repeat("; x", 100) + "; name=late\n\nx\n"},
 	{name: "many-addresses-and-escapes", text: "To: \"a\\\\b\" <x@y.test>, \"q\\\"q\" <q@y.test>, \"back\\\\slash\\\\es\\\\\\\\\"@y.test\nFrom: \"Name with \\\"quotes\\\"\" <n@x.test>\n\nx\n"},
 }

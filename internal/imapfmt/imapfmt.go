@@ -1,12 +1,23 @@
 // Package imapfmt computes, from the raw bytes of an RFC 5322 message, the IMAP FETCH values ENVELOPE, BODY
 // and BODYSTRUCTURE (RFC 3501 section 7.4.2, RFC 9051 section 7.5.2) exactly as Dovecot 2.3.19 sends them
-// for the same message stored through IMAP APPEND, byte for byte.
+// for the same message stored through IMAP APPEND, byte for byte, literals included.
 //
 // The proxy serves decrypted messages that the IMAP server never saw; clients must not be able to tell its
-// answers from the server's, so the package reproduces Dovecot's parsers (lib-mail's header, address and
-// MIME parsers, lib-imap's writers) decision for decision, including their treatment of malformed input and
-// their limits (100 nested MIME parts, 10,000 parts in all). Nothing is decoded: encoded words (RFC 2047) and
-// dates are sent as they appear in the header.
+// answers from the server's, so the package reproduces Dovecot's parsers (lib-mail's header, address, MIME
+// and RFC 2231 parsers, lib-imap's writers) decision for decision, including their treatment of malformed
+// input. Nothing is decoded: encoded words (RFC 2047) and dates are sent as they appear in the header.
+//
+// The reference is the Dovecot the tests run against, Debian bookworm's 2.3.19.1+dfsg1-2.1+deb12u7, whose
+// security updates changed some results of upstream 2.3.19; imapfmt follows those changes:
+//   - a continuation line of a single white space character is unfolded without the line break before
+//     it (which changes, for example, where an unterminated quoted string in an address ends);
+//   - the line values of a header block keep at most 10 MB, those of all headers of a message 50 MB;
+//   - at most 128 parameters, broken ones included, are parsed from one field;
+//   - one message (its header and all parts together) yields at most 100,000 ENVELOPE addresses,
+//     100,000 Content-Language tags and 200,000 parameters.
+//
+// A single text/plain us-ascii 7bit message without other Content-* data is written in Dovecot's fixed
+// spelling ("text" "plain" ("charset" "us-ascii") ... "7bit"), whatever the case used in its header.
 //
 // # Line endings
 //
@@ -15,11 +26,23 @@
 // values whether it is passed with CRLF or LF line endings. The functions apply the same conversion first;
 // mixed line endings and stray CRs are handled as Dovecot handles them after that conversion.
 //
+// # Known differences
+//
+// Where Dovecot fails an assertion and drops the connection (header lines of about 10 MB and more, an
+// address group that takes the address count past the budget, some other messages with header blocks over
+// 10 MB) the functions still return a value. When the value of an envelope field fills the 10 MB of a header
+// block, Dovecot ignores the envelope fields after it and the functions send them empty. The
+// address budget is shared between the message's own envelope and those of its message/rfc822 parts, as
+// when Dovecot parses the message for ENVELOPE and BODYSTRUCTURE at once. Dovecot reads messages through an
+// 8 KB buffer and splits longer header lines; a split that starts with the boundary of an enclosing multipart
+// would end the header there, the functions read whole lines.
+//
 // # Cost
 //
 // The work is linear in the size of the message: the MIME parser is iterative, the part tree is at most
-// 100 levels deep (deeper parts are leaves, as in Dovecot) and each line starting with "--" is compared with
-// at most 99 boundaries of at most 80 octets.
+// 100 levels deep and holds at most 10,000 parts (as in Dovecot, a multipart or message/rfc822 part beyond
+// that is a leaf, written as application/octet-stream), and each line starting with "--" is compared with at
+// most 99 boundaries of at most 80 octets. Envelope reads only the header.
 package imapfmt
 
 import (

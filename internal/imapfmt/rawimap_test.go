@@ -32,11 +32,9 @@ func dialRawIMAP(t *testing.T, addr, user, password string) *rawIMAP {
 	if greeting := c.readResponse(); !bytes.HasPrefix(greeting, []byte("* OK")) {
 		t.Fatalf("greeting %q", greeting)
 	}
-	c.command(fmt.Sprintf("LOGIN %s %s", quoteASCII(user), quoteASCII(password)))
+	c.command(fmt.Sprintf("LOGIN %s %s", strconv.Quote(user), strconv.Quote(password)))
 	return c
 }
-
-func quoteASCII(s string) string { return strconv.Quote(s) }
 
 // readResponse reads one response (a line and the literals it announces) without its final CRLF.
 func (c *rawIMAP) readResponse() []byte {
@@ -112,7 +110,7 @@ func (c *rawIMAP) appendMessage(mailbox string, msg []byte) {
 	c.t.Helper()
 	c.tag++
 	tag := fmt.Sprintf("t%d", c.tag)
-	if _, err := fmt.Fprintf(c.conn, "%s APPEND %s {%d}\r\n", tag, quoteASCII(mailbox), len(msg)); err != nil {
+	if _, err := fmt.Fprintf(c.conn, "%s APPEND %s {%d}\r\n", tag, strconv.Quote(mailbox), len(msg)); err != nil {
 		c.t.Fatalf("write: %v", err)
 	}
 	if cont := c.readResponse(); !bytes.HasPrefix(cont, []byte("+")) {
