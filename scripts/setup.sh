@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the benchmark need on a fresh Debian machine (idempotent): Dovecot (the real
 # upstream IMAP server in tests), isync (mbsync, a real client), OpenSSL (fixtures, reference decryption),
-# Python 3 (imaplib, a real client), docker-compose (only to validate docker-compose.yml), and builds the Vault
-# dev server into the cache. Fails loudly if anything cannot be installed.
+# Python 3 (imaplib, a real client; imaptest's gen-mbox.py), docker-compose (only to validate
+# docker-compose.yml), and builds the Vault dev server and Dovecot's imaptest (../shared/imaptest) into their
+# caches. Fails loudly if anything cannot be installed.
 set -euo pipefail
 need=()
 command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
@@ -24,3 +25,15 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet dovecot 2>/dev
   systemctl stop dovecot || true
 fi
 "$(dirname "$0")/build-vault.sh" >/dev/null
+# Dovecot's imaptest (cmd/smimeproxy/imaptest_test.go) lives next to the repository in ../shared/imaptest:
+# build it once now, before the tests (build.sh installs its own build dependencies; a warm run is a no-op).
+# gen-mbox.py needs python3 and openssl, installed above.
+imaptest=${SMIMEPROXY_IMAPTEST_DIR:-$(cd "$(dirname "$0")/.." && pwd)/../shared/imaptest}
+if [ -x "$imaptest/build.sh" ]; then
+  "$imaptest/build.sh" >/dev/null
+else
+  case "${CI:-}" in
+    ""|false|0) echo "setup: warning: no $imaptest/build.sh: the TestImaptest* tests will skip (in CI they fail)" >&2 ;;
+    *) echo "setup: no $imaptest/build.sh (Dovecot's imaptest, needed by the TestImaptest* tests)" >&2; exit 1 ;;
+  esac
+fi
