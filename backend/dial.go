@@ -218,12 +218,15 @@ func negotiate(raw net.Conn, br *bufio.Reader, o *Options, t Target, tcfg *tls.C
 		raw.SetDeadline(time.Time{})
 		// The greeting is replayed without its capability list, which is stale after STARTTLS (RFC 9051
 		// section 6.2.1): whoever reads it asks for CAPABILITY again.
-		return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader(withoutCapability(greeting)), tc)}, nil
+		return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader(withoutCapability(greeting)), tc), direct: true}, nil
 	}
 	if !IsLoopback(t.Host) && !o.AllowPlaintext {
 		return nil, ErrPlaintextRefused
 	}
 	raw.SetDeadline(time.Time{})
+	if br.Buffered() == 0 {
+		return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader(greeting), raw), direct: true}, nil
+	}
 	return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader(greeting), br)}, nil
 }
 
@@ -251,6 +254,7 @@ func hasWord(list, w string) bool {
 
 // replayConn reads a replayed greeting, then the connection.
 type replayConn struct {
+	direct bool // after the greeting, reads come straight from Conn
 	net.Conn
 	r io.Reader
 }

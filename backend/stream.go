@@ -16,6 +16,9 @@ import (
 type Stream struct {
 	Conn net.Conn
 	R    *bufio.Reader
+	// Raw is the connection R reads from with nothing in between (for copying large literals without a
+	// user-space copy, e.g. splice on a plaintext loopback upstream): read it only when R has nothing buffered.
+	Raw net.Conn
 	// Greeting is the server's greeting line (with CRLF). It always carries the current capability list as a
 	// [CAPABILITY ...] response code (RFC 9051 section 7.1): when the server's greeting had none, or had the
 	// one from before STARTTLS, it was asked for with CAPABILITY and inserted.
@@ -64,7 +67,14 @@ func DialStream(ctx context.Context, o Options) (*Stream, error) {
 		nc.Close()
 		return nil, fmt.Errorf("backend: greeting: %w", ctx.Err())
 	}
-	return &Stream{Conn: nc, R: br, Greeting: []byte(greeting)}, nil
+	raw := nc
+	if rc, ok := nc.(*replayConn); ok {
+		raw = nil
+		if rc.direct {
+			raw = rc.Conn // the replayed greeting has been read by br
+		}
+	}
+	return &Stream{Conn: nc, R: br, Raw: raw, Greeting: []byte(greeting)}, nil
 }
 
 // askCapability sends CAPABILITY and returns the capability list.

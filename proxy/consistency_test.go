@@ -105,7 +105,7 @@ type ccParser struct {
 }
 
 func (p *ccParser) fail(what string) error {
-	return fmt.Errorf("cannot parse %s at offset %d of %s", what, p.i, short(p.s))
+	return fmt.Errorf("cannot parse %s at offset %d of %s", what, p.i, ccShort(p.s))
 }
 
 func (p *ccParser) expect(lit string) error {
@@ -209,8 +209,8 @@ func (p *ccParser) value() (ccValue, error) {
 	}
 }
 
-// parseFetch parses "* n FETCH (name value ...)\r\n".
-func parseFetch(resp string) (*ccFetch, error) {
+// ccParseFetch parses "* n FETCH (name value ...)\r\n".
+func ccParseFetch(resp string) (*ccFetch, error) {
 	p := &ccParser{s: resp}
 	if err := p.expect("* "); err != nil {
 		return nil, err
@@ -257,22 +257,22 @@ func parseFetch(resp string) (*ccFetch, error) {
 			return nil, err
 		}
 		if _, dup := f.items[name]; dup {
-			return nil, fmt.Errorf("item %s twice in %s", name, short(resp))
+			return nil, fmt.Errorf("item %s twice in %s", name, ccShort(resp))
 		}
 		f.items[name] = v
 	}
 }
 
-// short renders a response for an error message, long literals cut.
-func short(s string) string {
+// ccShort renders a response for an error message, long literals cut.
+func ccShort(s string) string {
 	if len(s) > 600 {
 		return strconv.Quote(s[:400]) + fmt.Sprintf(" ... (%d bytes) ... ", len(s)) + strconv.Quote(s[len(s)-150:])
 	}
 	return strconv.Quote(s)
 }
 
-// statusOf returns the status (OK, NO, BAD) of a tagged response and its text.
-func statusOf(tagged string) (string, string) {
+// ccStatus returns the status (OK, NO, BAD) of a tagged response and its text.
+func ccStatus(tagged string) (string, string) {
 	_, rest, _ := strings.Cut(strings.TrimRight(tagged, "\r\n"), " ")
 	st, text, _ := strings.Cut(rest, " ")
 	return strings.ToUpper(st), text
@@ -325,9 +325,9 @@ func (r *ccConn) readResponse() (string, error) {
 }
 
 var (
-	fetchLineRE = regexp.MustCompile(`^\* \d+ FETCH `)
-	existsRE    = regexp.MustCompile(`^\* (\d+) EXISTS\r\n$`)
-	expungeRE   = regexp.MustCompile(`^\* (\d+) EXPUNGE\r\n$`)
+	ccFetchLineRE = regexp.MustCompile(`^\* \d+ FETCH `)
+	ccExistsRE    = regexp.MustCompile(`^\* (\d+) EXISTS\r\n$`)
+	ccExpungeRE   = regexp.MustCompile(`^\* (\d+) EXPUNGE\r\n$`)
 )
 
 // do sends a command (a literal in it must be non-synchronizing) and returns its responses; it fails unless
@@ -343,30 +343,30 @@ func (r *ccConn) do(cmd string) ([]string, error) {
 	for {
 		resp, err := r.readResponse()
 		if err != nil {
-			return out, fmt.Errorf("%s: %v after %q", firstLine(cmd), err, out)
+			return out, fmt.Errorf("%s: %v after %q", ccFirstLine(cmd), err, out)
 		}
 		out = append(out, resp)
-		if m := existsRE.FindStringSubmatch(resp); m != nil {
+		if m := ccExistsRE.FindStringSubmatch(resp); m != nil {
 			r.count, _ = strconv.Atoi(m[1])
-		} else if expungeRE.MatchString(resp) {
+		} else if ccExpungeRE.MatchString(resp) {
 			r.count--
 		}
 		if strings.HasPrefix(resp, tag+" ") {
-			if st, _ := statusOf(resp); st != "OK" {
-				return out, fmt.Errorf("%s: %q", firstLine(cmd), resp)
+			if st, _ := ccStatus(resp); st != "OK" {
+				return out, fmt.Errorf("%s: %q", ccFirstLine(cmd), resp)
 			}
 			return out, nil
 		}
 	}
 }
 
-func firstLine(s string) string {
+func ccFirstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\r\n")
 	return l
 }
 
-// phone is the other session: it appends, flags and expunges; appendUID records what APPENDUID said.
-type phone struct {
+// ccPhone is the other session: it appends, flags and expunges; appendUID records what APPENDUID said.
+type ccPhone struct {
 	conn                                    *ccConn
 	rng                                     *rand.Rand
 	msgs                                    []ccMsg
@@ -377,7 +377,7 @@ type phone struct {
 	appends, flagOps, expunges, uidExpunges int
 }
 
-func (p *phone) appendNext() error {
+func (p *ccPhone) appendNext() (uint32, error) {
 	m := p.msgs[p.next]
 	p.next++
 	flags := ""
@@ -386,22 +386,32 @@ func (p *phone) appendNext() error {
 	}
 	out, err := p.conn.do(fmt.Sprintf("APPEND INBOX %s{%d+}\r\n%s", flags, len(m.raw), m.raw))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	g := ccAppendUIDRE.FindStringSubmatch(out[len(out)-1])
 	if g == nil {
-		return fmt.Errorf("APPEND: no APPENDUID in %q", out[len(out)-1])
+		return 0, fmt.Errorf("APPEND: no APPENDUID in %q", out[len(out)-1])
 	}
 	uid, _ := strconv.ParseUint(g[1], 10, 32)
 	p.mu.Lock()
 	p.appendUID[uint32(uid)] = m.id
 	p.mu.Unlock()
 	p.appends++
-	return nil
+	return uint32(uid), nil
+}
+
+// expungeUID expunges one message by UID (UIDPLUS).
+func (p *ccPhone) expungeUID(uid uint32) error {
+	if _, err := p.conn.do(fmt.Sprintf(`UID STORE %d +FLAGS.SILENT (\Deleted)`, uid)); err != nil {
+		return err
+	}
+	_, err := p.conn.do(fmt.Sprintf("UID EXPUNGE %d", uid))
+	p.uidExpunges++
+	return err
 }
 
 // run performs up to ccOps operations until the deadline or stop, pausing a little between them.
-func (p *phone) run(deadline time.Time, stop <-chan struct{}) error {
+func (p *ccPhone) run(deadline time.Time, stop <-chan struct{}) error {
 	for i := 0; i < ccOps && time.Now().Before(deadline); i++ {
 		select {
 		case <-stop:
@@ -412,14 +422,22 @@ func (p *phone) run(deadline time.Time, stop <-chan struct{}) error {
 		count := p.conn.count
 		var err error
 		switch {
-		case (op < 50 || count < 6) && p.next < len(p.msgs):
-			err = p.appendNext()
-		case op < 70:
+		case (op < 42 || count < 6) && p.next < len(p.msgs):
+			_, err = p.appendNext()
+		case op < 50 && p.uidplus && p.next < len(p.msgs):
+			// A short-lived message: expunged soon after it arrived, likely before the proxy classified it
+			// (while the client may be fetching it).
+			var uid uint32
+			if uid, err = p.appendNext(); err == nil {
+				time.Sleep(time.Duration(p.rng.IntN(10000)) * time.Microsecond)
+				err = p.expungeUID(uid)
+			}
+		case op < 72:
 			flag := []string{`\Seen`, `\Answered`, `$Phone`}[p.rng.IntN(3)]
 			sign := []string{"+", "-"}[p.rng.IntN(2)]
 			_, err = p.conn.do(fmt.Sprintf("STORE %d %sFLAGS (%s)", 1+p.rng.IntN(count), sign, flag))
 			p.flagOps++
-		case op < 88 || !p.uidplus:
+		case op < 86 || !p.uidplus:
 			set := strconv.Itoa(1 + p.rng.IntN(count))
 			if p.rng.IntN(3) == 0 {
 				set += "," + strconv.Itoa(1+p.rng.IntN(count))
@@ -436,7 +454,7 @@ func (p *phone) run(deadline time.Time, stop <-chan struct{}) error {
 			}
 			var uid uint32
 			for _, r := range out {
-				if f, ferr := parseFetch(r); ferr == nil && f.seq == seq {
+				if f, ferr := ccParseFetch(r); ferr == nil && f.seq == seq {
 					if v, ok := f.items["UID"]; ok {
 						n, _ := strconv.ParseUint(v.s, 10, 32)
 						uid = uint32(n)
@@ -446,10 +464,7 @@ func (p *phone) run(deadline time.Time, stop <-chan struct{}) error {
 			if uid == 0 {
 				return fmt.Errorf("FETCH %d (UID): no UID in %q", seq, out)
 			}
-			if _, err = p.conn.do(fmt.Sprintf(`UID STORE %d +FLAGS.SILENT (\Deleted)`, uid)); err == nil {
-				_, err = p.conn.do(fmt.Sprintf("UID EXPUNGE %d", uid))
-			}
-			p.uidExpunges++
+			err = p.expungeUID(uid)
 		}
 		if err != nil {
 			return err
@@ -461,7 +476,8 @@ func (p *phone) run(deadline time.Time, stop <-chan struct{}) error {
 
 // ---- the desktop: a session through the proxy, with its model ----------------------------------------------
 
-type desktop struct {
+// ccDesktop is the client session through the proxy and the model it keeps.
+type ccDesktop struct {
 	t    *testing.T
 	w    *wireConn
 	rng  *rand.Rand
@@ -488,8 +504,8 @@ type desktop struct {
 	bodies, texts, searches int
 }
 
-// reply is one command's responses as the model saw them.
-type reply struct {
+// ccReply is one command's responses as the model saw them.
+type ccReply struct {
 	fetches  []*ccFetch
 	hits     [][2]int // SEARCH hits: sequence number and the model's UID for it when the response came
 	searched bool
@@ -498,13 +514,13 @@ type reply struct {
 	status   string
 }
 
-func (d *desktop) fatalf(format string, args ...any) {
+func (d *ccDesktop) fatalf(format string, args ...any) {
 	d.t.Helper()
-	d.t.Fatalf("step %d, %q: %s", d.step, firstLine(d.cmd), fmt.Sprintf(format, args...))
+	d.t.Fatalf("step %d, %q: %s", d.step, ccFirstLine(d.cmd), fmt.Sprintf(format, args...))
 }
 
-// known returns the nearest known UIDs before and after position i (0 when none).
-func (d *desktop) neighbours(i int) (before, after uint32) {
+// neighbours returns the nearest known UIDs before and after position i (0 when none).
+func (d *ccDesktop) neighbours(i int) (before, after uint32) {
 	for j := i - 1; j >= 0; j-- {
 		if d.uids[j] != 0 {
 			before = d.uids[j]
@@ -521,45 +537,45 @@ func (d *desktop) neighbours(i int) (before, after uint32) {
 }
 
 // learn records that sequence number seq is the message with uid.
-func (d *desktop) learn(seq int, uid uint32, resp string) {
+func (d *ccDesktop) learn(seq int, uid uint32, resp string) {
 	d.t.Helper()
 	if d.gone[uid] {
-		d.fatalf("response names UID %d at sequence number %d, but that message was expunged (an EXPUNGE told so earlier): %s", uid, seq, short(resp))
+		d.fatalf("response names UID %d at sequence number %d, but that message was expunged (an EXPUNGE told so earlier): %s", uid, seq, ccShort(resp))
 	}
 	cur := d.uids[seq-1]
 	if cur == uid {
 		return
 	}
 	if cur != 0 {
-		d.fatalf("sequence number %d is UID %d in the client's model, but the response says UID %d (stale sequence number or lost EXPUNGE): %s", seq, cur, uid, short(resp))
+		d.fatalf("sequence number %d is UID %d in the client's model, but the response says UID %d (stale sequence number or lost EXPUNGE): %s", seq, cur, uid, ccShort(resp))
 	}
 	before, after := d.neighbours(seq - 1)
 	if before >= uid || (after != 0 && after <= uid) {
-		d.fatalf("UID %d at sequence number %d breaks UID order (known neighbours %d and %d): %s", uid, seq, before, after, short(resp))
+		d.fatalf("UID %d at sequence number %d breaks UID order (known neighbours %d and %d): %s", uid, seq, before, after, ccShort(resp))
 	}
 	d.uids[seq-1] = uid
 }
 
 // apply updates the model with one untagged response and checks it.
-func (d *desktop) apply(resp string, rep *reply) {
+func (d *ccDesktop) apply(resp string, rep *ccReply) {
 	d.t.Helper()
 	switch {
 	case strings.HasPrefix(resp, "* BAD"), strings.HasPrefix(resp, "* BYE"), strings.Contains(resp, "[SERVERBUG]"):
-		d.fatalf("bad untagged response %s", short(resp))
-	case existsRE.MatchString(resp):
-		n, _ := strconv.Atoi(existsRE.FindStringSubmatch(resp)[1])
+		d.fatalf("bad untagged response %s", ccShort(resp))
+	case ccExistsRE.MatchString(resp):
+		n, _ := strconv.Atoi(ccExistsRE.FindStringSubmatch(resp)[1])
 		if n < len(d.uids) {
-			d.fatalf("EXISTS says %d messages, the client counts %d after every EXPUNGE it was sent: %s", n, len(d.uids), short(resp))
+			d.fatalf("EXISTS says %d messages, the client counts %d after every EXPUNGE it was sent: %s", n, len(d.uids), ccShort(resp))
 		}
 		for len(d.uids) < n {
 			d.uids = append(d.uids, 0)
 			d.doomed = append(d.doomed, "")
 			d.flags = append(d.flags, "")
 		}
-	case expungeRE.MatchString(resp):
-		n, _ := strconv.Atoi(expungeRE.FindStringSubmatch(resp)[1])
+	case ccExpungeRE.MatchString(resp):
+		n, _ := strconv.Atoi(ccExpungeRE.FindStringSubmatch(resp)[1])
 		if n < 1 || n > len(d.uids) {
-			d.fatalf("EXPUNGE of sequence number %d, but the client knows of %d messages: %s", n, len(d.uids), short(resp))
+			d.fatalf("EXPUNGE of sequence number %d, but the client knows of %d messages: %s", n, len(d.uids), ccShort(resp))
 		}
 		if u := d.uids[n-1]; u != 0 {
 			d.gone[u] = true
@@ -573,22 +589,22 @@ func (d *desktop) apply(resp string, rep *reply) {
 		for _, f := range strings.Fields(strings.TrimPrefix(resp, "* SEARCH")) {
 			n, err := strconv.Atoi(f)
 			if err != nil || n < 1 || n > len(d.uids) {
-				d.fatalf("SEARCH result %q outside the %d messages the client knows of: %s", f, len(d.uids), short(resp))
+				d.fatalf("SEARCH result %q outside the %d messages the client knows of: %s", f, len(d.uids), ccShort(resp))
 			}
 			rep.hits = append(rep.hits, [2]int{n, int(d.uids[n-1])})
 		}
-	case fetchLineRE.MatchString(resp):
-		f, err := parseFetch(resp)
+	case ccFetchLineRE.MatchString(resp):
+		f, err := ccParseFetch(resp)
 		if err != nil {
 			d.fatalf("%v", err)
 		}
 		if f.seq < 1 || f.seq > len(d.uids) {
-			d.fatalf("FETCH for sequence number %d, but the client knows of %d messages: %s", f.seq, len(d.uids), short(resp))
+			d.fatalf("FETCH for sequence number %d, but the client knows of %d messages: %s", f.seq, len(d.uids), ccShort(resp))
 		}
 		if v, ok := f.items["UID"]; ok {
 			n, err := strconv.ParseUint(v.s, 10, 32)
 			if err != nil || n == 0 {
-				d.fatalf("bad UID in %s", short(resp))
+				d.fatalf("bad UID in %s", ccShort(resp))
 			}
 			d.learn(f.seq, uint32(n), resp)
 		}
@@ -601,7 +617,7 @@ func (d *desktop) apply(resp string, rep *reply) {
 }
 
 // run sends one command and reads its responses up to the tagged one, applying each to the model.
-func (d *desktop) run(cmd string) *reply {
+func (d *ccDesktop) run(cmd string) *ccReply {
 	d.t.Helper()
 	d.cmd = cmd
 	d.w.n++
@@ -610,9 +626,9 @@ func (d *desktop) run(cmd string) *reply {
 	return d.readReply(tag)
 }
 
-func (d *desktop) readReply(tag string) *reply {
+func (d *ccDesktop) readReply(tag string) *ccReply {
 	d.t.Helper()
-	rep := &reply{}
+	rep := &ccReply{}
 	for {
 		resp := d.w.readResponse()
 		if strings.HasPrefix(resp, "* ") {
@@ -620,31 +636,31 @@ func (d *desktop) readReply(tag string) *reply {
 			continue
 		}
 		if !strings.HasPrefix(resp, tag+" ") {
-			d.fatalf("unexpected response %s", short(resp))
+			d.fatalf("unexpected response %s", ccShort(resp))
 		}
 		rep.tagged = resp
-		rep.status, _ = statusOf(resp)
+		rep.status, _ = ccStatus(resp)
 		if strings.Contains(resp, "[EXPUNGEISSUED]") {
 			d.legit[rep.status+" [EXPUNGEISSUED]"]++
 		}
 		switch {
 		case strings.Contains(resp, "[SERVERBUG]") || rep.status == "BAD":
-			d.fatalf("tagged response %s", short(resp))
+			d.fatalf("tagged response %s", ccShort(resp))
 		case rep.status == "NO" && !strings.Contains(resp, "[EXPUNGEISSUED]"):
-			d.fatalf("tagged response %s", short(resp))
+			d.fatalf("tagged response %s", ccShort(resp))
 		case rep.status != "OK" && rep.status != "NO":
-			d.fatalf("tagged response %s", short(resp))
+			d.fatalf("tagged response %s", ccShort(resp))
 		}
 		return rep
 	}
 }
 
-func (rep *reply) expungeIssued() bool { return strings.Contains(rep.tagged, "[EXPUNGEISSUED]") }
+func (rep *ccReply) expungeIssued() bool { return strings.Contains(rep.tagged, "[EXPUNGEISSUED]") }
 
 // checkCovered requires a FETCH response for every message of a "1:*" FETCH that was there when the command
 // was sent (before: the model then) and was not expunged meanwhile. When the server said some were
 // (EXPUNGEISSUED), a message the client knew that got no response must be expunged by the end.
-func (d *desktop) checkCovered(rep *reply, before []uint32, item string) {
+func (d *ccDesktop) checkCovered(rep *ccReply, before []uint32, item string) {
 	d.t.Helper()
 	count := len(before)
 	seen := map[int]bool{}
@@ -658,7 +674,7 @@ func (d *desktop) checkCovered(rep *reply, before []uint32, item string) {
 	if rep.expungeIssued() {
 		for _, u := range before {
 			if u != 0 && !fetched[u] && !d.gone[u] {
-				d.mustBeGon[u] = fmt.Sprintf("step %d: %q left it out (%s)", d.step, firstLine(d.cmd), short(rep.tagged))
+				d.mustBeGon[u] = fmt.Sprintf("step %d: %q left it out (%s)", d.step, ccFirstLine(d.cmd), ccShort(rep.tagged))
 			}
 		}
 		return
@@ -666,13 +682,13 @@ func (d *desktop) checkCovered(rep *reply, before []uint32, item string) {
 	for s := 1; s <= count-rep.expunges; s++ {
 		if !seen[s] {
 			d.fatalf("no FETCH response with %s for sequence number %d (%d messages when sent, %d expunged since) and no EXPUNGEISSUED: tagged %s",
-				item, s, count, rep.expunges, short(rep.tagged))
+				item, s, count, rep.expunges, ccShort(rep.tagged))
 		}
 	}
 }
 
 // checkID records that uid is message id and requires it to be so every time.
-func (d *desktop) checkID(uid uint32, id int, what string) {
+func (d *ccDesktop) checkID(uid uint32, id int, what string) {
 	d.t.Helper()
 	if id < 0 || id >= len(d.msgs) {
 		d.fatalf("%s of UID %d names message %d, which the test never appended", what, uid, id)
@@ -686,19 +702,28 @@ func (d *desktop) checkID(uid uint32, id int, what string) {
 	d.uidID[uid] = id
 }
 
+// checkMarkers requires content to hold the marker of message id and no other message's.
+func (d *ccDesktop) checkMarkers(content string, id int, what string, f *ccFetch) {
+	d.t.Helper()
+	ms := ccMarkerRE.FindAllString(content, -1)
+	if len(ms) == 0 || slices.ContainsFunc(ms, func(m string) bool { return m != ccMarker(id) }) {
+		d.fatalf("%s of sequence number %d, UID %d (message %d): markers %v, want only %s: %s", what, f.seq, f.uid, id, ms, ccMarker(id), ccShort(f.raw))
+	}
+}
+
 // checkBody checks a served BODY[]: size, the message it is, its content (decrypted when it was encrypted).
-func (d *desktop) checkBody(f *ccFetch) {
+func (d *ccDesktop) checkBody(f *ccFetch) {
 	d.t.Helper()
 	body := f.items["BODY[]"]
 	if body.isNil || body.s == "" {
 		d.legit["BODY[] NIL or empty"]++
-		d.mustBeGon[f.uid] = fmt.Sprintf("step %d: %q served BODY[] NIL or empty: %s", d.step, firstLine(d.cmd), short(f.raw))
+		d.mustBeGon[f.uid] = fmt.Sprintf("step %d: %q served BODY[] NIL or empty: %s", d.step, ccFirstLine(d.cmd), ccShort(f.raw))
 		return
 	}
 	d.bodies++
 	sizeV, ok := f.items["RFC822.SIZE"]
 	if !ok {
-		d.fatalf("no RFC822.SIZE for UID %d: %s", f.uid, short(f.raw))
+		d.fatalf("no RFC822.SIZE for UID %d: %s", f.uid, ccShort(f.raw))
 	}
 	size, err := strconv.Atoi(sizeV.s)
 	if err != nil || size != len(body.s) {
@@ -711,23 +736,24 @@ func (d *desktop) checkBody(f *ccFetch) {
 	header, _, _ := strings.Cut(body.s, "\r\n\r\n")
 	g := ccMessageIDRE.FindStringSubmatch(header)
 	if g == nil {
-		d.fatalf("UID %d: BODY[] without the test's Message-ID: %s", f.uid, short(body.s))
+		d.fatalf("UID %d: BODY[] without the test's Message-ID: %s", f.uid, ccShort(body.s))
 	}
 	id, _ := strconv.Atoi(g[1])
 	d.checkID(f.uid, id, "BODY[]")
 	m := d.msgs[id]
 	if !m.encrypted {
 		if body.s != string(m.raw) {
-			d.fatalf("UID %d (plain message %d): BODY[] differs from what was appended:\nserved %s\nwant   %s", f.uid, id, short(body.s), short(string(m.raw)))
+			d.fatalf("UID %d (plain message %d): BODY[] differs from what was appended:\nserved %s\nwant   %s", f.uid, id, ccShort(body.s), ccShort(string(m.raw)))
 		}
 		return
 	}
 	if !ccStatusRE.MatchString(header) || strings.Contains(strings.ToLower(header), "application/pkcs7-mime") {
 		d.fatalf("UID %d (encrypted message %d) not served decrypted (expunged by the other session: an EXPUNGE for it came in this reply: %v): %s",
-			f.uid, id, d.gone[f.uid], short(f.raw))
+			f.uid, id, d.gone[f.uid], ccShort(f.raw))
 	}
-	if !strings.HasSuffix(body.s, "\r\n\r\n"+string(m.text)) || !strings.Contains(body.s, ccMarker(id)) {
-		d.fatalf("UID %d (encrypted message %d): served body is not the plaintext %s: %s", f.uid, id, short(string(m.text)), short(body.s))
+	d.checkMarkers(body.s, id, "BODY[]", f)
+	if !strings.HasSuffix(body.s, "\r\n\r\n"+string(m.text)) {
+		d.fatalf("UID %d (encrypted message %d): served body is not the plaintext %s: %s", f.uid, id, ccShort(string(m.text)), ccShort(body.s))
 	}
 	if !d.decrypted[f.uid] && d.phoneBusy.Load() {
 		d.decryptedWhileBusy++
@@ -736,12 +762,12 @@ func (d *desktop) checkBody(f *ccFetch) {
 }
 
 // checkText checks a served BODY[TEXT] and ENVELOPE.
-func (d *desktop) checkText(f *ccFetch) {
+func (d *ccDesktop) checkText(f *ccFetch) {
 	d.t.Helper()
 	text, env := f.items["BODY[TEXT]"], f.items["ENVELOPE"]
 	if text.isNil || env.isNil || text.s == "" {
 		d.legit["BODY[TEXT] or ENVELOPE NIL or empty"]++
-		why := fmt.Sprintf("step %d: %q served BODY[TEXT] or ENVELOPE NIL or empty: %s", d.step, firstLine(d.cmd), short(f.raw))
+		why := fmt.Sprintf("step %d: %q served BODY[TEXT] or ENVELOPE NIL or empty: %s", d.step, ccFirstLine(d.cmd), ccShort(f.raw))
 		if f.uid == 0 {
 			// A sequence-number FETCH: no EXPUNGE came during it, the position is still the message's.
 			d.doomed[f.seq-1] = why
@@ -753,13 +779,14 @@ func (d *desktop) checkText(f *ccFetch) {
 	d.texts++
 	g := ccMessageIDRE.FindStringSubmatch(env.s)
 	if g == nil {
-		d.fatalf("ENVELOPE without the test's Message-ID: %s", short(f.raw))
+		d.fatalf("ENVELOPE without the test's Message-ID: %s", ccShort(f.raw))
 	}
 	id, _ := strconv.Atoi(g[1])
 	d.checkID(f.uid, id, "ENVELOPE")
+	d.checkMarkers(text.s, id, "BODY[TEXT]", f)
 	if m := d.msgs[id]; text.s != string(m.text) {
 		d.fatalf("sequence number %d, UID %d (message %d, encrypted %v): BODY[TEXT] is not the plaintext:\nserved %s\nwant   %s",
-			f.seq, f.uid, id, m.encrypted, short(text.s), short(string(m.text)))
+			f.seq, f.uid, id, m.encrypted, ccShort(text.s), ccShort(string(m.text)))
 	}
 	if f.uid != 0 {
 		if old, ok := d.textSize[f.uid]; ok && old != len(text.s) {
@@ -770,26 +797,26 @@ func (d *desktop) checkText(f *ccFetch) {
 }
 
 // idle runs IDLE for about 100 ms, reading what comes meanwhile.
-func (d *desktop) idle() *reply {
+func (d *ccDesktop) idle() *ccReply {
 	d.t.Helper()
 	d.cmd = "IDLE"
 	d.w.n++
 	tag := fmt.Sprintf("t%d", d.w.n)
 	d.w.send(tag + " IDLE\r\n")
-	rep := &reply{}
+	rep := &ccReply{}
 	for {
 		resp := d.w.readResponse()
 		if strings.HasPrefix(resp, "+") {
 			break
 		}
 		if !strings.HasPrefix(resp, "* ") {
-			d.fatalf("IDLE refused: %s", short(resp))
+			d.fatalf("IDLE refused: %s", ccShort(resp))
 		}
 		d.apply(resp, rep)
 	}
 	end := time.Now().Add(100 * time.Millisecond)
 	for {
-		// Wait for the first byte of a response with a short deadline (Peek consumes nothing when it times
+		// Wait for the first byte of a response with a ccShort deadline (Peek consumes nothing when it times
 		// out), then read the whole response.
 		d.w.c.SetReadDeadline(end)
 		if _, err := d.w.br.Peek(1); err != nil {
@@ -801,7 +828,7 @@ func (d *desktop) idle() *reply {
 		}
 		resp := d.w.readResponse()
 		if !strings.HasPrefix(resp, "* ") {
-			d.fatalf("during IDLE: %s", short(resp))
+			d.fatalf("during IDLE: %s", ccShort(resp))
 		}
 		d.apply(resp, rep)
 	}
@@ -813,14 +840,14 @@ func (d *desktop) idle() *reply {
 }
 
 // operation runs one randomly chosen client operation and its checks.
-func (d *desktop) operation() {
+func (d *ccDesktop) operation() {
 	d.t.Helper()
 	count := len(d.uids)
 	if count == 0 {
 		d.run("NOOP")
 		return
 	}
-	switch d.rng.IntN(7) {
+	switch d.rng.IntN(9) {
 	case 0:
 		d.run("NOOP")
 	case 1:
@@ -862,10 +889,10 @@ func (d *desktop) operation() {
 		}
 		if got == nil {
 			if !rep.expungeIssued() {
-				d.fatalf("no FETCH response for sequence number %d and no EXPUNGEISSUED: tagged %s", seq, short(rep.tagged))
+				d.fatalf("no FETCH response for sequence number %d and no EXPUNGEISSUED: tagged %s", seq, ccShort(rep.tagged))
 			}
 			// No EXPUNGE comes during a sequence-number FETCH: the position is still the message's.
-			why := fmt.Sprintf("step %d: %q left it out (%s)", d.step, firstLine(d.cmd), short(rep.tagged))
+			why := fmt.Sprintf("step %d: %q left it out (%s)", d.step, ccFirstLine(d.cmd), ccShort(rep.tagged))
 			if u := d.uids[seq-1]; u != 0 {
 				d.mustBeGon[u] = why
 			} else {
@@ -894,7 +921,7 @@ func (d *desktop) operation() {
 			d.encSearches++
 		}
 		if !rep.searched {
-			d.fatalf("no SEARCH response: tagged %s", short(rep.tagged))
+			d.fatalf("no SEARCH response: tagged %s", ccShort(rep.tagged))
 		}
 		if len(rep.hits) > 1 {
 			d.fatalf("marker of message %d (UID %d) found in %d messages: %v", id, uid, len(rep.hits), rep.hits)
@@ -936,7 +963,7 @@ func (d *desktop) operation() {
 		has := func(list string) bool { return slices.Contains(strings.Fields(strings.Trim(list, "()")), flag) }
 		if last == nil {
 			if before != "" && has(before) != add {
-				d.fatalf("no FETCH FLAGS response for sequence number %d, whose FLAGS were %s: tagged %s", seq, before, short(rep.tagged))
+				d.fatalf("no FETCH FLAGS response for sequence number %d, whose FLAGS were %s: tagged %s", seq, before, ccShort(rep.tagged))
 			}
 			return
 		}
@@ -945,16 +972,30 @@ func (d *desktop) operation() {
 		}
 	case 6:
 		d.idle()
+	case 7, 8:
+		// New mail, as clients fetch it: everything above the highest UID the client knows.
+		var top uint32
+		for _, u := range d.uids {
+			top = max(top, u)
+		}
+		rep := d.run(fmt.Sprintf("UID FETCH %d:* (UID RFC822.SIZE BODY.PEEK[])", top+1))
+		for _, f := range rep.fetches {
+			if _, ok := f.items["BODY[]"]; ok {
+				d.checkBody(f)
+			}
+		}
 	}
 }
 
 // TestConcurrentSessionConsistency: a client session through the proxy (decryption on) works on INBOX while
 // another session, connected directly to Dovecot, appends (half of it S/MIME-encrypted), changes flags and
-// expunges. The client keeps the sequence number -> UID model from what it is sent and requires every
-// response to agree with it (sequence numbers within the count, UIDs fixed and ascending, EXISTS never
-// below the count, no BAD or SERVERBUG), every body to be the right message's (decrypted when encrypted, with
-// RFC822.SIZE its length and the same size every time), SEARCH BODY to find the right message, and, at the
-// end, the same UIDs as the server.
+// expunges (some messages right after they arrived). The client (NOOP, FETCH 1:*, UID FETCH 1:* and n:* with
+// BODY[], FETCH of BODY[TEXT] and ENVELOPE, SEARCH BODY, STORE, IDLE) keeps the sequence number -> UID model
+// from what it is sent and requires every response to agree with it (sequence numbers within the count, UIDs
+// fixed and ascending, EXISTS never below the count, no BAD or SERVERBUG), every body to be the right
+// message's (decrypted when encrypted, with RFC822.SIZE its length and the same size every time), SEARCH BODY
+// to find the right message, and, at the end, the same UIDs as the server. What a server may leave out or
+// send as NIL for a message another session expunged must be about a message that is gone at the end.
 func TestConcurrentSessionConsistency(t *testing.T) {
 	start := time.Now()
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
@@ -972,7 +1013,7 @@ func TestConcurrentSessionConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.c.Close() })
-	ph := &phone{conn: conn, rng: rand.New(rand.NewPCG(1, 2)), msgs: msgs, appendUID: map[uint32]int{}}
+	ph := &ccPhone{conn: conn, rng: rand.New(rand.NewPCG(1, 2)), msgs: msgs, appendUID: map[uint32]int{}}
 	out, err := conn.do("LOGIN alice alice-pw")
 	if err != nil {
 		t.Fatal(err)
@@ -986,13 +1027,13 @@ func TestConcurrentSessionConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range ccInitial {
-		if err := ph.appendNext(); err != nil {
+		if _, err := ph.appendNext(); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	busy := &atomic.Bool{}
-	dk := &desktop{t: t, w: wireDial(t, addr), rng: rand.New(rand.NewPCG(3, 4)), msgs: msgs, gone: map[uint32]bool{},
+	dk := &ccDesktop{t: t, w: wireDial(t, addr), rng: rand.New(rand.NewPCG(3, 4)), msgs: msgs, gone: map[uint32]bool{},
 		uidID: map[uint32]int{}, bodySize: map[uint32]int{}, textSize: map[uint32]int{}, mustBeGon: map[uint32]string{},
 		decrypted: map[uint32]bool{}, phoneBusy: busy, legit: map[string]int{}}
 	dk.run("LOGIN alice alice-pw")
@@ -1014,9 +1055,14 @@ func TestConcurrentSessionConsistency(t *testing.T) {
 	phoneDone := false
 	var perr error
 	defer func() {
-		if !phoneDone {
+		if !phoneDone { // the client failed: stop the direct session, unblocking it if it hangs
 			close(stop)
-			<-phoneErr
+			select {
+			case <-phoneErr:
+			case <-time.After(5 * time.Second):
+				conn.c.Close()
+				<-phoneErr
+			}
 		}
 	}()
 	ops := 0
@@ -1047,6 +1093,9 @@ func TestConcurrentSessionConsistency(t *testing.T) {
 	rep := dk.run("UID FETCH 1:* (UID)")
 	var final []uint32
 	for _, f := range rep.fetches {
+		if _, ok := f.items["UID"]; !ok {
+			continue
+		}
 		if len(final) != f.seq-1 {
 			dk.fatalf("FETCH responses not one per message in order: sequence number %d after %d", f.seq, len(final))
 		}

@@ -327,37 +327,55 @@ type fetchItem struct {
 // parseFetchItems parses the items of a FETCH response "* N FETCH (...)" in u. On a unit that is cut short
 // (a literal not read yet) it returns the items before the cut and an error.
 func parseFetchItems(u []byte) (items []fetchItem, listStart int, err error) {
+	return appendFetchItems(make([]fetchItem, 0, 8), u)
+}
+
+// appendFetchItems is parseFetchItems appending to items (a buffer reused by the caller).
+func appendFetchItems(items []fetchItem, u []byte) (_ []fetchItem, listStart int, err error) {
 	open := bytes.IndexByte(u, '(')
 	if open < 0 {
 		return nil, 0, errMalformedFetch
 	}
-	s := &scanner{b: u, pos: open + 1}
+	pos := open + 1
 	for {
-		s.skipSpaces()
-		if s.pos >= len(u) {
+		for pos < len(u) && u[pos] == ' ' {
+			pos++
+		}
+		if pos >= len(u) {
 			return items, open + 1, errMalformedFetch
 		}
-		if u[s.pos] == ')' {
+		if u[pos] == ')' {
 			return items, open + 1, nil
 		}
-		start := s.pos
-		end := fetchAttEnd(u, s.pos)
-		if end == start {
+		start := pos
+		end := fetchAttEnd(u, pos)
+		if end == start || end >= len(u) || u[end] != ' ' {
 			return items, open + 1, errMalformedFetch
 		}
-		it := fetchItem{start: start, rawName: u[start:end], name: strings.ToUpper(string(u[start:end]))}
-		s.pos = end
-		t, err := s.next()
-		if err != nil {
+		it := fetchItem{start: start, rawName: u[start:end], name: itemName(u[start:end])}
+		vs := end + 1
+		ve := skipValueAt(u, vs)
+		if ve < 0 || ve == vs {
+			return items, open + 1, errMalformedFetch
+		}
+		s := &scanner{b: u[:ve], pos: vs}
+		if it.val, err = s.next(); err != nil {
 			return items, open + 1, err
 		}
-		it.val = t
-		if it.valEnd, err = s.skipValue(t); err != nil {
-			return items, open + 1, err
-		}
-		it.end = it.valEnd
+		it.valEnd, it.end = ve, ve
 		items = append(items, it)
+		pos = ve
 	}
+}
+
+// itemName returns the upper-case name of a FETCH item, without allocating for the common ones.
+func itemName(b []byte) string {
+	for _, n := range [...]string{"UID", "FLAGS", "RFC822.SIZE", "ENVELOPE", "INTERNALDATE", "MODSEQ", "BODYSTRUCTURE", "BODY", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[HEADER]", "BODY[TEXT]"} {
+		if bytes.EqualFold(b, []byte(n)) {
+			return n
+		}
+	}
+	return strings.ToUpper(string(b))
 }
 
 var errMalformedFetch = &protoError{"malformed FETCH response"}
@@ -475,6 +493,9 @@ func withoutItem(u []byte, it fetchItem) []byte {
 
 // fetchResponse relays one FETCH response whose first line is line.
 func (r *relay) fetchResponse(line []byte, seq uint32) error {
+	if _, ok := literalAt(line); !ok {
+		return r.fetchUnit(line, seq) // the whole response: no copy needed
+	}
 	buf := append([]byte(nil), line...)
 	for {
 		m, ok := literalAt(line)
@@ -549,9 +570,11 @@ func (r *relay) streamable(part []byte) (bool, []byte) {
 	return true, part
 }
 
-// fetchUnit relays one complete FETCH response.
+// fetchUnit relays one complete FETCH response. u may be the upstream reader's buffer: it is copied before
+// the next read (emit, or the rewrite's own copy).
 func (r *relay) fetchUnit(u []byte, seq uint32) error {
-	items, _, err := parseFetchItems(u)
+	items, _, err := appendFetchItems(r.itemsBuf[:0], u)
+	r.itemsBuf = items[:0]
 	if err != nil || !hasBodyItem(items) {
 		return r.emit(u)
 	}
@@ -595,6 +618,16 @@ func (r *relay) fetchUnit(u []byte, seq uint32) error {
 	var req *fetchReq
 	if owner != nil {
 		req = owner.fetch
+	}
+	// The rewrite runs on after the reader moves on: it gets its own copies.
+	u = append([]byte(nil), u...)
+	items = append([]fetchItem(nil), items...)
+	for i := range items {
+		items[i].rawName = u[items[i].start : items[i].start+len(items[i].rawName)]
+		if items[i].val.kind == tokLiteral {
+			vs := items[i].valEnd - len(items[i].val.val)
+			items[i].val.val = u[vs:items[i].valEnd]
+		}
 	}
 	fut := make(chan []byte, 1)
 	if err := r.flushBatch(); err != nil {

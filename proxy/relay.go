@@ -50,7 +50,8 @@ type relay struct {
 	mbox     mailboxRef // selected mailbox, as of the responses read so far (upstreamLoop)
 	utf8     bool       // UTF8=ACCEPT enabled (RFC 6855): mailbox names on the wire are UTF-8
 	notify   *fetchReq  // NOTIFY MessageNew fetch attributes, for pushed FETCH responses
-	batch    []byte     // responses upstreamLoop has not queued yet (emit)
+	batch    []byte      // responses upstreamLoop has not queued yet (emit)
+	itemsBuf []fetchItem // upstreamLoop's reusable FETCH item buffer
 	sawBye   bool
 	closing  bool
 	stopOnce sync.Once
@@ -71,7 +72,11 @@ type outEntry struct {
 	stream *streamEntry  // when set, n bytes are copied from the upstream reader after data
 	close  bool          // close the client connection after writing data
 	fin    chan struct{} // closed after a close entry was handled
+	pooled bool          // data came from batchPool and goes back after writing
 }
+
+// batchPool recycles emit's batch buffers.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // streamEntry hands a large literal from upstreamLoop to writeLoop without buffering it.
 type streamEntry struct {
@@ -215,8 +220,12 @@ func (r *relay) writeLoop() error {
 		if _, err := w.Write(data); err != nil {
 			return err
 		}
+		if e.pooled && cap(data) <= 256<<10 {
+			data = data[:0]
+			batchPool.Put(&data)
+		}
 		if e.stream != nil {
-			_, err := io.CopyN(w, r.up.R, e.stream.n)
+			err := r.copyLiteral(w, e.stream.n)
 			e.stream.done <- err
 			if err != nil {
 				return err
@@ -241,6 +250,9 @@ func (r *relay) writeLoop() error {
 // emit queues data for the client from upstreamLoop, batching consecutive responses into one queue entry
 // while more input is already buffered (flushBatch).
 func (r *relay) emit(data []byte) error {
+	if r.batch == nil {
+		r.batch = (*batchPool.Get().(*[]byte))[:0]
+	}
 	r.batch = append(r.batch, data...)
 	if len(r.batch) >= 64<<10 {
 		return r.flushBatch()
@@ -255,7 +267,34 @@ func (r *relay) flushBatch() error {
 	}
 	b := r.batch
 	r.batch = nil
-	return r.send(b)
+	select {
+	case r.out <- outEntry{data: b, pooled: true}:
+		return nil
+	case <-r.done:
+		return net.ErrClosed
+	}
+}
+
+// copyLiteral copies n bytes of a literal from the upstream to the client: what the upstream reader holds,
+// then, when it can, straight from socket to socket (the kernel copies: splice between TCP sockets).
+func (r *relay) copyLiteral(w *bufio.Writer, n int64) error {
+	k := min(int64(r.up.R.Buffered()), n)
+	if _, err := io.CopyN(w, r.up.R, k); err != nil {
+		return err
+	}
+	n -= k
+	if n == 0 {
+		return nil
+	}
+	if r.up.Raw == nil || n < 1<<20 {
+		_, err := io.CopyN(w, r.up.R, n)
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	_, err := io.CopyN(r.client, r.up.Raw, n)
+	return err
 }
 
 // send queues data for the client.

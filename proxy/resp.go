@@ -18,7 +18,8 @@ func (r *relay) upstreamLoop() error {
 				return err
 			}
 		}
-		line, err := readLine(r.up.R)
+		// Every handler copies the line before it reads on.
+		line, err := peekLine(r.up.R)
 		if err != nil {
 			r.flushBatch()
 			return err
@@ -210,6 +211,7 @@ func (r *relay) tagged(line []byte) error {
 		return err
 	}
 	fut := make(chan []byte, 1)
+	line = append([]byte(nil), line...)
 	go func() {
 		c.rewrites.Wait()
 		if c.expunged.Load() {

@@ -49,6 +49,110 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
+// peekLine is readLine without the copy when the line fits in br's buffer: the result is valid only until
+// the next read from br.
+func peekLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == nil {
+		return line, nil
+	}
+	if err != bufio.ErrBufferFull {
+		if err == io.EOF && len(line) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	rest, err := readLine(br)
+	if err != nil {
+		return nil, err
+	}
+	if len(line)+len(rest) > maxLine {
+		return nil, errLineTooLong
+	}
+	return append(append([]byte(nil), line...), rest...), nil
+}
+
+// skipValueAt returns the offset after the value (atom, quoted string, literal or parenthesized list) that
+// starts at b[i], without building tokens; -1 when it is cut short or malformed.
+func skipValueAt(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '(':
+			depth++
+			i++
+		case ')':
+			if depth == 0 {
+				return i
+			}
+			depth--
+			i++
+			if depth == 0 {
+				return i
+			}
+		case ' ':
+			if depth == 0 {
+				return i
+			}
+			i++
+		case '"':
+			i++
+			for i < len(b) && b[i] != '"' {
+				if b[i] == '\\' {
+					i++
+				}
+				if i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+					return -1
+				}
+				i++
+			}
+			if i >= len(b) {
+				return -1
+			}
+			i++
+			if depth == 0 {
+				return i
+			}
+		case '~', '{':
+			j := i
+			if c == '~' {
+				j++
+			}
+			if j >= len(b) || b[j] != '{' {
+				i++ // an atom character
+				continue
+			}
+			nl := bytes.IndexByte(b[j:], '\n')
+			if nl < 0 {
+				return -1
+			}
+			m, ok := literalAt(b[i : j+nl+1])
+			if !ok || m.at != 0 {
+				return -1
+			}
+			end := j + nl + 1 + int(m.size)
+			if m.size > int64(len(b)) || end > len(b) {
+				return -1
+			}
+			i = end
+			if depth == 0 {
+				return i
+			}
+		case '\r', '\n':
+			if depth > 0 {
+				return -1
+			}
+			return i
+		default:
+			i++
+		}
+	}
+	if depth > 0 {
+		return -1
+	}
+	return i
+}
+
 // trimEOL returns line without its CRLF or LF.
 func trimEOL(line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\n"))

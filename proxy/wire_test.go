@@ -260,3 +260,25 @@ func FuzzFetchResponse(f *testing.F) {
 		untaggedKind(append([]byte("* "), b...))
 	})
 }
+
+func TestSkipValueAt(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{`NIL rest`, 3},
+		{`"a \" b" rest`, 8},
+		{`(1 (2 "x)") {3}` + "\r\nabc) rest", 21},
+		{"{3}\r\nabc rest", 8},
+		{"~{2}\r\n\x00) rest", 8},
+		{"(~{2}\r\n\x00)", -1},
+		{"~{2}\r\n\x00\x01 rest", 8},
+		{`("unterminated`, -1},
+		{"{9}\r\nshort", -1},
+		{`(a b`, -1},
+	} {
+		if got := skipValueAt([]byte(tc.in), 0); got != tc.want {
+			t.Errorf("skipValueAt(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
