@@ -1,10 +1,12 @@
 package decrypt
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -208,6 +210,44 @@ func TestAppendGuard(t *testing.T) {
 		// the session is still usable
 		if _, err := cc.Select("INBOX", nil).Wait(); err != nil {
 			t.Errorf("session after refusal: %v", err)
+		}
+	})
+
+	t.Run("a MULTIAPPEND with a served copy carol cannot encrypt stores nothing", func(t *testing.T) {
+		before := mailboxUIDs(t, e.d, "carol", "INBOX")
+		nc, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(nc)
+		br.ReadString('\n')
+		fmt.Fprintf(nc, "a LOGIN carol %s\r\n", e.d.Password("carol"))
+		for l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "a "); l, _ = br.ReadString('\n') {
+		}
+		plain := "Subject: first\r\n\r\nfirst of two\r\n"
+		fmt.Fprintf(nc, "b APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n", len(plain), plain, len(served), served)
+		var resp string
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading: %v (%q)", err, resp)
+			}
+			resp += l
+			if strings.HasPrefix(l, "b ") {
+				break
+			}
+		}
+		if !strings.Contains(resp, "b NO [CANNOT]") {
+			t.Errorf("MULTIAPPEND answered %q, want NO [CANNOT]", resp)
+		}
+		if after := mailboxUIDs(t, e.d, "carol", "INBOX"); len(after) != len(before) {
+			t.Errorf("refused MULTIAPPEND stored something: %v → %v", before, after)
+		}
+		fmt.Fprintf(nc, "c NOOP\r\n")
+		if l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "c OK") && !strings.HasPrefix(l, "* ") {
+			t.Errorf("session after refusal: %q", l)
 		}
 	})
 

@@ -353,3 +353,85 @@ func TestRelayDecryptsInOrder(t *testing.T) {
 		t.Errorf("\\Seen upstream after BODY[TEXT]: %q", r)
 	}
 }
+
+// TestRelaySyncLiterals: against a server without LITERAL+ the relay sends literals synchronizing, waiting for
+// the server's continuation request, while the client uses its own (answered by the relay); a literal the
+// server refuses ends the command with the server's answer.
+func TestRelaySyncLiterals(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{Extra: "imap_capability = IMAP4rev1 IDLE UIDPLUS\n"})
+	rw, _ := smimeRewriter(t, "alice")
+	addr, _ := startProxy(t, d, rw)
+	c := wireDial(t, addr)
+	if r := c.do("LOGIN {5}\r\nalice {8}\r\nalice-pw"); !strings.Contains(r, "OK") {
+		t.Fatalf("LOGIN with literals: %q", r)
+	}
+	if r := c.do("CAPABILITY"); strings.Contains(r, "LITERAL+") {
+		t.Fatalf("server still offers LITERAL+: %q", r)
+	}
+	m := "Subject: sync\r\n\r\nbody\r\n"
+	if r := c.do(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(m), m)); !strings.Contains(r, "OK [APPENDUID") {
+		t.Fatalf("APPEND: %q", r)
+	}
+	if r := c.do(fmt.Sprintf("APPEND NoSuchBox {%d}\r\n%s", len(m), m)); !strings.Contains(r, "NO [TRYCREATE]") {
+		t.Fatalf("APPEND to a missing mailbox: %q", r)
+	}
+	c.do("SELECT INBOX")
+	if r := c.do("UID SEARCH SUBJECT {4}\r\nsync"); !strings.Contains(r, "* SEARCH 1") {
+		t.Fatalf("SEARCH with a literal: %q", r)
+	}
+	if r := c.do("FETCH 1 (BODY.PEEK[TEXT])"); !strings.Contains(r, "body") {
+		t.Fatalf("FETCH: %q", r)
+	}
+}
+
+// TestRelayAuthenticate: AUTHENTICATE is relayed challenge by challenge (PLAIN without and with an initial
+// response, LOGIN), and what the client sent logs the side connections in: an encrypted message is served
+// decrypted after each. A mechanism that cannot be replayed is refused by the proxy.
+func TestRelayAuthenticate(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{Extra: "auth_mechanisms = plain login\n"})
+	rw, certPEM := smimeRewriter(t, "alice")
+	blk, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := decrypt.EncryptToSelf(msg([]string{"From: a@example.org", "Subject: s", "Content-Type: text/plain"}, "auth secret\n"), []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Append("alice", "INBOX", enc, nil, time.Now())
+	addr, _ := startProxy(t, d, rw)
+	b64 := func(s string) string { return base64Std([]byte(s)) }
+	for _, tc := range []struct {
+		name  string
+		steps []string // the command, then the client's answers to each "+"
+	}{
+		{"PLAIN", []string{"AUTHENTICATE PLAIN", b64("\x00alice\x00alice-pw")}},
+		{"PLAIN SASL-IR", []string{"AUTHENTICATE PLAIN " + b64("\x00alice\x00alice-pw")}},
+		{"LOGIN", []string{"AUTHENTICATE LOGIN", b64("alice"), b64("alice-pw")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := wireDial(t, addr)
+			c.n++
+			tag := fmt.Sprintf("t%d", c.n)
+			c.send(tag + " " + tc.steps[0] + "\r\n")
+			for _, answer := range tc.steps[1:] {
+				if r := c.readResponse(); !strings.HasPrefix(r, "+") {
+					t.Fatalf("want a continuation request, got %q", r)
+				}
+				c.send(answer + "\r\n")
+			}
+			if r := c.readResponse(); !strings.HasPrefix(r, tag+" OK") {
+				t.Fatalf("AUTHENTICATE: %q", r)
+			}
+			c.do("SELECT INBOX")
+			if r := c.do("FETCH 1 (BODY.PEEK[TEXT])"); !strings.Contains(r, "auth secret") {
+				t.Errorf("not decrypted after %s: %q", tc.name, r)
+			}
+		})
+	}
+	c := wireDial(t, addr)
+	if r := c.do("AUTHENTICATE CRAM-MD5"); !strings.Contains(r, "NO [CANNOT]") {
+		t.Errorf("CRAM-MD5: %q", r)
+	}
+}
