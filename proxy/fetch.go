@@ -494,7 +494,7 @@ func withoutItem(u []byte, it fetchItem) []byte {
 // fetchResponse relays one FETCH response whose first line is line.
 func (r *relay) fetchResponse(line []byte, seq uint32) error {
 	if _, ok := literalAt(line); !ok {
-		return r.fetchUnit(line, seq) // the whole response: no copy needed
+		return r.fetchUnit(line, seq, false) // the whole response, in the reader's buffer
 	}
 	buf := append([]byte(nil), line...)
 	for {
@@ -521,7 +521,7 @@ func (r *relay) fetchResponse(line []byte, seq uint32) error {
 		}
 		buf = append(buf, line...)
 	}
-	return r.fetchUnit(buf, seq)
+	return r.fetchUnit(buf, seq, true)
 }
 
 // passRest passes the rest of a response through after a streamed literal.
@@ -570,9 +570,9 @@ func (r *relay) streamable(part []byte) (bool, []byte) {
 	return true, part
 }
 
-// fetchUnit relays one complete FETCH response. u may be the upstream reader's buffer: it is copied before
-// the next read (emit, or the rewrite's own copy).
-func (r *relay) fetchUnit(u []byte, seq uint32) error {
+// fetchUnit relays one complete FETCH response. Unless owned, u is the upstream reader's buffer: it is copied
+// before the next read (emit, or the rewrite's own copy).
+func (r *relay) fetchUnit(u []byte, seq uint32, owned bool) error {
 	items, _, err := appendFetchItems(r.itemsBuf[:0], u)
 	r.itemsBuf = items[:0]
 	if err != nil || !hasBodyItem(items) {
@@ -620,7 +620,9 @@ func (r *relay) fetchUnit(u []byte, seq uint32) error {
 		req = owner.fetch
 	}
 	// The rewrite runs on after the reader moves on: it gets its own copies.
-	u = append([]byte(nil), u...)
+	if !owned {
+		u = append([]byte(nil), u...)
+	}
 	items = append([]fetchItem(nil), items...)
 	for i := range items {
 		items[i].rawName = u[items[i].start : items[i].start+len(items[i].rawName)]
@@ -629,7 +631,7 @@ func (r *relay) fetchUnit(u []byte, seq uint32) error {
 			items[i].val.val = u[vs:items[i].valEnd]
 		}
 	}
-	fut := make(chan []byte, 1)
+	fut := make(chan [][]byte, 1)
 	if err := r.flushBatch(); err != nil {
 		return err
 	}
@@ -666,7 +668,7 @@ func (r *relay) fetchUnit(u []byte, seq uint32) error {
 // rewriteFetch builds the FETCH response for a candidate message from its served copy. A message that
 // vanished upstream before its ciphertext could be read is left out (gone), as a server may do for a message
 // another session expunged (RFC 9051 section 7.1, EXPUNGEISSUED).
-func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []fetchItem, m mailboxRef, uid uint32, req *fetchReq) (out []byte, gone bool) {
+func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []fetchItem, m mailboxRef, uid uint32, req *fetchReq) (out [][]byte, gone bool) {
 	// The ciphertext is in the response when the client asked for all of it.
 	var inline []byte
 	for _, it := range items {
@@ -692,33 +694,34 @@ func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []
 			r.log.Warn("cannot read message to decrypt; relaying it unchanged", "uid", uid, "err", err)
 		}
 		if handed {
-			return nilBodyItems(u, items, req), false
+			return [][]byte{nilBodyItems(u, items, req)}, false
 		}
-		return stripAdded(u, items, req), false
+		return [][]byte{stripAdded(u, items, req)}, false
 	}
 	v := newServedView(r, m, uid, served)
-	out = make([]byte, 0, len(served)+256)
-	out = append(out, "* "...)
-	out = strconv.AppendUint(out, uint64(seq), 10)
-	out = append(out, " FETCH ("...)
+	p := &parts{cur: make([]byte, 0, 512)}
+	p.cur = append(p.cur, "* "...)
+	p.cur = strconv.AppendUint(p.cur, uint64(seq), 10)
+	p.cur = append(p.cur, " FETCH ("...)
 	first := true
 	for _, it := range items {
 		if it.name == "UID" && req != nil && req.addedUID {
 			continue
 		}
 		if !first {
-			out = append(out, ' ')
+			p.cur = append(p.cur, ' ')
 		}
 		first = false
 		if !bodyDependentItem(it.name) {
-			out = append(out, u[it.start:it.end]...)
+			p.cur = append(p.cur, u[it.start:it.end]...)
 			continue
 		}
-		out = append(out, it.rawName...)
-		out = append(out, ' ')
-		out = v.appendItem(out, it, req)
+		p.cur = append(p.cur, it.rawName...)
+		p.cur = append(p.cur, ' ')
+		v.appendItem(p, it, req)
 	}
-	return append(out, ")\r\n"...), false
+	p.cur = append(p.cur, ")\r\n"...)
+	return p.all(), false
 }
 
 // stripAdded returns u without the UID the relay added.

@@ -68,7 +68,7 @@ type mailboxRef struct {
 // outEntry is one piece of output for the client, written in queue order.
 type outEntry struct {
 	data   []byte
-	future chan []byte   // when set, the data arrives later (a rewritten response)
+	future chan [][]byte // when set, the data arrives later (a rewritten response), in parts
 	stream *streamEntry  // when set, n bytes are copied from the upstream reader after data
 	close  bool          // close the client connection after writing data
 	fin    chan struct{} // closed after a close entry was handled
@@ -211,10 +211,16 @@ func (r *relay) writeLoop() error {
 		}
 		data := e.data
 		if e.future != nil {
+			var parts [][]byte
 			select {
-			case data = <-e.future:
+			case parts = <-e.future:
 			case <-r.done:
 				return nil
+			}
+			for _, p := range parts {
+				if _, err := w.Write(p); err != nil {
+					return err
+				}
 			}
 		}
 		if _, err := w.Write(data); err != nil {
@@ -308,7 +314,7 @@ func (r *relay) send(data []byte) error {
 }
 
 // sendFuture queues a response computed elsewhere.
-func (r *relay) sendFuture(f chan []byte) error {
+func (r *relay) sendFuture(f chan [][]byte) error {
 	select {
 	case r.out <- outEntry{future: f}:
 		return nil

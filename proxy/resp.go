@@ -210,14 +210,14 @@ func (r *relay) tagged(line []byte) error {
 	if err := r.flushBatch(); err != nil {
 		return err
 	}
-	fut := make(chan []byte, 1)
+	fut := make(chan [][]byte, 1)
 	line = append([]byte(nil), line...)
 	go func() {
 		c.rewrites.Wait()
 		if c.expunged.Load() {
 			line = withExpungeIssued(line)
 		}
-		fut <- line
+		fut <- [][]byte{line}
 	}()
 	return r.sendFuture(fut)
 }

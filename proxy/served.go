@@ -37,30 +37,58 @@ func (v *servedView) bs() imap.BodyStructure {
 	return v.structure
 }
 
+// parts builds a response from small pieces and large slices it does not copy (a served message's bytes).
+type parts struct {
+	done [][]byte
+	cur  []byte
+}
+
+// ref appends data without copying it when it is large.
+func (p *parts) ref(data []byte) {
+	if len(data) < 16<<10 {
+		p.cur = append(p.cur, data...)
+		return
+	}
+	p.done = append(p.done, p.cur, data)
+	p.cur = nil
+}
+
+func (p *parts) all() [][]byte { return append(p.done, p.cur) }
+
 // appendItem appends the value of body-dependent item it, computed from the served bytes.
-func (v *servedView) appendItem(out []byte, it fetchItem, req *fetchReq) []byte {
+func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
+	out := p.cur
+	defer func() { p.cur = out }()
 	b := v.b
 	switch it.name {
 	case "RFC822.SIZE":
-		return strconv.AppendInt(out, int64(len(b)), 10)
+		out = strconv.AppendInt(out, int64(len(b)), 10)
+		return
 	case "RFC822":
-		return appendLiteral(out, b)
+		out = v.literal(p, out, b)
+		return
 	case "RFC822.HEADER":
 		h, _ := splitEntity(b)
-		return appendLiteral(out, h)
+		out = v.literal(p, out, h)
+		return
 	case "RFC822.TEXT":
 		_, body := splitEntity(b)
-		return appendLiteral(out, body)
+		out = v.literal(p, out, body)
+		return
 	case "ENVELOPE":
-		return append(out, v.derive("imap-envelope", func() any { return imapfmt.Envelope(b) }).([]byte)...)
+		out = append(out, v.derive("imap-envelope", func() any { return imapfmt.Envelope(b) }).([]byte)...)
+		return
 	case "BODY":
-		return append(out, v.derive("imap-body", func() any { return imapfmt.BodyStructure(b, false) }).([]byte)...)
+		out = append(out, v.derive("imap-body", func() any { return imapfmt.BodyStructure(b, false) }).([]byte)...)
+		return
 	case "BODYSTRUCTURE":
-		return append(out, v.derive("imap-bodystructure", func() any { return imapfmt.BodyStructure(b, true) }).([]byte)...)
+		out = append(out, v.derive("imap-bodystructure", func() any { return imapfmt.BodyStructure(b, true) }).([]byte)...)
+		return
 	}
 	sr, ok := parseSectionItem(it.rawName, false)
 	if !ok {
-		return append(out, "NIL"...)
+		out = append(out, "NIL"...)
+		return
 	}
 	var data []byte
 	switch sr.kind {
@@ -71,10 +99,12 @@ func (v *servedView) appendItem(out []byte, it fetchItem, req *fetchReq) []byte 
 		if data, err = binarySection(b, v.bs, sr.sec.Part); err != nil {
 			// RFC 3516 section 4.3: the server would refuse with [UNKNOWN-CTE]; the command's tagged
 			// response is the upstream's, so the item is NIL.
-			return append(out, "NIL"...)
+			out = append(out, "NIL"...)
+			return
 		}
 		if sr.kind == "BINARY.SIZE" {
-			return strconv.AppendInt(out, int64(len(data)), 10)
+			out = strconv.AppendInt(out, int64(len(data)), 10)
+			return
 		}
 	}
 	if sr.length == -2 {
@@ -94,23 +124,18 @@ func (v *servedView) appendItem(out []byte, it fetchItem, req *fetchReq) []byte 
 		}
 		data = data[off:end]
 	}
-	if sr.kind == "BINARY" {
-		return appendLiteral8(out, data)
+	if sr.kind == "BINARY" && bytes.IndexByte(data, 0) >= 0 {
+		out = append(out, '~') // literal8 (RFC 3516 section 4.2)
 	}
-	return appendLiteral(out, data)
+	out = v.literal(p, out, data)
 }
 
-func appendLiteral(out, data []byte) []byte {
+// literal appends a literal of data: the announcement to out, the data by reference.
+func (v *servedView) literal(p *parts, out, data []byte) []byte {
 	out = append(out, '{')
 	out = strconv.AppendInt(out, int64(len(data)), 10)
 	out = append(out, "}\r\n"...)
-	return append(out, data...)
-}
-
-// appendLiteral8 writes a literal8 (RFC 3516 section 4.2) when data holds NUL, else a literal.
-func appendLiteral8(out, data []byte) []byte {
-	if bytes.IndexByte(data, 0) >= 0 {
-		out = append(out, '~')
-	}
-	return appendLiteral(out, data)
+	p.cur = out
+	p.ref(data)
+	return p.cur
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 )
 
@@ -205,7 +206,7 @@ type unit []byte
 // appendN appends exactly n bytes read from r to b.
 func appendN(b []byte, r io.Reader, n int64) ([]byte, error) {
 	start := len(b)
-	b = append(b, make([]byte, n)...)
+	b = slices.Grow(b, int(n))[:start+int(n)] // no temporary of n bytes: a 50 MB literal costs 50 MB
 	if _, err := io.ReadFull(r, b[start:]); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
