@@ -20,6 +20,7 @@ var (
 	_ proxy.TextMatcher     = (*Decrypter)(nil)
 	_ proxy.DerivedCache    = (*Decrypter)(nil)
 	_ proxy.CandidateFilter = (*Decrypter)(nil)
+	_ proxy.CacheProbe      = (*Decrypter)(nil)
 )
 
 // The methods below implement the proxy's optional interfaces (proxy.HeaderGuard, proxy.AppendGuard,
@@ -32,6 +33,12 @@ func (d *Decrypter) CandidateCriteria() *imap.SearchCriteria {
 		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "pkcs7"}}},
 		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "smime"}}},
 	}}}
+}
+
+// Cached implements proxy.CacheProbe: the served bytes of m are in the cache.
+func (d *Decrypter) Cached(m MessageRef) bool {
+	_, ok := d.cache.get(cacheKey(m))
+	return ok
 }
 
 // NeedsStrip is the package function NeedsStrip.

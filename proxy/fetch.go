@@ -23,6 +23,13 @@ import (
 type fetchReq struct {
 	addedUID bool
 	sections []sectionReq // BODY[...] and BINARY[...] items, for their partial lengths
+	// synth: a UID FETCH of encrypted messages whose served copies are all cached went upstream without its
+	// body-dependent items (bodyNames, in response form); the relay adds them to each response, once per UID
+	// of the set.
+	synth     bool
+	bodyNames []string
+	uids      map[uint32]bool
+	answered  map[uint32]bool
 }
 
 // sectionReq is one requested section.
@@ -132,6 +139,11 @@ func (r *relay) prepareFetch(c *command, u unit) unit {
 		}
 	}
 	c.fetch = req
+	if isUID && body && listEnd <= len(u) {
+		if out, ok := r.prepareCachedFetch(c, u, names, listStart, listEnd); ok {
+			return out
+		}
+	}
 	if isUID || hasUID || !body || listEnd > len(u) {
 		return u
 	}
@@ -154,6 +166,140 @@ func (r *relay) prepareFetch(c *command, u unit) unit {
 	out = append(out, strings.Join(list, " ")...)
 	out = append(out, ')')
 	return append(out, u[listEnd:]...)
+}
+
+// maxSynthUIDs bounds the UID set of a FETCH answered from cached served copies.
+const maxSynthUIDs = 1000
+
+// prepareCachedFetch sends a UID FETCH whose messages are all encrypted with cached served copies upstream
+// without its body-dependent items: the ciphertext need not cross the network again (fetchUnit adds the items
+// from the served copies). It applies only when the relay's view of the selected mailbox is current (no
+// command in flight) and no item would set \Seen.
+func (r *relay) prepareCachedFetch(c *command, u unit, names []string, listStart, listEnd int) (unit, bool) {
+	if r.side == nil {
+		return nil, false
+	}
+	probe, ok := r.srv.opts.Rewriter.(CacheProbe)
+	if !ok {
+		return nil, false
+	}
+	r.mu.Lock()
+	idle, m := len(r.pending) == 0, r.mbox
+	r.mu.Unlock()
+	if !idle || !m.ok {
+		return nil, false
+	}
+	s := &scanner{b: u}
+	s.next()
+	s.next()
+	s.next()
+	set, err := s.next()
+	if err != nil || set.kind != tokAtom {
+		return nil, false
+	}
+	uids, ok := parseUIDSet(set.val, maxSynthUIDs)
+	if !ok {
+		return nil, false
+	}
+	var keep, bodyNames []string
+	for _, n := range expandMacros(names) {
+		up := strings.ToUpper(n)
+		switch {
+		case !bodyDependentItem(up):
+			if up != "UID" {
+				keep = append(keep, n)
+			}
+		case strings.HasPrefix(up, "BODY[") || strings.HasPrefix(up, "BINARY[") || up == "RFC822" || up == "RFC822.TEXT":
+			return nil, false // sets \Seen (RFC 9051 section 6.4.5): the server must see it
+		default:
+			bodyNames = append(bodyNames, responseName(n))
+		}
+	}
+	ix := r.srv.index(r.userName(), m)
+	ix.mu.Lock()
+	for _, uid := range uids {
+		if uid > ix.checked || !ix.cands[uid] || !probe.Cached(r.ref(m, uid)) {
+			ix.mu.Unlock()
+			return nil, false
+		}
+	}
+	ix.mu.Unlock()
+	req := c.fetch
+	req.synth, req.bodyNames = true, bodyNames
+	req.uids, req.answered = make(map[uint32]bool, len(uids)), map[uint32]bool{}
+	for _, uid := range uids {
+		req.uids[uid] = true
+	}
+	out := append([]byte(nil), u[:listStart]...)
+	out = append(out, "(UID"...)
+	for _, n := range keep {
+		out = append(out, ' ')
+		out = append(out, n...)
+	}
+	out = append(out, ')')
+	return append(out, u[listEnd:]...), true
+}
+
+// expandMacros replaces ALL, FAST and FULL by the items they stand for (RFC 9051 section 6.4.5).
+func expandMacros(names []string) []string {
+	var list []string
+	for _, n := range names {
+		switch strings.ToUpper(n) {
+		case "ALL":
+			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE")
+		case "FAST":
+			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE")
+		case "FULL":
+			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")
+		default:
+			list = append(list, n)
+		}
+	}
+	return list
+}
+
+// responseName is the name a server answers a requested item with: no .PEEK, a partial as <origin>.
+func responseName(n string) string {
+	up := strings.ToUpper(n)
+	for _, k := range []string{"BODY.PEEK[", "BINARY.PEEK["} {
+		if strings.HasPrefix(up, k) {
+			n = n[:len(k)-len(".PEEK[")] + "[" + n[len(k):]
+			break
+		}
+	}
+	if i := strings.LastIndexByte(n, '<'); i > 0 && strings.HasSuffix(n, ">") && strings.LastIndexByte(n, ']') < i {
+		if dot := strings.IndexByte(n[i:], '.'); dot > 0 {
+			n = n[:i+dot] + ">"
+		}
+	}
+	return n
+}
+
+// parseUIDSet expands an explicit UID set ("3,5:7"; no "*" or "$") of at most limit UIDs.
+func parseUIDSet(b []byte, limit int) ([]uint32, bool) {
+	var out []uint32
+	for _, part := range strings.Split(string(b), ",") {
+		lo, hi, isRange := strings.Cut(part, ":")
+		a, err1 := strconv.ParseUint(lo, 10, 32)
+		z := a
+		var err2 error
+		if isRange {
+			z, err2 = strconv.ParseUint(hi, 10, 32)
+		}
+		if err1 != nil || err2 != nil || a == 0 || z == 0 {
+			return nil, false
+		}
+		if z < a {
+			a, z = z, a
+		}
+		if z-a >= uint64(limit) || len(out)+int(z-a)+1 > limit {
+			return nil, false
+		}
+		for v := a; v <= z; v++ {
+			out = append(out, uint32(v))
+		}
+	}
+	return out, len(out) > 0
 }
 
 // parseSectionItem parses BODY[...], BODY.PEEK[...], BINARY[...], BINARY.PEEK[...] and BINARY.SIZE[...]
@@ -575,10 +721,23 @@ func (r *relay) streamable(part []byte) (bool, []byte) {
 func (r *relay) fetchUnit(u []byte, seq uint32, owned bool) error {
 	items, _, err := appendFetchItems(r.itemsBuf[:0], u)
 	r.itemsBuf = items[:0]
-	if err != nil || !hasBodyItem(items) {
+	if err != nil {
 		return r.emit(u)
 	}
-	owner := r.fetchOwner()
+	var owner *command
+	if !hasBodyItem(items) {
+		owner = r.fetchOwner()
+		if owner == nil || !owner.fetch.synth {
+			return r.emit(u)
+		}
+		uid, ok := uidOf(u, items)
+		if !ok || !owner.fetch.uids[uid] || owner.fetch.answered[uid] {
+			return r.emit(u) // not one of the command's own responses (a flag update)
+		}
+		owner.fetch.answered[uid] = true
+	} else {
+		owner = r.fetchOwner()
+	}
 	var uidItem *fetchItem
 	for i := range items {
 		if items[i].name == "UID" {
@@ -719,6 +878,18 @@ func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []
 		p.cur = append(p.cur, it.rawName...)
 		p.cur = append(p.cur, ' ')
 		v.appendItem(p, it, req)
+	}
+	if req != nil && req.synth {
+		for _, n := range req.bodyNames {
+			if !first {
+				p.cur = append(p.cur, ' ')
+			}
+			first = false
+			it := fetchItem{name: strings.ToUpper(n), rawName: []byte(n)}
+			p.cur = append(p.cur, n...)
+			p.cur = append(p.cur, ' ')
+			v.appendItem(p, it, req)
+		}
 	}
 	p.cur = append(p.cur, ")\r\n"...)
 	return p.all(), false

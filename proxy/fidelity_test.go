@@ -435,3 +435,45 @@ func TestRelayAuthenticate(t *testing.T) {
 		t.Errorf("CRAM-MD5: %q", r)
 	}
 }
+
+// TestRelayCachedFetch: a UID FETCH of encrypted messages whose served copies are cached is answered without
+// their ciphertext (the upstream gets only the other items) and gives the same bytes as the first fetch; a
+// fetch that sets \Seen still goes to the server.
+func TestRelayCachedFetch(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	rw, certPEM := smimeRewriter(t, "alice")
+	blk, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		m, err := decrypt.EncryptToSelf(msg([]string{"From: a@example.org", fmt.Sprintf("Subject: c%d", i), "Content-Type: text/plain"},
+			strings.Repeat(fmt.Sprintf("cached secret %d\n", i), 2000)), []*x509.Certificate{cert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Append("alice", "INBOX", m, nil, time.Now())
+	}
+	addr, _ := startProxy(t, d, rw)
+	c := wireDial(t, addr)
+	c.do("LOGIN alice alice-pw")
+	c.do("SELECT INBOX")
+	const items = "(UID FLAGS RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT]<5.20> ENVELOPE)"
+	first := c.do("UID FETCH 1:3 " + items)
+	second := c.do("UID FETCH 1:3 " + items)
+	strip := func(s string) string { // the untagged responses
+		return s[:strings.LastIndex(strings.TrimSuffix(s, "\r\n"), "\r\n")]
+	}
+	if strip(first) != strip(second) || !strings.Contains(second, "cached secret 2") || strings.Count(second, "* ") != 3 {
+		t.Fatalf("second fetch differs from the first:\nfirst:  %.600q\nsecond: %.600q", first, second)
+	}
+	if !strings.Contains(second, "BODY[TEXT]<5> {20}") {
+		t.Errorf("partial item: %.600q", second)
+	}
+	// \Seen comes from the server: a non-PEEK fetch is not answered from the cache alone.
+	r := c.do("UID FETCH 2 (BODY[TEXT])")
+	if !strings.Contains(r, "\\Seen") || !strings.Contains(r, "cached secret 1") {
+		t.Errorf("non-PEEK fetch: %.300q", r)
+	}
+}

@@ -41,6 +41,12 @@ type CandidateFilter interface {
 	CandidateCriteria() *imap.SearchCriteria
 }
 
+// CacheProbe reports whether the Rewriter holds a message's served bytes, so that a UID FETCH of cached
+// encrypted messages need not bring their ciphertext from the upstream server again.
+type CacheProbe interface {
+	Cached(m MessageRef) bool
+}
+
 // HeaderGuard names header fields whose presence makes a message a candidate besides its BODYSTRUCTURE: a
 // plain message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
 // removed before a client sees it. The proxy finds such messages with upstream searches (forged.go).
