@@ -44,12 +44,12 @@ type relay struct {
 	pending  []*command // forwarded, tagged response not yet seen, in the order sent
 	waitCont *command   // command whose synchronizing literal waits for the upstream's "+"
 	upCaps   capSet
-	user     string     // key-store user after login ("" before)
-	auth     *authInfo  // how the user logged in (replayed on side connections)
-	side     *sidePool  // after login, when decrypting
-	mbox     mailboxRef // selected mailbox, as of the responses read so far (upstreamLoop)
-	utf8     bool       // UTF8=ACCEPT enabled (RFC 6855): mailbox names on the wire are UTF-8
-	notify   *fetchReq  // NOTIFY MessageNew fetch attributes, for pushed FETCH responses
+	user     string      // key-store user after login ("" before)
+	auth     *authInfo   // how the user logged in (replayed on side connections)
+	side     *sidePool   // after login, when decrypting
+	mbox     mailboxRef  // selected mailbox, as of the responses read so far (upstreamLoop)
+	utf8     bool        // UTF8=ACCEPT enabled (RFC 6855): mailbox names on the wire are UTF-8
+	notify   *fetchReq   // NOTIFY MessageNew fetch attributes, for pushed FETCH responses
 	batch    []byte      // responses upstreamLoop has not queued yet (emit)
 	itemsBuf []fetchItem // upstreamLoop's reusable FETCH item buffer
 	sawBye   bool
