@@ -624,6 +624,38 @@ func sectionEndParen(b []byte, open int) int {
 	return -1
 }
 
+// leadingUID returns the UID of a FETCH response whose first item is UID, and the length of that item with
+// its separating space (0 when the response does not start so).
+func leadingUID(u []byte) (uint32, int) {
+	open := bytes.IndexByte(u, '(')
+	if open < 0 || len(u) < open+6 || !bytes.EqualFold(u[open+1:open+5], []byte("UID ")) {
+		return 0, 0
+	}
+	i := open + 5
+	var v uint64
+	start := i
+	for i < len(u) && u[i] >= '0' && u[i] <= '9' && i-start < 10 {
+		v = v*10 + uint64(u[i]-'0')
+		i++
+	}
+	if i == start || v == 0 || v > 1<<32-1 || i >= len(u) || (u[i] != ' ' && u[i] != ')') {
+		return 0, 0
+	}
+	if u[i] == ' ' {
+		i++
+	}
+	return uint32(v), i - (open + 1)
+}
+
+// emitWithout emits u without the n bytes after its "(" (the UID the relay added).
+func (r *relay) emitWithout(u []byte, n int) error {
+	open := bytes.IndexByte(u, '(') + 1
+	if err := r.emit(u[:open]); err != nil {
+		return err
+	}
+	return r.emit(u[open+n:])
+}
+
 // withoutItem returns u without the item it (and one separating space).
 func withoutItem(u []byte, it fetchItem) []byte {
 	start, end := it.start, it.end
@@ -719,6 +751,16 @@ func (r *relay) streamable(part []byte) (bool, []byte) {
 // fetchUnit relays one complete FETCH response. Unless owned, u is the upstream reader's buffer: it is copied
 // before the next read (emit, or the rewrite's own copy).
 func (r *relay) fetchUnit(u []byte, seq uint32, owned bool) error {
+	// Fast path for the common case, a plain message whose response starts with its UID (as Dovecot writes
+	// it): no parsing of the rest.
+	if uid, n := leadingUID(u); n > 0 {
+		if cl, err := r.classOf(r.ctx, r.selected(), uid); err == nil && cl == plainMsg {
+			if owner := r.fetchOwner(); owner != nil && owner.fetch.addedUID {
+				return r.emitWithout(u, n)
+			}
+			return r.emit(u)
+		}
+	}
 	items, _, err := appendFetchItems(r.itemsBuf[:0], u)
 	r.itemsBuf = items[:0]
 	if err != nil {

@@ -77,7 +77,7 @@ const (
 
 // classOf classifies uid of mailbox m, classifying new messages first.
 func (r *relay) classOf(ctx context.Context, m mailboxRef, uid uint32) (class, error) {
-	ix := r.srv.index(r.userName(), m)
+	ix := r.lastIndex(m)
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if uid > ix.checked {
@@ -92,6 +92,17 @@ func (r *relay) classOf(ctx context.Context, m mailboxRef, uid uint32) (class, e
 		return vanished, nil
 	}
 	return plainMsg, nil
+}
+
+// lastIndex returns the index of m, remembering the last one asked for (upstreamLoop asks for the selected
+// mailbox's once per FETCH response).
+func (r *relay) lastIndex(m mailboxRef) *mailboxIndex {
+	r.ixMu.Lock()
+	defer r.ixMu.Unlock()
+	if r.ixFor != m || r.ix == nil {
+		r.ix, r.ixFor = r.srv.index(r.userName(), m), m
+	}
+	return r.ix
 }
 
 // candidates returns every candidate of mailbox m, ascending, after classifying new messages.

@@ -52,6 +52,10 @@ type relay struct {
 	notify   *fetchReq   // NOTIFY MessageNew fetch attributes, for pushed FETCH responses
 	batch    []byte      // responses upstreamLoop has not queued yet (emit)
 	itemsBuf []fetchItem // upstreamLoop's reusable FETCH item buffer
+
+	ixMu  sync.Mutex
+	ix    *mailboxIndex // lastIndex
+	ixFor mailboxRef
 	sawBye   bool
 	closing  bool
 	stopOnce sync.Once

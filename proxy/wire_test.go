@@ -282,3 +282,18 @@ func TestSkipValueAt(t *testing.T) {
 		}
 	}
 }
+
+func TestLeadingUID(t *testing.T) {
+	for in, want := range map[string][2]int{
+		"* 1 FETCH (UID 17 FLAGS ())\r\n": {17, 7},
+		"* 1 FETCH (uid 5)\r\n":           {5, 5},
+		"* 1 FETCH (FLAGS () UID 5)\r\n":  {0, 0},
+		"* 1 FETCH (UID x)\r\n":           {0, 0},
+		"* 1 FETCH (UID 0 FLAGS ())\r\n":  {0, 0},
+	} {
+		uid, n := leadingUID([]byte(in))
+		if int(uid) != want[0] || n != want[1] {
+			t.Errorf("leadingUID(%q) = %d, %d; want %v", in, uid, n, want)
+		}
+	}
+}
