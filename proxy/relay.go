@@ -303,8 +303,28 @@ func (r *relay) copyLiteral(w *bufio.Writer, n int64) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	_, err := io.CopyN(r.client, r.up.Raw, n)
-	return err
+	if _, ok := r.up.Raw.(*net.TCPConn); ok {
+		_, err := io.CopyN(r.client, r.up.Raw, n) // splice(2) when the client is TCP too
+		return err
+	}
+	// TLS: gather several records per write.
+	buf := make([]byte, min(n, 256<<10))
+	for n > 0 {
+		k, err := io.ReadAtLeast(r.up.Raw, buf[:min(n, int64(len(buf)))], int(min(n, 64<<10)))
+		if k > 0 {
+			if _, werr := r.client.Write(buf[:k]); werr != nil {
+				return werr
+			}
+			n -= int64(k)
+		}
+		if err != nil {
+			if n == 0 {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // send queues data for the client.
