@@ -310,7 +310,7 @@ func (r *relay) copyLiteral(w *bufio.Writer, n int64) error {
 	// TLS: gather several records per write.
 	buf := make([]byte, min(n, 256<<10))
 	for n > 0 {
-		k, err := io.ReadAtLeast(r.up.Raw, buf[:min(n, int64(len(buf)))], int(min(n, 64<<10)))
+		k, err := io.ReadAtLeast(r.up.Raw, buf[:min(n, int64(len(buf)))], int(min(n, 16<<10)))
 		if k > 0 {
 			if _, werr := r.client.Write(buf[:k]); werr != nil {
 				return werr
