@@ -53,9 +53,9 @@ type relay struct {
 	batch    []byte      // responses upstreamLoop has not queued yet (emit)
 	itemsBuf []fetchItem // upstreamLoop's reusable FETCH item buffer
 
-	ixMu  sync.Mutex
-	ix    *mailboxIndex // lastIndex
-	ixFor mailboxRef
+	ixMu     sync.Mutex
+	ix       *mailboxIndex // lastIndex
+	ixFor    mailboxRef
 	sawBye   bool
 	closing  bool
 	stopOnce sync.Once
