@@ -15,6 +15,8 @@ import (
 	"math/big"
 	"mime"
 	"strings"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 )
 
 var (
@@ -59,8 +61,9 @@ type encryptedContentInfo struct {
 // form, becomes the content of a CMS EnvelopedData (RFC 5652 section 6) with AES-256-CBC content encryption
 // and RSA PKCS#1 v1.5 key transport (RFC 3370 section 4.2.1) to each certificate, named by issuer and serial
 // number. The other header fields (From, Subject, Date, ...) stay in the clear in the outer header; fields
-// named X-Smimeproxy-* are dropped. A message that is already application/pkcs7-mime (encrypted, or opaque
-// signed-data that may be) is returned unchanged. It fails when certs is empty or holds a non-RSA key.
+// named X-Smimeproxy-* are dropped. A message that is already encrypted (alreadyEncrypted) is returned
+// unchanged; signed-only S/MIME (opaque signed-data, multipart/signed) is encrypted like any other message.
+// It fails when certs is empty or holds a non-RSA key.
 //
 // This is what `serve --encrypt-appends` does with an APPEND that Origin does not recognise, so that no
 // plaintext reaches the upstream server.
@@ -68,10 +71,10 @@ func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("decrypt: encrypt: no certificate")
 	}
-	header, body := splitMessage(msg)
-	if alreadySMIME(header) {
+	if alreadyEncrypted(msg) {
 		return msg, nil
 	}
+	header, body := splitMessage(msg)
 	var outer, inner bytes.Buffer
 	for _, f := range headerFields(header) {
 		name := strings.ToLower(f.name)
@@ -105,15 +108,43 @@ func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
 	return outer.Bytes(), nil
 }
 
-// alreadySMIME reports whether the top-level Content-Type is application/(x-)pkcs7-mime (RFC 8551 section
-// 3.2).
-func alreadySMIME(header []byte) bool {
+// alreadyEncrypted reports whether msg is S/MIME-encrypted as a whole (RFC 8551 section 3.2):
+// application/(x-)pkcs7-mime with smime-type enveloped-data or authEnveloped-data, or, without smime-type,
+// whose CMS content type is EnvelopedData or AuthEnvelopedData. Signed-data is signed, not encrypted: storing
+// it would store its content in clear.
+func alreadyEncrypted(msg []byte) bool {
+	header, body := splitMessage(msg)
 	v := fieldValues(header, "Content-Type")
 	if len(v) == 0 {
 		return false
 	}
-	mt, _, err := mime.ParseMediaType(v[0])
-	return err == nil && (mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime")
+	mt, params, err := mime.ParseMediaType(v[0])
+	if err != nil || mt != "application/pkcs7-mime" && mt != "application/x-pkcs7-mime" {
+		return false
+	}
+	switch strings.ToLower(params["smime-type"]) {
+	case "enveloped-data", "authenveloped-data":
+	case "":
+	default:
+		return false
+	}
+	// The parameter is advice: the content decides (a forged parameter must not let plaintext through).
+	der := body
+	if cte := fieldValues(header, "Content-Transfer-Encoding"); len(cte) > 0 && strings.EqualFold(strings.TrimSpace(cte[0]), "base64") {
+		clean := bytes.Map(func(r rune) rune {
+			if r == '\r' || r == '\n' || r == ' ' || r == '\t' {
+				return -1
+			}
+			return r
+		}, body)
+		dec, err := base64.StdEncoding.DecodeString(string(clean))
+		if err != nil {
+			return false
+		}
+		der = dec
+	}
+	oid, err := cms.ContentType(der)
+	return err == nil && (oid.Equal(cms.OIDEnvelopedData) || oid.Equal(cms.OIDAuthEnvelopedData))
 }
 
 // envelope returns the DER ContentInfo of an EnvelopedData holding content for certs.

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"math/big"
@@ -170,5 +171,38 @@ func TestEncryptToSelfKeepsSMIME(t *testing.T) {
 	}
 	if !bytes.Equal(once, twice) {
 		t.Error("an encrypted message was encrypted again")
+	}
+}
+
+// TestEncryptToSelfSignedIsNotEncrypted: opaque signed-data (Outlook's signed-then-encrypted content, once
+// decrypted) is signed, not encrypted, so it is encrypted before it can go upstream — whatever its smime-type
+// parameter claims; only real EnvelopedData passes unchanged.
+func TestEncryptToSelfSignedIsNotEncrypted(t *testing.T) {
+	cert, _ := testIdentity(t, "me@example.com")
+	// A DER ContentInfo of type signed-data (1.2.840.113549.1.7.2) with an empty content.
+	signed, err := asn1.Marshal(struct {
+		Type    asn1.ObjectIdentifier
+		Content asn1.RawValue `asn1:"explicit,tag:0"`
+	}{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}, asn1.RawValue{FullBytes: []byte{0x30, 0x00}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString(signed)
+	for _, ct := range []string{
+		"application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
+		"application/pkcs7-mime; name=smime.p7m",
+		"application/x-pkcs7-mime; smime-type=enveloped-data", // a lying parameter
+	} {
+		msg := []byte("Subject: signed secret\r\nContent-Type: " + ct + "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64 + "\r\n")
+		out, err := EncryptToSelf(msg, []*x509.Certificate{cert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(out, msg) || bytes.Contains(out, []byte(b64)) {
+			t.Errorf("%s: signed-data passed unencrypted", ct)
+		}
+		if !alreadyEncrypted(out) {
+			t.Errorf("%s: the result is not recognised as encrypted", ct)
+		}
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/emersion/go-imap/v2"
 	"math/big"
 	"strings"
+
+	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
@@ -81,11 +82,11 @@ func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool
 var ErrNoOwnCertificate = errors.New("decrypt: no certificate of the user to encrypt to")
 
 // EncryptAppend encrypts msg to all of user's own certificates in the key store (EncryptToSelf), for
-// `serve --encrypt-appends`. A message that is already S/MIME is returned unchanged. It fails with
+// `serve --encrypt-appends`. A message that is already encrypted is returned unchanged. It fails with
 // ErrNoOwnCertificate when the user has no RSA key, or with the store's error; the proxy then refuses the
 // APPEND rather than store plaintext.
 func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error) {
-	if _, body := splitMessage(msg); alreadySMIME(headerOf(msg, body)) {
+	if alreadyEncrypted(msg) {
 		return msg, nil
 	}
 	user = d.storeUser(user)
@@ -121,8 +122,6 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 	}
 	return EncryptToSelf(msg, certs)
 }
-
-func headerOf(msg, body []byte) []byte { return msg[:len(msg)-len(body)] }
 
 // parseRecipientKey inverts cms.RecipientID.Key: "ski:<hex>" or "iss:<issuer DER hex>:<serial hex>".
 func parseRecipientKey(k string) (cms.RecipientID, bool) {
