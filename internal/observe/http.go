@@ -24,6 +24,9 @@ const (
 	httpIdleTimeout       = 60 * time.Second
 	// CheckTimeout bounds each readiness check run by /healthz.
 	CheckTimeout = 5 * time.Second
+	// CheckInterval is how long a /healthz result is reused: probes do not reach the upstream server and
+	// Vault more often than this, however often /healthz is asked.
+	CheckInterval = 10 * time.Second
 )
 
 // ErrNotLoopback is returned by Listen for a non-loopback address without AllowRemote.
@@ -34,11 +37,17 @@ var ErrNotLoopback = errors.New("observe: metrics listener address is not loopba
 type Health struct {
 	// Timeout bounds each check (CheckTimeout if zero). Set it before first use.
 	Timeout time.Duration
+	// Interval is how long the checks' results are reused (CheckInterval if zero, none if negative).
+	Interval time.Duration
 
 	mu     sync.Mutex
 	ready  bool
 	reason string
 	checks map[string]func(context.Context) error
+
+	runMu   sync.Mutex // one run of the checks at a time
+	last    []CheckResult
+	lastRun time.Time
 }
 
 // SetReady records whether the server is ready (e.g. listening and able to reach upstream); reason says why not
@@ -99,6 +108,33 @@ func (h *Health) Check(ctx context.Context) (ok bool, results []CheckResult) {
 		srv = errors.New("not ready: " + reason)
 	}
 	results = append(results, CheckResult{Name: "server", Err: srv})
+	checked, allOK := h.runChecks(ctx, names, checks)
+	return ready && allOK, append(results, checked...)
+}
+
+// runChecks runs the checks, or returns the results of a run younger than Interval.
+func (h *Health) runChecks(ctx context.Context, names []string, checks []func(context.Context) error) (results []CheckResult, ok bool) {
+	h.runMu.Lock()
+	defer h.runMu.Unlock()
+	interval := h.Interval
+	if interval == 0 {
+		interval = CheckInterval
+	}
+	if h.last != nil && len(h.last) == len(names) && time.Since(h.lastRun) < interval {
+		results = h.last
+	} else {
+		results = h.runAll(ctx, names, checks)
+		h.last, h.lastRun = results, time.Now()
+	}
+	ok = true
+	for _, r := range results {
+		ok = ok && r.Err == nil
+	}
+	return results, ok
+}
+
+func (h *Health) runAll(ctx context.Context, names []string, checks []func(context.Context) error) []CheckResult {
+	var results []CheckResult
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = CheckTimeout
@@ -115,12 +151,10 @@ func (h *Health) Check(ctx context.Context) (ok bool, results []CheckResult) {
 		}()
 	}
 	wg.Wait()
-	ok = ready
 	for i, n := range names {
 		results = append(results, CheckResult{Name: n, Err: errs[i]})
-		ok = ok && errs[i] == nil
 	}
-	return ok, results
+	return results
 }
 
 func runCheck(ctx context.Context, c func(context.Context) error) error {
@@ -210,6 +244,24 @@ func CheckLoopback(addr string) error {
 	return nil
 }
 
+// loopbackHostOnly refuses requests whose Host header does not name a loopback address or localhost: a web
+// page the user visits cannot read the endpoints through a DNS name rebound to 127.0.0.1 (DNS rebinding).
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		ip, err := netip.ParseAddr(host)
+		if !strings.EqualFold(host, "localhost") && (err != nil || !ip.Unmap().IsLoopback()) {
+			http.Error(w, "misdirected request: use a loopback address or localhost", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // StartHTTP listens on o.Addr and serves /metrics and /healthz until ctx ends or Close is called. It fails when
 // the address is not loopback (without AllowRemote) or cannot be bound.
 func StartHTTP(ctx context.Context, o HTTPOptions) (*HTTPServer, error) {
@@ -231,6 +283,10 @@ func StartHTTP(ctx context.Context, o HTTPOptions) (*HTTPServer, error) {
 		return nil, fmt.Errorf("observe: %w", err)
 	}
 	mux := http.NewServeMux()
+	var handler http.Handler = mux
+	if !o.AllowRemote {
+		handler = loopbackHostOnly(mux)
+	}
 	mux.Handle("/metrics", o.Metrics.Handler())
 	mux.Handle("/healthz", o.Health)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -242,7 +298,7 @@ func StartHTTP(ctx context.Context, o HTTPOptions) (*HTTPServer, error) {
 	})
 	s := &HTTPServer{
 		srv: &http.Server{
-			Handler:           mux,
+			Handler:           handler,
 			ReadHeaderTimeout: httpReadHeaderTimeout,
 			WriteTimeout:      httpWriteTimeout,
 			IdleTimeout:       httpIdleTimeout,

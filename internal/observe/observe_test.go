@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,5 +264,56 @@ func TestStartHTTPRefusesRemote(t *testing.T) {
 	}
 	if err := srv.Close(); err != nil {
 		t.Errorf("Close() = %v", err)
+	}
+}
+
+// TestHTTPRefusesForeignHost: a page the user visits cannot read /metrics or /healthz through a DNS name
+// rebound to 127.0.0.1 (DNS rebinding): only loopback addresses and localhost are accepted as Host.
+func TestHTTPRefusesForeignHost(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := observe.StartHTTP(ctx, observe.HTTPOptions{Addr: "127.0.0.1:0", Metrics: observe.NewMetrics(), Health: &observe.Health{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for host, want := range map[string]int{
+		"attacker.example": http.StatusMisdirectedRequest, "attacker.example:9143": http.StatusMisdirectedRequest,
+		"10.0.0.1": http.StatusMisdirectedRequest, "localhost:9143": http.StatusOK, s.Addr().String(): http.StatusOK,
+		"[::1]:9143": http.StatusOK,
+	} {
+		req, _ := http.NewRequest("GET", "http://"+s.Addr().String()+"/metrics", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: status %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
+
+// TestHealthReusesResults: however often /healthz is asked, the checks (which reach the upstream server and
+// Vault) run at most once per Interval.
+func TestHealthReusesResults(t *testing.T) {
+	var runs atomic.Int32
+	h := &observe.Health{Interval: time.Hour}
+	h.SetReady(true, "")
+	h.AddCheck("upstream", func(context.Context) error { runs.Add(1); return nil })
+	for range 20 {
+		if ok, _ := h.Check(context.Background()); !ok {
+			t.Fatal("not ready")
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("check ran %d times, want 1", n)
+	}
+	h.Interval = -1
+	h.Check(context.Background())
+	h.Check(context.Background())
+	if n := runs.Load(); n != 3 {
+		t.Errorf("check ran %d times without reuse, want 3", n)
 	}
 }
