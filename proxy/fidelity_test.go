@@ -15,8 +15,10 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/smimeproxy/smimeproxy/backend"
 	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
+	"github.com/smimeproxy/smimeproxy/proxy"
 )
 
 // wireConn is an IMAP client that reads whole responses (literals included) and returns them as the server
@@ -475,5 +477,54 @@ func TestRelayCachedFetch(t *testing.T) {
 	r := c.do("UID FETCH 2 (BODY[TEXT])")
 	if !strings.Contains(r, "\\Seen") || !strings.Contains(r, "cached secret 1") {
 		t.Errorf("non-PEEK fetch: %.300q", r)
+	}
+}
+
+// TestPreAuthLimits: connections that have not logged in are bounded in number (further ones get BYE at once)
+// and in time.
+func TestPreAuthLimits(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + d.Addr(), CAFile: d.CAFile()},
+		MaxPreAuth: 2, PreAuthTimeout: 700 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+	a, b := wireDial(t, addr), wireDial(t, addr)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(line, "* BYE [UNAVAILABLE]") {
+		t.Errorf("third connection greeted %q, want BYE", line)
+	}
+	if r := a.do("LOGIN alice alice-pw"); !strings.Contains(r, "OK") {
+		t.Fatalf("LOGIN: %q", r)
+	}
+	// A logged-in connection frees its place.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, _ := bufio.NewReader(c2).ReadString('\n'); !strings.HasPrefix(line, "* OK") {
+		t.Errorf("connection after a login greeted %q", line)
+	}
+	// b never logs in: it is let go.
+	if r := b.readResponse(); !strings.HasPrefix(r, "* BYE") {
+		t.Errorf("idle connection got %q, want BYE", r)
+	}
+	if r := a.do("NOOP"); !strings.Contains(r, "OK") {
+		t.Errorf("logged-in connection after the timeout: %q", r)
 	}
 }

@@ -51,6 +51,8 @@ type relay struct {
 	utf8     bool        // UTF8=ACCEPT enabled (RFC 6855): mailbox names on the wire are UTF-8
 	notify   *fetchReq   // NOTIFY MessageNew fetch attributes, for pushed FETCH responses
 	batch    []byte      // responses upstreamLoop has not queued yet (emit)
+	onLogin  func()      // called once when the user logged in
+	failures int         // failed logins (upstreamLoop)
 	itemsBuf []fetchItem // upstreamLoop's reusable FETCH item buffer
 
 	ixMu     sync.Mutex
@@ -110,6 +112,13 @@ func newRelay(s *Server, c net.Conn, up *backend.Stream, log *slog.Logger) *rela
 func (r *relay) run() {
 	greeting := filterCapsInLine(r.up.Greeting, r.decrypting(), func(list []byte) { r.upCaps = parseCaps(list) })
 	r.out <- outEntry{data: greeting}
+	preAuth := time.AfterFunc(r.srv.opts.PreAuthTimeout, func() {
+		if r.userName() == "" {
+			r.log.Info("no login in time; closing")
+			r.stop("Disconnected for inactivity")
+		}
+	})
+	defer preAuth.Stop()
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); r.guard("client", r.clientLoop) }()
@@ -446,4 +455,18 @@ func (r *relay) loggedIn(a *authInfo) {
 	r.mu.Unlock()
 	r.log.Info("logged in")
 	r.srv.opts.Metrics.Login(true)
+	if r.onLogin != nil {
+		r.onLogin()
+		r.onLogin = nil
+	}
+}
+
+// loginDelay is how long a failed login's answer is held back from a client that is not on this machine:
+// a second per failure on the connection, at most five (password guessing through a proxy reachable from
+// elsewhere, `serve --tls`).
+func (r *relay) loginDelay() time.Duration {
+	if a, ok := r.client.RemoteAddr().(*net.TCPAddr); !ok || a.IP.IsLoopback() {
+		return 0
+	}
+	return min(time.Duration(r.failures)*time.Second, 5*time.Second)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // streamThreshold is the literal size from which a response that is passed through unchanged is streamed to
@@ -199,6 +200,15 @@ func (r *relay) tagged(line []byte) error {
 		r.waitCont = nil
 	}
 	r.mu.Unlock()
+	if d := r.loginDelay(); d > 0 && !ok && (c.name == "LOGIN" || c.name == "AUTHENTICATE") {
+		if err := r.flushBatch(); err != nil {
+			return err
+		}
+		fut := make(chan [][]byte, 1)
+		line = append([]byte(nil), line...)
+		time.AfterFunc(d, func() { fut <- [][]byte{line} })
+		return r.sendFuture(fut)
+	}
 	if c.fetch == nil {
 		if err := r.emit(line); err != nil {
 			return err
@@ -259,6 +269,7 @@ func (r *relay) completed(c *command, ok bool) {
 		if !ok {
 			r.log.Info("login refused upstream")
 			r.srv.opts.Metrics.Login(false)
+			r.failures++
 			return
 		}
 		r.loggedIn(c.auth)

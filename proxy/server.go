@@ -20,6 +20,10 @@ const (
 	DefaultCommandTimeout = 10 * time.Minute
 	// DefaultShutdownTimeout bounds how long Close waits for running commands before cutting connections.
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultMaxPreAuth bounds connections that have not logged in (one user's clients need a handful).
+	DefaultMaxPreAuth = 64
+	// DefaultPreAuthTimeout ends connections that do not log in.
+	DefaultPreAuthTimeout = 2 * time.Minute
 )
 
 // Options configure a Server. Upstream.URL is required; every other zero value is usable.
@@ -40,6 +44,11 @@ type Options struct {
 	EncryptAppends bool
 	// Metrics, if set, counts sessions, logins and upstream failures.
 	Metrics Metrics
+	// MaxPreAuth bounds the connections that have not logged in yet; further connections are refused with
+	// BYE. 0 means DefaultMaxPreAuth.
+	MaxPreAuth int
+	// PreAuthTimeout ends a connection that has not logged in after this long; 0 means DefaultPreAuthTimeout.
+	PreAuthTimeout time.Duration
 }
 
 // Metrics receives the proxy's counters (observe.Metrics implements it). Methods must be safe for concurrent
@@ -71,6 +80,7 @@ type Server struct {
 	indexes    map[indexKey]*mailboxIndex
 	indexClock uint64
 	closed     bool
+	preAuth    int // connections not logged in yet
 	conns      sync.WaitGroup
 	nextID     uint64
 
@@ -94,6 +104,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = nopMetrics{}
+	}
+	if opts.MaxPreAuth == 0 {
+		opts.MaxPreAuth = DefaultMaxPreAuth
+	}
+	if opts.PreAuthTimeout == 0 {
+		opts.PreAuthTimeout = DefaultPreAuthTimeout
 	}
 	log := opts.Logger
 	if log == nil {
@@ -161,6 +177,25 @@ func (s *Server) handle(c net.Conn, id uint64) {
 	s.opts.Metrics.SessionStarted()
 	defer s.opts.Metrics.SessionEnded()
 	log.Debug("client connected")
+	s.mu.Lock()
+	full := s.preAuth >= s.opts.MaxPreAuth
+	if !full {
+		s.preAuth++
+	}
+	s.mu.Unlock()
+	if full {
+		log.Warn("too many connections that have not logged in; refusing one", "max", s.opts.MaxPreAuth)
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "* BYE [UNAVAILABLE] Too many connections waiting to log in\r\n")
+		c.Close()
+		return
+	}
+	authed := false
+	defer func() {
+		if !authed {
+			s.loggedIn()
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommandTimeout)
 	up, err := backend.DialStream(ctx, s.opts.Upstream)
 	cancel()
@@ -173,6 +208,7 @@ func (s *Server) handle(c net.Conn, id uint64) {
 		return
 	}
 	r := newRelay(s, c, up, log)
+	r.onLogin = func() { authed = true; s.loggedIn() }
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -188,6 +224,13 @@ func (s *Server) handle(c net.Conn, id uint64) {
 	delete(s.relays, r)
 	s.mu.Unlock()
 	log.Debug("client disconnected")
+}
+
+// loggedIn counts a connection out of the not-logged-in ones.
+func (s *Server) loggedIn() {
+	s.mu.Lock()
+	s.preAuth--
+	s.mu.Unlock()
 }
 
 // Close stops accepting, lets commands in flight finish (bounded by Options.ShutdownTimeout), then says BYE

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"encoding/base64"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -294,6 +296,29 @@ func TestLeadingUID(t *testing.T) {
 		uid, n := leadingUID([]byte(in))
 		if int(uid) != want[0] || n != want[1] {
 			t.Errorf("leadingUID(%q) = %d, %d; want %v", in, uid, n, want)
+		}
+	}
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestLoginDelay: failed logins from a client on another machine are answered later and later (at most 5 s);
+// loopback clients (the mail client beside the proxy) are not slowed down.
+func TestLoginDelay(t *testing.T) {
+	remote := &relay{client: addrConn{remote: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5}}}
+	local := &relay{client: addrConn{remote: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 5}}}
+	for failures, want := range map[int]time.Duration{0: 0, 1: time.Second, 3: 3 * time.Second, 9: 5 * time.Second} {
+		remote.failures, local.failures = failures, failures
+		if got := remote.loginDelay(); got != want {
+			t.Errorf("remote, %d failures: %v, want %v", failures, got, want)
+		}
+		if got := local.loginDelay(); got != 0 {
+			t.Errorf("loopback, %d failures: %v", failures, got)
 		}
 	}
 }
