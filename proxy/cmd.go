@@ -35,6 +35,7 @@ type command struct {
 	// was gone upstream before its ciphertext could be read (the tagged response then says EXPUNGEISSUED).
 	rewrites sync.WaitGroup
 	expunged atomic.Bool
+	failed   atomic.Bool // a BINARY item could not be computed: the command fails as on the server
 }
 
 func newCommand(tag, name string) *command {

@@ -857,9 +857,12 @@ func (r *relay) fetchUnit(u []byte, seq uint32, owned bool) error {
 				r.stop("Internal error")
 			}
 		}()
-		out, gone := r.rewriteFetch(r.ctx, u, seq, items, m, uid, req)
+		out, gone, failed := r.rewriteFetch(r.ctx, u, seq, items, m, uid, req)
 		if gone && ownerCmd != nil {
 			ownerCmd.expunged.Store(true)
+		}
+		if failed && ownerCmd != nil {
+			ownerCmd.failed.Store(true)
 		}
 		fut <- out
 	}()
@@ -869,7 +872,7 @@ func (r *relay) fetchUnit(u []byte, seq uint32, owned bool) error {
 // rewriteFetch builds the FETCH response for a candidate message from its served copy. A message that
 // vanished upstream before its ciphertext could be read is left out (gone), as a server may do for a message
 // another session expunged (RFC 9051 section 7.1, EXPUNGEISSUED).
-func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []fetchItem, m mailboxRef, uid uint32, req *fetchReq) (out [][]byte, gone bool) {
+func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []fetchItem, m mailboxRef, uid uint32, req *fetchReq) (out [][]byte, gone, failed bool) {
 	// The ciphertext is in the response when the client asked for all of it.
 	var inline []byte
 	for _, it := range items {
@@ -888,16 +891,16 @@ func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []
 	served, err := r.srv.opts.Rewriter.Rewrite(ctx, r.ref(m, uid), raw)
 	if errors.Is(err, errNoSuchMessage) {
 		r.log.Debug("message expunged upstream before it could be read", "uid", uid)
-		return nil, true
+		return nil, true, false
 	}
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("cannot read message to decrypt; relaying it unchanged", "uid", uid, "err", err)
 		}
 		if handed {
-			return [][]byte{nilBodyItems(u, items, req)}, false
+			return [][]byte{nilBodyItems(u, items, req)}, false, false
 		}
-		return [][]byte{stripAdded(u, items, req)}, false
+		return [][]byte{stripAdded(u, items, req)}, false, false
 	}
 	v := newServedView(r, m, uid, served)
 	p := &parts{cur: make([]byte, 0, 512)}
@@ -934,7 +937,30 @@ func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []
 		}
 	}
 	p.cur = append(p.cur, ")\r\n"...)
-	return p.all(), false
+	if v.failed {
+		// As the server does when it cannot decode a part: the items read so far without the body items,
+		// and NO for the command.
+		return [][]byte{withoutBodyItems(u, seq, items, req)}, false, true
+	}
+	return p.all(), false, false
+}
+
+// withoutBodyItems returns the response with only its items that do not depend on the content.
+func withoutBodyItems(u []byte, seq uint32, items []fetchItem, req *fetchReq) []byte {
+	out := append([]byte("* "), strconv.FormatUint(uint64(seq), 10)...)
+	out = append(out, " FETCH ("...)
+	first := true
+	for _, it := range items {
+		if bodyDependentItem(it.name) || it.name == "UID" && req != nil && req.addedUID {
+			continue
+		}
+		if !first {
+			out = append(out, ' ')
+		}
+		first = false
+		out = append(out, u[it.start:it.end]...)
+	}
+	return append(out, ")\r\n"...)
 }
 
 // stripAdded returns u without the UID the relay added.

@@ -224,7 +224,9 @@ func (r *relay) tagged(line []byte) error {
 	line = append([]byte(nil), line...)
 	go func() {
 		c.rewrites.Wait()
-		if c.expunged.Load() {
+		if c.failed.Load() {
+			line = []byte(c.tag + " NO [PARSE] Invalid data in MIME part\r\n")
+		} else if c.expunged.Load() {
 			line = withExpungeIssued(line)
 		}
 		fut <- [][]byte{line}

@@ -13,6 +13,10 @@ import (
 // servedView computes FETCH items of one served (rewritten) message. Derived values are kept with the
 // Rewriter's cached bytes when it implements DerivedCache, so a message is parsed once.
 type servedView struct {
+	// failed is set when a BINARY item could not be computed (a part's transfer encoding cannot be undone):
+	// the server then answers the whole command NO [PARSE] (Dovecot) or NO [UNKNOWN-CTE] (RFC 3516 section
+	// 4.3), and so does the relay.
+	failed    bool
 	b         []byte
 	derive    func(name string, compute func() any) any
 	structure imap.BodyStructure
@@ -97,8 +101,7 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 	case "BINARY", "BINARY.SIZE":
 		var err error
 		if data, err = binarySection(b, v.bs, sr.sec.Part); err != nil {
-			// RFC 3516 section 4.3: the server would refuse with [UNKNOWN-CTE]; the command's tagged
-			// response is the upstream's, so the item is NIL.
+			v.failed = true
 			out = append(out, "NIL"...)
 			return
 		}
