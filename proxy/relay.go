@@ -316,10 +316,11 @@ func (r *relay) copyLiteral(w *bufio.Writer, n int64) error {
 		_, err := io.CopyN(r.client, r.up.Raw, n) // splice(2) when the client is TCP too
 		return err
 	}
-	// TLS: gather several records per write.
+	// TLS: gather several records per write (at least 128 KiB: fewer, larger writes keep the client's reads
+	// and the upstream's TLS records flowing on 2 cores).
 	buf := make([]byte, min(n, 256<<10))
 	for n > 0 {
-		k, err := io.ReadAtLeast(r.up.Raw, buf[:min(n, int64(len(buf)))], int(min(n, 16<<10)))
+		k, err := io.ReadAtLeast(r.up.Raw, buf[:min(n, int64(len(buf)))], int(min(n, 128<<10)))
 		if k > 0 {
 			if _, werr := r.client.Write(buf[:k]); werr != nil {
 				return werr
