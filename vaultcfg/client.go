@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -27,11 +29,38 @@ type client struct {
 	done chan struct{}
 }
 
+// ErrPlaintextVault is returned for an http:// Vault address on a host that is not loopback without
+// Config.AllowPlaintext.
+var ErrPlaintextVault = errors.New("vaultcfg: vault address is plain http to a host that is not loopback: the token and private keys would cross the network in clear (use https://, or allow it explicitly with --vault-allow-plaintext)")
+
+// checkTransport refuses a plaintext Vault address that leaves the machine.
+func checkTransport(addr string, allowPlaintext bool) error {
+	u, err := url.Parse(addr)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("vaultcfg: vault address %q: want http(s)://host[:port]", addr)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return nil
+	case "http":
+	default:
+		return fmt.Errorf("vaultcfg: vault address %q: scheme must be https or http", addr)
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() || allowPlaintext {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrPlaintextVault, addr)
+}
+
 // newClient builds the API client from cfg (defaults applied) and authenticates. The token comes from
 // cfg.Token, else an AppRole login, else cfg.TokenFile.
 func newClient(ctx context.Context, cfg Config) (*client, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("vaultcfg: no vault address: set VAULT_ADDR or --vault-addr")
+	}
+	if err := checkTransport(cfg.Addr, cfg.AllowPlaintext); err != nil {
+		return nil, err
 	}
 	ac := api.DefaultConfig()
 	if ac.Error != nil {

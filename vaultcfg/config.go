@@ -28,6 +28,9 @@ const (
 type Config struct {
 	// Addr is Vault's address, e.g. https://vault.example.com:8200 (VAULT_ADDR). Required.
 	Addr string
+	// AllowPlaintext permits an http:// Addr on a host that is not loopback: the token and the private keys
+	// then cross the network in clear. Off by default.
+	AllowPlaintext bool
 	// Token authenticates to Vault (VAULT_TOKEN). When empty and AppRole is nil, the token is read from
 	// TokenFile.
 	Token string

@@ -23,6 +23,7 @@ type vaultFlags struct {
 	secretIDEnv, approleMount     string
 	timeout, cacheTTL             time.Duration
 	cacheSize                     int
+	allowPlaintext                bool
 
 	// logger, when set before open, receives the store's events (login, renewal, fallback to cached keys);
 	// default: warnings and errors as text on stderr.
@@ -33,6 +34,7 @@ type vaultFlags struct {
 func addVaultFlags(fs *flag.FlagSet) *vaultFlags {
 	v := &vaultFlags{}
 	fs.StringVar(&v.addr, "vault-addr", "", "Vault address (default $VAULT_ADDR)")
+	fs.BoolVar(&v.allowPlaintext, "vault-allow-plaintext", false, "permit an http:// Vault address that is not loopback (the token and keys cross the network in clear)")
 	fs.StringVar(&v.cacert, "vault-cacert", "", "PEM file of the CA that signed Vault's TLS certificate (default $VAULT_CACERT)")
 	fs.StringVar(&v.namespace, "vault-namespace", "", "Vault Enterprise namespace (default $VAULT_NAMESPACE)")
 	fs.StringVar(&v.kvMount, "vault-kv-mount", vaultcfg.DefaultKVMount, "KV version 2 mount holding the keys")
@@ -57,6 +59,7 @@ func (v *vaultFlags) config(env *cmdEnv) (vaultcfg.Config, error) {
 	if v.cacert != "" {
 		cfg.CACert = v.cacert
 	}
+	cfg.AllowPlaintext = v.allowPlaintext
 	if v.namespace != "" {
 		cfg.Namespace = v.namespace
 	}
