@@ -17,45 +17,15 @@ import (
 // maxBinaryDepth bounds the recursion of binaryEntity into nested multiparts and messages.
 const maxBinaryDepth = 50
 
-// partExists reports whether part names a body part of a message with structure bs, resolving part numbers
-// the way Dovecot does (RFC 9051 section 6.4.5): a multipart's children are numbered from 1; a non-multipart
-// entity has only part 1 — which names the entity itself, and may be followed by more numbers only when the
-// entity is message/rfc822, whose numbering continues into the encapsulated message. So BODY[1.1] of a
-// non-multipart message does not exist, while BODY[1.1] of a multipart whose first child is a leaf is that
-// leaf. A part that does not exist is served empty.
-func partExists(bs imap.BodyStructure, part []int) bool {
-	for i, num := range part {
-		more := i+1 < len(part)
-		switch b := bs.(type) {
-		case *imap.BodyStructureMultiPart:
-			if num < 1 || num > len(b.Children) {
-				return false
-			}
-			bs = b.Children[num-1]
-		case *imap.BodyStructureSinglePart:
-			if num != 1 || more && b.MessageRFC822 == nil {
-				return false
-			}
-		default:
-			return false
-		}
-		if sp, ok := bs.(*imap.BodyStructureSinglePart); ok && more && sp.MessageRFC822 != nil {
-			if sp.MessageRFC822.BodyStructure == nil {
-				return false
-			}
-			bs = sp.MessageRFC822.BodyStructure
-		}
-	}
-	return true
-}
-
 // bodySection returns BODY[section] of msg without its partial window: the whole message itself (no copy) for
 // BODY[], empty for a part that does not exist, else what imapserver extracts.
-func bodySection(msg []byte, bs func() imap.BodyStructure, sec *imap.FetchItemBodySection) []byte {
+// exists reports whether a part path names a body part of msg (imapfmt.Structure.PartExists: Dovecot's
+// numbering; a part that does not exist is served empty).
+func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBodySection) []byte {
 	if len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone {
 		return msg
 	}
-	if len(sec.Part) > 0 && !partExists(bs(), sec.Part) {
+	if len(sec.Part) > 0 && !exists(sec.Part) {
 		return nil
 	}
 	whole := *sec
@@ -70,11 +40,11 @@ func bodySection(msg []byte, bs func() imap.BodyStructure, sec *imap.FetchItemBo
 // boundaries, preambles and epilogues unchanged. BINARY[n] is part n's body converted the same way (a
 // multipart part's children keep their converted headers). It fails with errUnknownCTE when an encoding is
 // unknown or broken (RFC 3516 section 4.3).
-func binarySection(msg []byte, bs func() imap.BodyStructure, part []int) ([]byte, error) {
+func binarySection(msg []byte, exists func(part []int) bool, part []int) ([]byte, error) {
 	if len(part) == 0 {
 		return binaryEntity(msg, true, 0)
 	}
-	if !partExists(bs(), part) {
+	if !exists(part) {
 		return nil, nil
 	}
 	mimeHdr := imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})

@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
 )
 
 const mixedMessage = "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\n" +
@@ -15,15 +18,14 @@ const mixedMessage = "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\
 	"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n" +
 	"--b--\r\nepilogue\r\n"
 
-func structureOf(msg string) imap.BodyStructure {
-	return imapserver.ExtractBodyStructure(strings.NewReader(msg))
-}
+// existsIn returns the part-existence test for msg.
+func existsIn(msg string) func([]int) bool { return imapfmt.Parse([]byte(msg)).PartExists }
 
 func TestPartExists(t *testing.T) {
-	mixed := structureOf(mixedMessage)
-	single := structureOf("Subject: s\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+	mixed := existsIn(mixedMessage)
+	single := existsIn("Subject: s\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
 	for _, tt := range []struct {
-		bs   imap.BodyStructure
+		bs   func([]int) bool
 		part []int
 		want bool
 	}{
@@ -39,7 +41,7 @@ func TestPartExists(t *testing.T) {
 		{mixed, []int{4}, false},
 		{mixed, []int{0}, false},
 	} {
-		if got := partExists(tt.bs, tt.part); got != tt.want {
+		if got := tt.bs(tt.part); got != tt.want {
 			t.Errorf("partExists(%v) = %v, want %v", tt.part, got, tt.want)
 		}
 	}
@@ -47,7 +49,7 @@ func TestPartExists(t *testing.T) {
 
 func TestBinarySection(t *testing.T) {
 	msg := []byte(mixedMessage)
-	bs := func() imap.BodyStructure { return structureOf(mixedMessage) }
+	bs := existsIn(mixedMessage)
 	whole, err := binarySection(msg, bs, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -74,12 +76,12 @@ func TestBinarySection(t *testing.T) {
 		t.Errorf("BINARY[9] = %q, %v; want empty", got, err)
 	}
 	bad := []byte("Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n")
-	if _, err := binarySection(bad, func() imap.BodyStructure { return structureOf(string(bad)) }, nil); err != errUnknownCTE {
+	if _, err := binarySection(bad, existsIn(string(bad)), nil); err != errUnknownCTE {
 		t.Errorf("unknown CTE: %v, want errUnknownCTE", err)
 	}
 	// no panic and no loss on a multipart without its closing delimiter or with a folded CTE field
 	odd := []byte("Content-Type: multipart/mixed; boundary=z\r\nContent-Transfer-Encoding:\r\n 7bit\r\n\r\n--z\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\nYQ==\r\n--z\r\n\r\nlast")
-	got, err := binarySection(odd, func() imap.BodyStructure { return structureOf(string(odd)) }, nil)
+	got, err := binarySection(odd, existsIn(string(odd)), nil)
 	if err != nil || !bytes.Contains(got, []byte("\r\n\r\na\r\n--z\r\n\r\nlast")) || bytes.Contains(got, []byte("base64")) {
 		t.Errorf("odd multipart: %q, %v", got, err)
 	}
@@ -95,7 +97,7 @@ func FuzzBinarySection(f *testing.F) {
 		if len(msg) > 1<<16 {
 			return
 		}
-		bs := func() imap.BodyStructure { return structureOf(string(msg)) }
+		bs := existsIn(string(msg))
 		for _, part := range [][]int{nil, {p1 % 5}, {p1 % 5, p2 % 5}} {
 			_, _ = binarySection(msg, bs, part)
 			for _, spec := range []imap.PartSpecifier{imap.PartSpecifierNone, imap.PartSpecifierHeader, imap.PartSpecifierText, imap.PartSpecifierMIME} {
@@ -113,4 +115,28 @@ func FuzzBinarySection(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDeepNestingIsLinear: a hostile message nested 20,000 multiparts deep (issue 10, item 6) costs
+// milliseconds for every section of a served copy, not minutes (go-imap's structure parser is quadratic).
+func TestDeepNestingIsLinear(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Subject: deep\r\n")
+	for i := range 20000 {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n", i, i)
+	}
+	b.WriteString("Content-Type: text/plain\r\n\r\nhi\r\n")
+	msg := []byte(b.String())
+	start := time.Now()
+	exists := existsIn(string(msg))
+	deep := make([]int, 300)
+	for i := range deep {
+		deep[i] = 1
+	}
+	exists(deep)
+	bodySection(msg, exists, &imap.FetchItemBodySection{Part: []int{1, 1, 1}})
+	binarySection(msg, exists, []int{1, 1})
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("sections of a 20,000-deep message took %v", d)
+	}
 }

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"strconv"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
 )
 
@@ -19,7 +16,7 @@ type servedView struct {
 	failed    bool
 	b         []byte
 	derive    func(name string, compute func() any) any
-	structure imap.BodyStructure
+	structure *imapfmt.Structure
 }
 
 func newServedView(r *relay, m mailboxRef, uid uint32, served []byte) *servedView {
@@ -31,14 +28,12 @@ func newServedView(r *relay, m mailboxRef, uid uint32, served []byte) *servedVie
 	return v
 }
 
-// bs returns the parsed structure (for part numbers).
-func (v *servedView) bs() imap.BodyStructure {
+// exists reports whether a part path names a body part of the served copy.
+func (v *servedView) exists(part []int) bool {
 	if v.structure == nil {
-		v.structure = v.derive("bodystructure", func() any {
-			return imapserver.ExtractBodyStructure(bytes.NewReader(v.b))
-		}).(imap.BodyStructure)
+		v.structure = v.derive("imap-structure", func() any { return imapfmt.Parse(v.b) }).(*imapfmt.Structure)
 	}
-	return v.structure
+	return v.structure.PartExists(part)
 }
 
 // parts builds a response from small pieces and large slices it does not copy (a served message's bytes).
@@ -97,10 +92,10 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 	var data []byte
 	switch sr.kind {
 	case "BODY":
-		data = bodySection(b, v.bs, &sr.sec)
+		data = bodySection(b, v.exists, &sr.sec)
 	case "BINARY", "BINARY.SIZE":
 		var err error
-		if data, err = binarySection(b, v.bs, sr.sec.Part); err != nil {
+		if data, err = binarySection(b, v.exists, sr.sec.Part); err != nil {
 			v.failed = true
 			out = append(out, "NIL"...)
 			return

@@ -288,3 +288,35 @@ func storedForm(msg []byte) []byte {
 	}
 	return append(out, msg...)
 }
+
+// Structure is a parsed message, for questions about its parts without parsing again.
+type Structure struct{ root *part }
+
+// Parse parses msg's MIME structure the way Dovecot does (bounded depth and part count, linear time).
+func Parse(msg []byte) *Structure { return &Structure{root: parseMIME(storedForm(msg))} }
+
+// PartExists reports whether path (a section's part numbers, RFC 9051 section 6.4.5) names a body part, with
+// Dovecot's numbering: a multipart's children are numbered from 1; a part that is not multipart has only
+// part 1, itself, which may be followed by more numbers only when it is message/rfc822, whose numbering
+// continues into the encapsulated message.
+func (s *Structure) PartExists(path []int) bool {
+	pt := s.root
+	for i, n := range path {
+		more := i+1 < len(path)
+		if pt.flags&flagMultipart != 0 {
+			if n < 1 || n > len(pt.children) {
+				return false
+			}
+			pt = pt.children[n-1]
+		} else if n != 1 || more && pt.flags&flagMessageRFC822 == 0 {
+			return false
+		}
+		if more && pt.flags&flagMultipart == 0 && pt.flags&flagMessageRFC822 != 0 {
+			if len(pt.children) == 0 {
+				return false
+			}
+			pt = pt.children[0]
+		}
+	}
+	return true
+}
