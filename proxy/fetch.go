@@ -148,22 +148,9 @@ func (r *relay) prepareFetch(c *command, u unit) unit {
 		return u
 	}
 	req.addedUID = true
-	var list []string
-	for _, n := range names {
-		switch strings.ToUpper(n) {
-		case "ALL":
-			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE")
-		case "FAST":
-			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE")
-		case "FULL":
-			list = append(list, "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")
-		default:
-			list = append(list, n)
-		}
-	}
 	out := append([]byte(nil), u[:listStart]...)
 	out = append(out, "(UID "...)
-	out = append(out, strings.Join(list, " ")...)
+	out = append(out, strings.Join(expandMacros(names), " ")...)
 	out = append(out, ')')
 	return append(out, u[listEnd:]...)
 }
