@@ -83,6 +83,15 @@ func IsLoopback(host string) bool {
 // (or that cannot be reached securely) when Options.AllowPlaintext is false.
 var ErrPlaintextRefused = errors.New("backend: upstream offers no STARTTLS and is not on loopback; refusing plaintext (use imaps:// or allow plaintext explicitly)")
 
+// dialContext bounds ctx by the dial timeout.
+func (o *Options) dialContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	timeout := o.DialTimeout
+	if timeout == 0 {
+		timeout = DefaultDialTimeout
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
 // tlsConfig builds the TLS configuration for host.
 func (o *Options) tlsConfig(host string) (*tls.Config, error) {
 	cfg := &tls.Config{}
@@ -122,11 +131,7 @@ func dialRaw(ctx context.Context, o *Options) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := o.DialTimeout
-	if timeout == 0 {
-		timeout = DefaultDialTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := o.dialContext(ctx)
 	defer cancel()
 	tcfg, err := o.tlsConfig(t.Host)
 	if err != nil {

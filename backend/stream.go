@@ -25,18 +25,15 @@ type Stream struct {
 	Greeting []byte
 }
 
-// DialStream connects like Dial and returns the raw connection. ctx bounds the dial.
+// DialStream connects like Dial and returns the raw connection. ctx and the dial timeout bound the dial and
+// the greeting.
 func DialStream(ctx context.Context, o Options) (*Stream, error) {
+	ctx, cancel := o.dialContext(ctx)
+	defer cancel()
 	nc, err := dialRaw(ctx, &o)
 	if err != nil {
 		return nil, err
 	}
-	timeout := o.DialTimeout
-	if timeout == 0 {
-		timeout = DefaultDialTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	br := bufio.NewReaderSize(nc, 64<<10)
