@@ -17,13 +17,18 @@ const (
 // minimal lengths (X.690 section 10.1) and primitive OCTET STRINGs (section 10.2). It does not sort SET OF
 // (section 11.6); callers hash only parts that RFC 5083 section 2.1 requires to be DER already.
 //
-// It works in two passes over the input: measure records the DER content length of every constructed element
-// in pre-order, write emits the DER into one buffer of exactly the right size, so the rewrite costs one copy.
+// measure validates the input and finds out whether it needs rewriting at all (DER input does not, and then
+// nothing is allocated); only then does a second measure pass record the DER content length of every
+// constructed element in pre-order, into a table of exactly the counted size, and write emits the DER into
+// one buffer of exactly the right size. The rewrite costs one copy plus 4 bytes per constructed element (at
+// least 2 input bytes each), so its memory is at most three times the input's.
 type berConv struct {
-	in      []byte
-	lens    []int // DER content length of each constructed element, pre-order
-	changed bool  // some element is not already in the accepted DER form
-	next    int   // write pass: index into lens
+	in       []byte
+	record   bool    // measure: append to lens (the second pass, for input that needs rewriting)
+	lens     []int32 // DER content length of each constructed element, pre-order (MaxInputSize fits)
+	elements int     // constructed elements seen by measure
+	changed  bool    // some element is not already in the accepted DER form
+	next     int     // write pass: index into lens
 }
 
 // header is one parsed BER identifier and length (X.690 sections 8.1.2, 8.1.3).
@@ -42,8 +47,17 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
-// parseHeader reads the identifier and length octets at in[off:].
+// parseHeader reads the identifier and length octets at in[off:], of an element that in holds whole.
 func parseHeader(in []byte, off int) (header, error) {
+	h, err := parseHeaderOpen(in, off)
+	if err == nil && !h.indefinite && h.length > len(in)-off-h.hdrLen {
+		return h, malformed("element at offset %d overruns its container", off)
+	}
+	return h, err
+}
+
+// parseHeaderOpen is parseHeader for an element whose contents may extend beyond in (a prefix of the input).
+func parseHeaderOpen(in []byte, off int) (header, error) {
 	var h header
 	p := off
 	if p >= len(in) {
@@ -107,9 +121,6 @@ func parseHeader(in []byte, off int) (header, error) {
 		h.minimal = v >= 0x80 && in[p-n] != 0
 	}
 	h.hdrLen = p - off
-	if !h.indefinite && h.length > len(in)-p {
-		return h, malformed("element at offset %d overruns its container", off)
-	}
 	return h, nil
 }
 
@@ -144,31 +155,34 @@ func derLenLen(n int) int {
 }
 
 // measure parses the element at c.in[off:] and returns the offset just past it (past the end-of-contents
-// octets when indefinite) and the size of its DER encoding.
-func (c *berConv) measure(off, end, depth int) (next, derSize int, err error) {
+// octets when indefinite), the size of its DER encoding and the length of its DER contents.
+func (c *berConv) measure(off, end, depth int) (next, derSize, contentLen int, err error) {
 	if depth > MaxDepth {
-		return 0, 0, fmt.Errorf("%w: nesting deeper than %d", ErrTooLarge, MaxDepth)
+		return 0, 0, 0, fmt.Errorf("%w: nesting deeper than %d", ErrTooLarge, MaxDepth)
 	}
 	h, err := parseHeader(c.in[:end], off)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	p := off + h.hdrLen
 	if !h.minimal {
 		c.changed = true
 	}
 	if !h.compound {
-		return p + h.length, len(h.tag) + derLenLen(h.length) + h.length, nil
+		return p + h.length, len(h.tag) + derLenLen(h.length) + h.length, h.length, nil
 	}
-	if len(c.lens) >= maxElements {
-		return 0, 0, fmt.Errorf("%w: more than %d constructed elements", ErrTooLarge, maxElements)
+	if c.elements >= maxElements {
+		return 0, 0, 0, fmt.Errorf("%w: more than %d constructed elements", ErrTooLarge, maxElements)
 	}
+	c.elements++
 	idx := len(c.lens)
-	c.lens = append(c.lens, 0)
+	if c.record {
+		c.lens = append(c.lens, 0)
+	}
 	flatten := h.isConstructedString()
 	if flatten {
 		if h.number == 3 {
-			return 0, 0, fmt.Errorf("%w: constructed BIT STRING", ErrUnsupported)
+			return 0, 0, 0, fmt.Errorf("%w: constructed BIT STRING", ErrUnsupported)
 		}
 		c.changed = true
 	}
@@ -184,7 +198,7 @@ func (c *berConv) measure(off, end, depth int) (next, derSize int, err error) {
 				break
 			}
 			if p >= limit {
-				return 0, 0, malformed("missing end-of-contents for element at offset %d", off)
+				return 0, 0, 0, malformed("missing end-of-contents for element at offset %d", off)
 			}
 		} else if p >= limit {
 			break
@@ -194,37 +208,38 @@ func (c *berConv) measure(off, end, depth int) (next, derSize int, err error) {
 			// (X.690 section 8.21.5 / 8.7.3.2).
 			ch, err := parseHeader(c.in[:limit], p)
 			if err != nil {
-				return 0, 0, err
+				return 0, 0, 0, err
 			}
 			if ch.class != 0 || ch.number != h.number {
-				return 0, 0, malformed("segment of wrong type in constructed string at offset %d", p)
+				return 0, 0, 0, malformed("segment of wrong type in constructed string at offset %d", p)
 			}
 			if !ch.compound {
 				p += ch.hdrLen + ch.length
 				content += ch.length
 				continue
 			}
-			childIdx := len(c.lens)
-			n, _, err := c.measure(p, limit, depth+1)
+			n, _, cl, err := c.measure(p, limit, depth+1)
 			if err != nil {
-				return 0, 0, err
+				return 0, 0, 0, err
 			}
-			content += c.lens[childIdx]
+			content += cl
 			p = n
 			continue
 		}
-		n, sz, err := c.measure(p, limit, depth+1)
+		n, sz, _, err := c.measure(p, limit, depth+1)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		content += sz
 		p = n
 	}
 	if content > MaxInputSize {
-		return 0, 0, fmt.Errorf("%w: element of %d bytes", ErrTooLarge, content)
+		return 0, 0, 0, fmt.Errorf("%w: element of %d bytes", ErrTooLarge, content)
 	}
-	c.lens[idx] = content
-	return p, len(h.tag) + derLenLen(content) + content, nil
+	if c.record {
+		c.lens[idx] = int32(content)
+	}
+	return p, len(h.tag) + derLenLen(content) + content, content, nil
 }
 
 // appendLength appends the DER length octets for n (X.690 section 10.1).
@@ -251,7 +266,7 @@ func (c *berConv) write(dst []byte, off, end int) ([]byte, int) {
 		dst = appendLength(dst, h.length)
 		return append(dst, c.in[p:p+h.length]...), p + h.length
 	}
-	content := c.lens[c.next]
+	content := int(c.lens[c.next])
 	c.next++
 	if h.isConstructedString() {
 		dst = append(dst, h.tag[0]&^0x20)
@@ -310,7 +325,7 @@ func toDER(in []byte) (der []byte, owned bool, err error) {
 		return nil, false, fmt.Errorf("%w: input of %d bytes exceeds %d", ErrTooLarge, len(in), MaxInputSize)
 	}
 	c := &berConv{in: in}
-	next, size, err := c.measure(0, len(in), 0)
+	next, size, _, err := c.measure(0, len(in), 0)
 	if err != nil {
 		return nil, false, err
 	}
@@ -321,6 +336,11 @@ func toDER(in []byte) (der []byte, owned bool, err error) {
 	}
 	if !c.changed {
 		return in[:next:next], false, nil
+	}
+	// Second pass: the same walk over input already validated, now recording the lengths.
+	c.record, c.lens, c.elements = true, make([]int32, 0, c.elements), 0
+	if _, _, _, err := c.measure(0, len(in), 0); err != nil {
+		return nil, false, err
 	}
 	out := make([]byte, 0, size)
 	out, _ = c.write(out, 0, len(in))

@@ -46,9 +46,12 @@
 // # Limits against hostile input
 //
 // Inputs larger than MaxInputSize (1 GiB), elements nested deeper than MaxDepth (32), more than 2^20
-// constructed elements, more than 1024 RecipientInfos or RecipientEncryptedKeys, and encrypted keys,
-// authAttrs, MAC or ukm over 64 KiB fail with ErrTooLarge; broken structure fails with ErrMalformed. No input
-// panics (FuzzParse, FuzzDecrypt).
+// constructed elements, more than 1024 RecipientInfos, more than 1024 recipient keys in total
+// (KeyTransRecipientInfos plus the RecipientEncryptedKeys of all KeyAgreeRecipientInfos: the limits are per
+// envelope, so many lists cannot multiply them), and encrypted keys, authAttrs, MAC or ukm over 64 KiB fail
+// with ErrTooLarge, checked before anything is stored for them; broken structure fails with ErrMalformed.
+// Parsing holds at most those 1024 recipients (under 1 MB) beyond the input and, for BER, its DER copy and 4
+// bytes per constructed element. No input panics (FuzzParse, FuzzDecrypt).
 //
 // # Memory
 //

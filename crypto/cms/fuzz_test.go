@@ -52,6 +52,16 @@ func FuzzParse(f *testing.F) {
 		if err == nil {
 			_ = env.Recipients()
 		}
+		// PeekRecipients reads what Parse reads, from any prefix.
+		for _, n := range []int{len(in), len(in) / 2} {
+			ids, perr := PeekRecipients(in[:n])
+			if perr != nil && !isSentinel(perr) {
+				t.Fatalf("PeekRecipients error %v is not a package error", perr)
+			}
+			if n == len(in) && err == nil && (perr != nil || len(ids) != len(env.Recipients())) {
+				t.Fatalf("PeekRecipients = %d ids, %v; Parse found %d", len(ids), perr, len(env.Recipients()))
+			}
+		}
 		if _, err := ContentType(in); err != nil && !isSentinel(err) {
 			t.Fatalf("ContentType error %v", err)
 		}

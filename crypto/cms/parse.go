@@ -9,9 +9,13 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// Limits on parts of an envelope (see doc.go).
+// Limits on parts of an envelope (see doc.go). Both recipient limits are totals over the whole envelope, not
+// per list, so that nested lists cannot multiply them (500 KeyAgreeRecipientInfos of 1024 keys each would
+// otherwise be half a million recipients, hundreds of MB of bookkeeping for a 12 MB message); they are
+// checked before each entry is stored, so parsing holds at most maxRecipientKeys entries.
 const (
-	maxRecipientInfos = 1024
+	maxRecipientInfos = 1024     // RecipientInfos of every kind (RFC 5652 section 6.2), skipped ones included
+	maxRecipientKeys  = 1024     // KeyTransRecipientInfos plus the RecipientEncryptedKeys of all KeyAgreeRecipientInfos
 	maxSmallField     = 64 << 10 // encrypted keys, parameters, authAttrs, mac, ukm
 )
 
@@ -319,6 +323,9 @@ func (e *Envelope) readRecipientInfos(ris cryptobyte.String) error {
 			if !ris.ReadASN1(&ktri, cbasn1.SEQUENCE) {
 				return malformed("bad key transport recipient info")
 			}
+			if len(e.recipients) >= maxRecipientKeys {
+				return fmt.Errorf("%w: more than %d recipient keys in total", ErrTooLarge, maxRecipientKeys)
+			}
 			ri, err := readKeyTrans(ktri)
 			if err != nil {
 				return err
@@ -329,11 +336,9 @@ func (e *Envelope) readRecipientInfos(ris cryptobyte.String) error {
 			if !ris.ReadASN1(&kari, tagCtx1C) {
 				return malformed("bad key agreement recipient info")
 			}
-			ri, err := readKeyAgree(kari)
-			if err != nil {
+			if err := readKeyAgree(kari, &e.recipients); err != nil {
 				return err
 			}
-			e.recipients = append(e.recipients, ri...)
 		case ris.PeekASN1Tag(tagCtx2C), ris.PeekASN1Tag(tagCtx3C), ris.PeekASN1Tag(tagCtx4C):
 			// KEKRecipientInfo, PasswordRecipientinfo, OtherRecipientInfo: not for a certificate; skipped.
 			var skip cryptobyte.String
@@ -386,82 +391,82 @@ func readKeyTrans(s cryptobyte.String) (recipientInfo, error) {
 	return ri, nil
 }
 
-// readKeyAgree reads a KeyAgreeRecipientInfo (RFC 5652 section 6.2.2) and returns one recipientInfo per
-// RecipientEncryptedKey. Only an originatorKey (ephemeral-static, RFC 5753 section 3.1.1) is supported; the
-// other originator forms (static-static) fail with ErrUnsupported.
-func readKeyAgree(s cryptobyte.String) ([]recipientInfo, error) {
+// readKeyAgree reads a KeyAgreeRecipientInfo (RFC 5652 section 6.2.2) and appends one recipientInfo per
+// RecipientEncryptedKey to out, failing with ErrTooLarge before out would exceed maxRecipientKeys entries.
+// Only an originatorKey (ephemeral-static, RFC 5753 section 3.1.1) is supported; the other originator forms
+// (static-static) fail with ErrUnsupported.
+func readKeyAgree(s cryptobyte.String, out *[]recipientInfo) error {
 	var version int64
 	var orig, origKey cryptobyte.String
 	if !s.ReadASN1Integer(&version) || !s.ReadASN1(&orig, tagCtx0C) {
-		return nil, malformed("bad key agreement recipient info")
+		return malformed("bad key agreement recipient info")
 	}
 	if !orig.PeekASN1Tag(tagCtx1C) {
-		return nil, fmt.Errorf("%w: key agreement originator is not an ephemeral public key", ErrUnsupported)
+		return fmt.Errorf("%w: key agreement originator is not an ephemeral public key", ErrUnsupported)
 	}
 	base := recipientInfo{kind: kindKeyAgree}
 	var bits asn1.BitString
 	var ok bool
 	if !orig.ReadASN1(&origKey, tagCtx1C) || !orig.Empty() {
-		return nil, malformed("bad originator public key")
+		return malformed("bad originator public key")
 	}
 	if base.originatorAlg, ok = readAlgorithm(&origKey); !ok || !origKey.ReadASN1BitString(&bits) ||
 		!origKey.Empty() || bits.BitLength%8 != 0 {
-		return nil, malformed("bad originator public key")
+		return malformed("bad originator public key")
 	}
 	base.originatorKey = bits.Bytes
 	if s.PeekASN1Tag(tagCtx1C) {
 		var ukmExp, ukm cryptobyte.String
 		if !s.ReadASN1(&ukmExp, tagCtx1C) || !ukmExp.ReadASN1(&ukm, cbasn1.OCTET_STRING) || !ukmExp.Empty() {
-			return nil, malformed("bad user keying material")
+			return malformed("bad user keying material")
 		}
 		if len(ukm) > maxSmallField {
-			return nil, fmt.Errorf("%w: ukm of %d bytes", ErrTooLarge, len(ukm))
+			return fmt.Errorf("%w: ukm of %d bytes", ErrTooLarge, len(ukm))
 		}
 		base.ukm = ukm
 	}
 	if base.keyAlg, ok = readAlgorithm(&s); !ok {
-		return nil, malformed("bad key agreement algorithm")
+		return malformed("bad key agreement algorithm")
 	}
 	var reks cryptobyte.String
 	if !s.ReadASN1(&reks, cbasn1.SEQUENCE) || !s.Empty() {
-		return nil, malformed("bad recipient encrypted keys")
+		return malformed("bad recipient encrypted keys")
 	}
-	var out []recipientInfo
 	for !reks.Empty() {
-		if len(out) >= maxRecipientInfos {
-			return nil, fmt.Errorf("%w: more than %d recipient encrypted keys", ErrTooLarge, maxRecipientInfos)
+		if len(*out) >= maxRecipientKeys {
+			return fmt.Errorf("%w: more than %d recipient keys in total", ErrTooLarge, maxRecipientKeys)
 		}
 		var rek cryptobyte.String
 		if !reks.ReadASN1(&rek, cbasn1.SEQUENCE) {
-			return nil, malformed("bad recipient encrypted key")
+			return malformed("bad recipient encrypted key")
 		}
 		ri := base
 		switch {
 		case rek.PeekASN1Tag(cbasn1.SEQUENCE):
 			id, ok := readIssuerAndSerial(&rek)
 			if !ok {
-				return nil, malformed("bad issuer and serial number")
+				return malformed("bad issuer and serial number")
 			}
 			ri.id = id
 		case rek.PeekASN1Tag(tagCtx0C):
 			// rKeyId [0] IMPLICIT RecipientKeyIdentifier: subjectKeyIdentifier, date, other.
 			var rkid, ski cryptobyte.String
 			if !rek.ReadASN1(&rkid, tagCtx0C) || !rkid.ReadASN1(&ski, cbasn1.OCTET_STRING) || len(ski) == 0 {
-				return nil, malformed("bad recipient key identifier")
+				return malformed("bad recipient key identifier")
 			}
 			ri.id = RecipientID{SubjectKeyID: []byte(ski)}
 		default:
-			return nil, malformed("bad key agreement recipient identifier")
+			return malformed("bad key agreement recipient identifier")
 		}
 		var ek cryptobyte.String
 		if !rek.ReadASN1(&ek, cbasn1.OCTET_STRING) || !rek.Empty() {
-			return nil, malformed("bad encrypted key")
+			return malformed("bad encrypted key")
 		}
 		if len(ek) > maxSmallField {
-			return nil, fmt.Errorf("%w: encrypted key of %d bytes", ErrTooLarge, len(ek))
+			return fmt.Errorf("%w: encrypted key of %d bytes", ErrTooLarge, len(ek))
 		}
 		ri.encryptedKey = ek
-		out = append(out, ri)
+		*out = append(*out, ri)
 	}
-	return out, nil
+	return nil
 }

@@ -3,9 +3,13 @@ package cms
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
 	"math/big"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // RecipientID names the certificate a RecipientInfo was made for: either IssuerAndSerialNumber or
@@ -60,4 +64,84 @@ func (id RecipientID) String() string {
 		return fmt.Sprintf("ski=%x", id.SubjectKeyID)
 	}
 	return fmt.Sprintf("issuer-serial=%x", id.SerialNumber)
+}
+
+// PeekRecipients returns the recipient identifiers (as Envelope.Recipients) of the EnvelopedData or
+// AuthEnvelopedData ContentInfo (RFC 5652 sections 3 and 6.1, RFC 5083 section 2.1) that prefix starts: only
+// the part up to the end of its RecipientInfos is needed, DER or BER. A caller can so tell whether it holds a
+// key for a large message from its first kilobytes, before decoding or decrypting all of it. It fails with
+// ErrNotEnveloped for other content types, ErrMalformed when prefix is broken or ends inside the
+// RecipientInfos, and ErrTooLarge beyond the limits in doc.go.
+func PeekRecipients(prefix []byte) ([]RecipientID, error) {
+	if len(prefix) > MaxInputSize {
+		prefix = prefix[:MaxInputSize]
+	}
+	// ContentInfo SEQUENCE, contentType, [0] EXPLICIT, (Auth)EnvelopedData SEQUENCE: headers only.
+	p := 0
+	open := func(tag byte) error {
+		h, err := parseHeaderOpen(prefix, p)
+		if err != nil {
+			return err
+		}
+		if len(h.tag) != 1 || h.tag[0] != tag {
+			return malformed("unexpected tag at offset %d", p)
+		}
+		p += h.hdrLen
+		return nil
+	}
+	whole := func(tag byte) ([]byte, error) {
+		if p >= len(prefix) || prefix[p] != tag {
+			return nil, malformed("unexpected tag at offset %d", p)
+		}
+		c := &berConv{in: prefix}
+		next, _, _, err := c.measure(p, len(prefix), 3)
+		if err != nil {
+			return nil, err
+		}
+		el := prefix[p:next]
+		p = next
+		der, _, err := toDER(el)
+		return der, err
+	}
+	if err := open(0x30); err != nil {
+		return nil, err
+	}
+	oidDER, err := whole(0x06)
+	if err != nil {
+		return nil, err
+	}
+	var oid asn1.ObjectIdentifier
+	if s := cryptobyte.String(oidDER); !s.ReadASN1ObjectIdentifier(&oid) {
+		return nil, malformed("bad content type")
+	}
+	if !oid.Equal(OIDEnvelopedData) && !oid.Equal(OIDAuthEnvelopedData) {
+		return nil, fmt.Errorf("%w: content type %v", ErrNotEnveloped, oid)
+	}
+	if err := open(0xa0); err != nil {
+		return nil, err
+	}
+	if err := open(0x30); err != nil {
+		return nil, err
+	}
+	if _, err := whole(0x02); err != nil { // version
+		return nil, err
+	}
+	if p < len(prefix) && prefix[p] == 0xa0 { // originatorInfo
+		if _, err := whole(0xa0); err != nil {
+			return nil, err
+		}
+	}
+	setDER, err := whole(0x31)
+	if err != nil {
+		return nil, err
+	}
+	var ris cryptobyte.String
+	if s := cryptobyte.String(setDER); !s.ReadASN1(&ris, cbasn1.SET) {
+		return nil, malformed("bad recipient infos")
+	}
+	var e Envelope
+	if err := e.readRecipientInfos(ris); err != nil {
+		return nil, err
+	}
+	return e.Recipients(), nil
 }
