@@ -50,6 +50,11 @@ type Config struct {
 	Prefix string
 	// TransitMount is the Transit mount for keys stored with PutOptions.Transit; default "transit".
 	TransitMount string
+	// User, when set, makes the Store serve that one user (a workstation's own proxy, whose token has UserPolicy
+	// or TemplatedPolicy): the proxy's own state (MarkerKey, ReadTLSCert, WriteTLSCert) lives in the user's
+	// subtree at <Prefix>/<User>/.proxy/ and <Prefix>/<User>/.tls/, and Lookup refuses other users. Empty: a
+	// proxy for all users (ProxyPolicy) with the shared state at <Prefix>/.proxy/ and <Prefix>/.tls/.
+	User string
 
 	// Timeout bounds each Vault request; default DefaultTimeout.
 	Timeout time.Duration
@@ -82,6 +87,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("kv_mount", c.KVMount),
 		slog.String("prefix", c.Prefix),
 		slog.String("transit_mount", c.TransitMount),
+	}
+	if c.User != "" {
+		attrs = append(attrs, slog.String("user", c.User))
 	}
 	if c.Namespace != "" {
 		attrs = append(attrs, slog.String("namespace", c.Namespace))

@@ -9,10 +9,12 @@
 // padding_scheme pkcs1v15 or oaep (Vault 1.19 or later), exposed as a crypto.Decrypter.
 //
 // Transit keys are named <prefix>-<first 16 hex digits of SHA-256(user)>-<key-id> (Transit names allow only
-// letters, digits, "_", "-" and "."); the KV secret records the name. ProxyPolicy and AdminPolicy return the
-// Vault policies the proxy and key management need for a Config. The proxy's own state lives beside the keys
-// under names no user can have: client TLS certificates at <prefix>/.tls/<name> (ReadTLSCert, WriteTLSCert) and
-// the APPEND-marker key at <prefix>/.proxy/marker-key (MarkerKey).
+// letters, digits, "_", "-" and "."); the KV secret records the name. ProxyPolicy (a proxy for all users),
+// UserPolicy and TemplatedPolicy (one user's own proxy) and AdminPolicy (key management) return the Vault
+// policies for a Config. The proxy's own state lives beside the keys under names no user can have: client TLS
+// certificates at <prefix>/.tls/<name> (ReadTLSCert, WriteTLSCert) and the APPEND-marker key at
+// <prefix>/.proxy/marker-key (MarkerKey); a one-user Store (Config.User) keeps them in its user's subtree
+// instead, at <prefix>/<user>/.tls/<name> and <prefix>/<user>/.proxy/marker-key.
 //
 // Unsupported: EC keys and RSA-OAEP with SHA-1 (or any parameters other than SHA-256/MGF1-SHA-256/no label) in
 // Transit, because Transit has no ECDH and fixes OAEP to SHA-256; such keys must stay in KV.

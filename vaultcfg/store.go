@@ -53,6 +53,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.KVMount = strings.Trim(cfg.KVMount, "/")
 	cfg.TransitMount = strings.Trim(cfg.TransitMount, "/")
 	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	if cfg.User != "" {
+		if err := ValidateUser(cfg.User); err != nil {
+			return nil, fmt.Errorf("vaultcfg: vault-user: %w", err)
+		}
+	}
 	c, err := newClient(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -112,8 +117,9 @@ const (
 )
 
 // ValidateUser checks that user can name a Vault path segment of its own: 1 to 256 characters of letters,
-// digits and "@._+-", not starting with "." (so no "." or ".."). Anything else (notably "/") could reach
-// another user's keys.
+// digits and "@._+-", not starting with "." (so no "." or "..", and no clash with the proxy's state folders
+// ".tls" and ".proxy"), "-" or "+" (a path segment "+" is a wildcard in Vault policies, so a policy for user
+// "+" would grant every user's keys). Anything else (notably "/") could reach another user's keys.
 func ValidateUser(user string) error {
 	if user == "" {
 		return errors.New("vaultcfg: empty user name")
@@ -121,7 +127,7 @@ func ValidateUser(user string) error {
 	if len(user) > 256 || !utf8.ValidString(user) {
 		return fmt.Errorf("vaultcfg: invalid user name (too long or not UTF-8)")
 	}
-	if user[0] == '.' || user[0] == '-' {
+	if user[0] == '.' || user[0] == '-' || user[0] == '+' {
 		return fmt.Errorf("vaultcfg: invalid user name %q: must not start with %q", user, user[:1])
 	}
 	for _, r := range user {
@@ -152,6 +158,10 @@ func (s *Store) apiPath(kind, p string) string { return s.cfg.KVMount + "/" + ki
 func (s *Store) Lookup(ctx context.Context, user string, ids []cms.RecipientID) ([]keystore.Key, error) {
 	if err := ValidateUser(user); err != nil {
 		return nil, err
+	}
+	if s.cfg.User != "" && user != s.cfg.User {
+		// A one-user store's token reaches no one else's keys; say so instead of asking Vault.
+		return nil, &vaultError{class: ErrPermissionDenied, msg: fmt.Sprintf("vaultcfg: keys of %q: this store serves only %q (vault-user)", user, s.cfg.User)}
 	}
 	now := s.now()
 	cachedKeys, fresh, age, ok := s.cache.get(user, now)
@@ -247,7 +257,8 @@ func (s *Store) List(ctx context.Context, user string) ([]keystore.Entry, error)
 }
 
 // load reads and parses all of user's keys. A secret that does not parse is logged and skipped, so one bad
-// entry does not hide the others.
+// entry does not hide the others (nor turns the user's mail "key-unavailable" as if Vault were down); only a
+// failing Vault call fails the load.
 func (s *Store) load(ctx context.Context, user string) ([]keystore.Key, error) {
 	ids, err := s.listIDs(ctx, user)
 	if err != nil {
@@ -257,6 +268,11 @@ func (s *Store) load(ctx context.Context, user string) ([]keystore.Key, error) {
 	for _, id := range ids {
 		rec, err := s.read(ctx, user, id)
 		if errors.Is(err, keystore.ErrNotFound) {
+			continue
+		}
+		var ve *vaultError
+		if err != nil && !errors.As(err, &ve) {
+			s.log.Warn("skipping unusable key in vault", "path", s.apiPath("data", s.keyPath(user, id)), "err", err)
 			continue
 		}
 		if err != nil {

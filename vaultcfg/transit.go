@@ -28,8 +28,10 @@ const (
 // MGF1 and an empty label), notably OAEP-SHA-1 mail. Such keys must be kept in KV.
 var ErrTransitOAEPParams = errors.New("vaultcfg: transit decrypts RSA-OAEP only with SHA-256, MGF1-SHA-256 and no label; keep this key in KV to read OAEP-SHA-1 mail")
 
-// errTransitDecrypt is the deliberately vague error of a ciphertext Transit rejected (compare rsa.ErrDecryption).
-var errTransitDecrypt = fmt.Errorf("%w: transit decryption failed", ErrVault)
+// errTransitDecrypt is the deliberately vague error of a ciphertext Transit rejected. It wraps rsa.ErrDecryption,
+// so package cms reports it as a failed decryption (smime reason "corrupt"), like a bad ciphertext for a local
+// key, and not as an unavailable key (cms.ErrKeyOperation, reason "key-unavailable").
+var errTransitDecrypt = fmt.Errorf("%w: transit decryption failed: %w", ErrVault, rsa.ErrDecryption)
 
 // TransitKey is an RSA private key held in Vault Transit, used through crypto.Decrypter. Its Decrypt calls
 // transit/decrypt/<name>; the private key never leaves Vault.
@@ -60,8 +62,10 @@ func (k *TransitKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.De
 //
 // With PKCS1v15DecryptOptions.SessionKeyLen > 0, a ciphertext Transit rejects, or a plaintext of another
 // length, yields SessionKeyLen random bytes from random and no error, as rsa.DecryptPKCS1v15SessionKey does, so
-// no padding oracle reaches the caller (RFC 3218 section 2.3.2). Failures that do not depend on the ciphertext
-// (Vault unreachable, sealed, permission denied) are still returned as errors.
+// no padding oracle reaches the caller (RFC 3218 section 2.3.2). Otherwise a rejected ciphertext, and a Transit
+// key Vault cannot use for it (missing, or its material does not decrypt), is an error wrapping
+// rsa.ErrDecryption. Failures that say nothing about the ciphertext or the key (Vault unreachable, sealed,
+// permission denied, rate limited, a proxy in front of Vault failing) are returned as they are.
 func (k *TransitKey) DecryptContext(ctx context.Context, random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	padding, sessionKeyLen, err := paddingOf(opts)
 	if err != nil {
@@ -76,8 +80,8 @@ func (k *TransitKey) DecryptContext(ctx context.Context, random io.Reader, ciphe
 	switch {
 	case err == nil:
 		pt, perr = res[0].Plaintext, res[0].Err
-	case errors.Is(err, ErrVault):
-		// Vault answered, with an error that may depend on the ciphertext: treat it like a rejected item.
+	case rejectedByTransit(err):
+		// Vault answered that it cannot decrypt this input with this key: treat it like a rejected item.
 		perr = errTransitDecrypt
 	default:
 		return nil, err // unreachable, sealed, permission denied, missing mount: independent of the ciphertext
@@ -182,6 +186,17 @@ func (k *TransitKey) decryptBatch(ctx context.Context, cts [][]byte, padding str
 	return out, nil
 }
 
+// rejectedByTransit reports whether a failed transit/decrypt call was Vault refusing the input or the key rather
+// than being unavailable: HTTP 400 ("encryption key not found", an unusable ciphertext), or an answer that does
+// not fit the request. Per-item failures (a ciphertext the key does not decrypt) come as batch results instead.
+func rejectedByTransit(err error) bool {
+	var ve *vaultError
+	if errors.As(err, &ve) {
+		return ve.class == ErrVault && ve.status == 400
+	}
+	return errors.Is(err, ErrVault) // decryptBatch's own "n results for m ciphertexts"
+}
+
 // isBadRequest reports whether err is Vault's answer that it could not process this input (HTTP 400), as
 // opposed to an availability or permission failure.
 func isBadRequest(err error) bool {
@@ -192,8 +207,13 @@ func isBadRequest(err error) bool {
 // transitKeyName names user's key id in Transit. Transit key names allow only letters, digits, "_", "-" and
 // ".", so the user part is a hash: <prefix>-<first 16 hex digits of SHA-256(user)>-<id>.
 func transitKeyName(prefix, user, id string) string {
+	return transitPrefix(prefix) + "-" + transitUserID(user) + "-" + id
+}
+
+// transitUserID is the user part of user's Transit key names: the first 16 hex digits of SHA-256(user).
+func transitUserID(user string) string {
 	sum := sha256.Sum256([]byte(user))
-	return transitPrefix(prefix) + "-" + hex.EncodeToString(sum[:8]) + "-" + id
+	return hex.EncodeToString(sum[:8])
 }
 
 // transitPrefix is prefix with characters Transit key names do not allow replaced by "-".

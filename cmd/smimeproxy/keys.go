@@ -39,7 +39,7 @@ func keysUsage(env *cmdEnv) {
 	fmt.Fprintln(env.stderr, "usage: smimeproxy keys import --user U [--transit] [--password-env VAR | --password-file F] FILE...")
 	fmt.Fprintln(env.stderr, "       smimeproxy keys list --user U")
 	fmt.Fprintln(env.stderr, "       smimeproxy keys remove --user U ID")
-	fmt.Fprintln(env.stderr, "       smimeproxy keys policy [--admin]   (prints the Vault policy the proxy or keys needs)")
+	fmt.Fprintln(env.stderr, "       smimeproxy keys policy [--user U | --templated [--user U] | --admin]   (prints a Vault policy; see keys policy -h)")
 	fmt.Fprintln(env.stderr, "\nRun 'smimeproxy keys <subcommand> -h' for its flags, including the Vault flags.")
 }
 
@@ -327,14 +327,26 @@ func runKeysRemove(ctx context.Context, env *cmdEnv, args []string) int {
 	return exitOK
 }
 
-// runKeysPolicy prints the Vault policy (HCL) for the configured mounts and prefix: what serve needs, or with
-// --admin what keys import/list/remove need. It does not contact Vault.
+// runKeysPolicy prints a Vault policy (HCL) for the configured mounts and prefix: what a proxy for all users
+// needs, with --user what one user's own proxy needs, with --templated one policy for every user's own proxy
+// (and with --templated --user the entity metadata for that user), or with --admin what keys
+// import/list/remove need. It does not contact Vault.
 func runKeysPolicy(ctx context.Context, env *cmdEnv, args []string) int {
 	fs := flag.NewFlagSet("keys policy", flag.ContinueOnError)
-	admin := fs.Bool("admin", false, "print the policy for keys import/list/remove instead of the proxy's")
+	admin := fs.Bool("admin", false, "the policy for keys import/list/remove (the key manager's token only; no proxy needs it)")
+	user := fs.String("user", "", "the policy of this one user's own proxy (serve --vault-user U): only U's keys, Transit keys and proxy state")
+	templated := fs.Bool("templated", false, "one policy for every user's own proxy, filled in by Vault from the token's entity metadata; with --user, print the metadata U's entity needs instead")
 	vf := addVaultFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(env.stderr, "usage: smimeproxy keys policy [--admin] [--vault-kv-mount M] [--vault-prefix P] [--vault-transit-mount T]")
+		w := env.stderr
+		fmt.Fprintln(w, "usage: smimeproxy keys policy [--user U | --templated [--user U] | --admin] [--vault-kv-mount M] [--vault-prefix P] [--vault-transit-mount T]")
+		fmt.Fprintln(w, "\nWhich token each workstation gets:")
+		fmt.Fprintln(w, "  a workstation's own proxy (serve --vault-user U): a token with 'keys policy --user U', or with the one")
+		fmt.Fprintln(w, "      'keys policy --templated' policy and entity metadata from 'keys policy --templated --user U';")
+		fmt.Fprintln(w, "      it reaches U's keys only")
+		fmt.Fprintln(w, "  a proxy serving all users on one shared host: 'keys policy' (reads every user's private keys)")
+		fmt.Fprintln(w, "  whoever runs keys import/list/remove: 'keys policy --admin'; never give it to a proxy")
+		fmt.Fprintln(w)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, env, args); err != nil {
@@ -343,14 +355,38 @@ func runKeysPolicy(ctx context.Context, env *cmdEnv, args []string) int {
 		}
 		return exitError
 	}
+	const name = "smimeproxy keys policy"
 	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "smimeproxy keys policy: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(env.stderr, "%s: unexpected argument %q\n", name, fs.Arg(0))
+		return exitError
+	}
+	if *admin && (*user != "" || *templated) {
+		fmt.Fprintf(env.stderr, "%s: --admin cannot be combined with --user or --templated\n", name)
 		return exitError
 	}
 	cfg := vaultcfg.Config{KVMount: vf.kvMount, Prefix: vf.prefix, TransitMount: vf.transitMount}
-	if *admin {
+	switch {
+	case *admin:
 		fmt.Fprint(env.stdout, vaultcfg.AdminPolicy(cfg))
-	} else {
+	case *templated && *user != "":
+		md, err := vaultcfg.EntityMetadata(*user)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+			return exitError
+		}
+		// The arguments of `vault write identity/entity/name/<entity> ...` (it replaces the entity's metadata).
+		fmt.Fprintf(env.stdout, "metadata=%s=%s metadata=%s=%s\n", vaultcfg.MetadataUser, md[vaultcfg.MetadataUser],
+			vaultcfg.MetadataTransit, md[vaultcfg.MetadataTransit])
+	case *templated:
+		fmt.Fprint(env.stdout, vaultcfg.TemplatedPolicy(cfg))
+	case *user != "":
+		p, err := vaultcfg.UserPolicy(cfg, *user)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+			return exitError
+		}
+		fmt.Fprint(env.stdout, p)
+	default:
 		fmt.Fprint(env.stdout, vaultcfg.ProxyPolicy(cfg))
 	}
 	return exitOK

@@ -439,6 +439,58 @@ func TestKeysPolicy(t *testing.T) {
 	}
 }
 
+// TestKeysPolicyUser: 'keys policy --user U' prints a policy that, loaded into Vault, reaches U's keys and no
+// one else's; --templated prints the one templated policy and, with --user, the entity metadata; the help says
+// which token each workstation gets; bad combinations and user names are refused.
+func TestKeysPolicyUser(t *testing.T) {
+	k := newKeysEnv(t)
+	for _, u := range []string{"bob", "alice"} {
+		k.mustRun(exitOK, "keys", "import", "--vault-prefix", "smime", "--user", u, "--password-env", "P12_PW", corpus+strings.ToUpper(u[:1])+u[1:]+".p12")
+	}
+	bobHCL, _ := k.mustRun(exitOK, "keys", "policy", "--vault-prefix", "smime", "--user", "bob")
+	if !strings.Contains(bobHCL, `"secret/data/smime/bob/.proxy/*"`) || strings.Contains(bobHCL, `"secret/data/smime/*"`) {
+		t.Errorf("bob's policy:\n%s", bobHCL)
+	}
+	body, _ := json.Marshal(map[string]string{"policy": bobHCL})
+	k.v.MustRequest("PUT", "sys/policy/bob", string(body))
+	var tok struct {
+		Auth struct {
+			ClientToken string `json:"client_token"`
+		} `json:"auth"`
+	}
+	json.Unmarshal(k.v.MustRequest("POST", "auth/token/create", `{"policies":["bob"],"ttl":"10m"}`), &tok)
+	k.secrets = append(k.secrets, tok.Auth.ClientToken)
+	k.vars["VAULT_TOKEN"] = tok.Auth.ClientToken
+	if out, _ := k.mustRun(exitOK, "keys", "list", "--vault-prefix", "smime", "--vault-user", "bob", "--user", "bob"); !strings.Contains(strings.ToLower(out), "bob@example.com") {
+		t.Errorf("bob's token listing bob's keys: %q", out)
+	}
+	if _, errs := k.mustRun(exitError, "keys", "list", "--vault-prefix", "smime", "--user", "alice"); !strings.Contains(errs, "permission denied") {
+		t.Errorf("bob's token listing alice's keys: %q", errs)
+	}
+	k.vars["VAULT_TOKEN"] = k.v.RootToken()
+
+	tmpl, _ := k.mustRun(exitOK, "keys", "policy", "--templated")
+	if !strings.Contains(tmpl, `"secret/data/smimeproxy/{{identity.entity.metadata.smimeproxy_user}}/*"`) ||
+		!strings.Contains(tmpl, `"transit/decrypt/smimeproxy-{{identity.entity.metadata.smimeproxy_transit}}-*"`) {
+		t.Errorf("templated policy:\n%s", tmpl)
+	}
+	md, _ := k.mustRun(exitOK, "keys", "policy", "--templated", "--user", "alice@example.com")
+	if md != "metadata=smimeproxy_user=alice@example.com metadata=smimeproxy_transit=ff8d9819fc0e12bf\n" {
+		t.Errorf("entity metadata = %q", md)
+	}
+	_, help := k.mustRun(exitOK, "keys", "policy", "-h")
+	for _, want := range []string{"Which token each workstation gets", "--vault-user U", "never give it to a proxy"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("keys policy -h lacks %q:\n%s", want, help)
+		}
+	}
+	for _, args := range [][]string{{"--admin", "--user", "bob"}, {"--admin", "--templated"}, {"--user", ".."}, {"--user", "a/b"}, {"--user", "+"}, {"--templated", "--user", ".tls"}} {
+		if _, errs := k.mustRun(exitError, append([]string{"keys", "policy"}, args...)...); strings.Count(errs, "\n") != 1 {
+			t.Errorf("keys policy %v: want one error line, got %q", args, errs)
+		}
+	}
+}
+
 // TestKeysImportProgress: a bulk import reports progress per file on stderr and one result line per key.
 func TestKeysImportProgress(t *testing.T) {
 	k := newKeysEnv(t)

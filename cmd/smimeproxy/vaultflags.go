@@ -19,6 +19,7 @@ import (
 type vaultFlags struct {
 	addr, cacert, namespace       string
 	kvMount, prefix, transitMount string
+	user                          string
 	roleID, secretIDFile          string
 	secretIDEnv, approleMount     string
 	timeout, cacheTTL             time.Duration
@@ -40,6 +41,7 @@ func addVaultFlags(fs *flag.FlagSet) *vaultFlags {
 	fs.StringVar(&v.kvMount, "vault-kv-mount", vaultcfg.DefaultKVMount, "KV version 2 mount holding the keys")
 	fs.StringVar(&v.prefix, "vault-prefix", vaultcfg.DefaultPrefix, "path under the KV mount: keys live at <prefix>/<user>/<key-id>")
 	fs.StringVar(&v.transitMount, "vault-transit-mount", vaultcfg.DefaultTransitMount, "Transit mount for keys imported with --transit")
+	fs.StringVar(&v.user, "vault-user", "", "the one user (key store name) this workstation's proxy serves, with a token from 'smimeproxy keys policy --user U' or --templated: the proxy's TLS certificate and APPEND-marker key are then kept under that user's keys, and other users are refused (default: all users, token from 'keys policy')")
 	fs.StringVar(&v.approleMount, "vault-approle-mount", vaultcfg.DefaultAppRoleMount, "AppRole auth mount")
 	fs.StringVar(&v.roleID, "vault-approle-role-id", "", "log in with AppRole using this role id (instead of $VAULT_TOKEN or ~/.vault-token)")
 	fs.StringVar(&v.secretIDFile, "vault-approle-secret-id-file", "", "file holding the AppRole secret id (re-read at every login)")
@@ -63,7 +65,7 @@ func (v *vaultFlags) config(env *cmdEnv) (vaultcfg.Config, error) {
 	if v.namespace != "" {
 		cfg.Namespace = v.namespace
 	}
-	cfg.KVMount, cfg.Prefix, cfg.TransitMount = v.kvMount, v.prefix, v.transitMount
+	cfg.KVMount, cfg.Prefix, cfg.TransitMount, cfg.User = v.kvMount, v.prefix, v.transitMount, v.user
 	cfg.Timeout, cfg.CacheTTL, cfg.CacheSize = v.timeout, v.cacheTTL, v.cacheSize
 	switch {
 	case v.roleID != "":
