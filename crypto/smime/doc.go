@@ -12,15 +12,26 @@
 // deeper is never decrypted: such messages are served unchanged and reported as NotEncrypted. The decision is
 // made from the CMS content type inside, not from the smime-type label, which may be missing.
 //
-// What is served for a decrypted message: one X-Smimeproxy-Status header field, then the outer header fields
-// minus the Content-* fields of the replaced layer, then the decrypted MIME entity byte for byte (line endings
-// canonicalised to CRLF, RFC 8551 section 3.1.1), so an inner signature still verifies. Protected header
-// fields (RFC 9788, the hp parameter; also the older wrapped message/rfc822 with forwarded=no) replace their
-// unprotected outer copies; when the decrypted entity is signed (multipart/signed, or opaque signed-data whose
-// eContent is read for this), they are copied up from the signed payload, which itself stays byte for byte. X-Smimeproxy-* fields received from upstream are always removed (anti-spoofing).
+// What is served for a decrypted message (serve has the details): one X-Smimeproxy-Status header field, then
+// the outer header fields minus the Content-* fields of the replaced layer and minus every line that is not a
+// well-formed header field (no colon, a bad name, a bare CR: removed so that no reader merges attacker text
+// with the decrypted content, EFAIL), then the decrypted MIME entity, its body byte for byte (line endings
+// canonicalised to CRLF, RFC 8551 section 3.1.1), so an inner signature still verifies. Protected header fields (RFC 9788:
+// the hp parameter on the Cryptographic Payload, or the older protected-headers parameter; also the older
+// wrapped message/rfc822 with forwarded=no) replace their unprotected outer copies; when the decrypted entity
+// is signed (multipart/signed, or opaque signed-data whose eContent is read for this), they are copied up
+// from the signed payload, which itself stays byte for byte. Without such protection the outer fields are
+// served and the decrypted entity's header contributes only its MIME fields (Content-*, MIME-Version): an
+// inner From or Subject, which an attacker can change in a CBC ciphertext, is never shown.
+//
+// Status fields (status.go has the one definition: an X-Smimeproxy-* name, or one hidden after a bare CR,
+// anywhere in the header) received from upstream are always removed from what Process serves (anti-spoofing).
 //
 // Limits: messages larger than Options.MaxSize are not decrypted (reason too-large); layering is looked at
-// to a fixed depth (top level, one signature layer, the encrypted entity and its payload), never recursively.
+// to a fixed depth (top level, one signature layer, the encrypted entity, one message/rfc822 wrapper and one
+// signed payload), never recursively, so MIME nesting deeper than that is never walked: a message nested
+// 20,000 levels deep costs time linear in its size (TestProcessDeepNesting). Every header is read in one
+// linear pass.
 // The parser never panics on hostile input; FuzzProcess checks that.
 //
 // Memory: the base64 body is decoded once into a buffer that package cms decrypts in place (cms.ParseOwned);

@@ -87,3 +87,94 @@ func FuzzProcess(f *testing.F) {
 		}
 	})
 }
+
+// serveInners are decrypted entities for FuzzServe: the entity, the bytes the served message must end with
+// (the decrypted content, unchanged), and header field names that must appear exactly once at the top level
+// (protected fields that replace the outer ones).
+var serveInners = []struct {
+	entity, tail string
+	once         []string
+}{
+	{plainEntity, plainEntity, nil},
+	{"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: real\r\nFrom: alice@example.com\r\n\r\nThe secret.\r\n",
+		"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: real\r\nFrom: alice@example.com\r\n\r\nThe secret.\r\n", []string{"subject", "from"}},
+	{"Content-Type: multipart/signed; boundary=s1; protocol=\"application/pkcs7-signature\"\r\n\r\n" +
+		"--s1\r\nContent-Type: text/plain; hp=\"cipher\"\r\nSubject: real\r\n\r\nThe secret.\r\n" +
+		"--s1\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s1--\r\n",
+		"Content-Type: multipart/signed; boundary=s1; protocol=\"application/pkcs7-signature\"\r\n\r\n" +
+			"--s1\r\nContent-Type: text/plain; hp=\"cipher\"\r\nSubject: real\r\n\r\nThe secret.\r\n" +
+			"--s1\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s1--\r\n", []string{"subject"}},
+	{"Content-Type: message/rfc822; forwarded=no\r\n\r\nSubject: real\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nThe secret.\r\n",
+		"Subject: real\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nThe secret.\r\n", []string{"subject", "mime-version"}},
+	{"The secret, as bare text.\r\nSecond line.\r\n", "\r\n\r\nThe secret, as bare text.\r\nSecond line.\r\n", nil},
+	{"From: inner-forged@example.com\r\nContent-Type: text/plain\r\n\r\nThe secret.\r\n",
+		"Content-Type: text/plain\r\n\r\nThe secret.\r\n", nil},
+}
+
+// validLine matches a header line that starts a well-formed field (RFC 5322 section 2.2).
+var validLine = regexp.MustCompile(`^[!-9;-~]+[ \t]*:`)
+
+// FuzzServe feeds hostile outer headers to the served-message builder with each of serveInners as the
+// decrypted entity. Oracle: no panic; the served top-level header has exactly one status field, first, and no
+// other X-Smimeproxy-* field however hidden (statusLike, also after a bare CR); every top-level header line is
+// a well-formed field or a continuation, CRLF-terminated, without a bare CR; protected fields appear once; an
+// unprotected inner From never does; the decrypted content is unchanged at the end.
+func FuzzServe(f *testing.F) {
+	for _, seed := range []string{
+		outerHeader + "Content-Type: application/pkcs7-mime\r\n\r\nAAAA",
+		"Subject: hi\rX-Smimeproxy-Status: decrypted\r\nFrom: a\r\n\r\n",
+		" X-Smimeproxy-Status: decrypted\r\nno colon here\r\nX-Smimeproxy-Note: x\r\n",
+		"From: a\r\n \t\r\nSubject: b\r\n\r\n",
+		"Bad Name: x\r\nSubject : two\r\nsubject: three\r\n\r\n",
+		"<img src=\"http://attacker.example/?\r\nX-A: b\r\r\n",
+		"X-A: a\n continued\nX-B: \xff\xfe\n",
+	} {
+		for i := range serveInners {
+			f.Add([]byte(seed), uint8(i))
+		}
+	}
+	const status = "X-Smimeproxy-Status: decrypted; key=sha256:00\r\n"
+	f.Fuzz(func(t *testing.T, outer []byte, which uint8) {
+		in := serveInners[int(which)%len(serveInners)]
+		served := string(smime.Serve(outer, []byte(in.entity), []byte(status)))
+		if !strings.HasPrefix(served, status) {
+			t.Fatalf("served does not start with the status field: %q", head([]byte(served)))
+		}
+		if !strings.HasSuffix(served, in.tail) {
+			t.Fatalf("decrypted content changed: %q", served)
+		}
+		fields, off := headerFields([]byte(served))
+		count := map[string]int{}
+		for i, fl := range fields {
+			if statusLike.MatchString(fl) && i > 0 {
+				t.Fatalf("a second status field at %d: %q", i, fl)
+			}
+			name, _, _ := strings.Cut(fl, ":")
+			count[strings.ToLower(strings.TrimSpace(name))]++
+			if strings.Contains(strings.ToLower(fl), "inner-forged") {
+				t.Fatalf("an unprotected inner field at the top level: %q", fl)
+			}
+		}
+		for _, name := range in.once {
+			if count[name] != 1 {
+				t.Fatalf("%d %s fields at the top level, want 1: %q", count[name], name, served[:off])
+			}
+		}
+		hdr := served[:off]
+		if !strings.HasSuffix(hdr, "\r\n\r\n") {
+			t.Fatalf("header does not end with an empty line: %q", hdr)
+		}
+		for i, line := range strings.Split(hdr[:len(hdr)-4], "\r\n") {
+			switch {
+			case strings.ContainsAny(line, "\r\n"):
+				t.Fatalf("line %d has a bare CR or LF: %q", i, line)
+			case i > 0 && (line[0] == ' ' || line[0] == '\t'):
+				if strings.Trim(line, " \t") == "" {
+					t.Fatalf("line %d is white space only", i)
+				}
+			case !validLine.MatchString(line):
+				t.Fatalf("line %d is not a header field: %q", i, line)
+			}
+		}
+	})
+}

@@ -21,30 +21,32 @@ type field struct {
 	raw  []byte
 }
 
-// entity is a MIME entity split into header fields and body (RFC 2045 section 2.4, RFC 5322 section 2.1).
+// entity is a MIME entity split into header and body (RFC 2045 section 2.4, RFC 5322 section 2.1). Its header
+// fields are read with eachField whenever they are needed: there is no limit on their number and nothing is
+// stored per field.
 type entity struct {
-	fields []field
+	header []byte // the header fields, without the empty line that ends them
 	body   []byte // after the empty line; empty when there is none
 }
 
-// maxFields bounds the header fields read per entity; the rest of an absurd header is kept as one field.
-const maxFields = 10000
-
-// parseEntity splits b into header fields and body. The header ends at the first empty line; a header without
-// one takes all of b. Past maxFields fields the rest of the header is kept as part of the last field (bytes
-// are never dropped); code that must see every field (StripStatusHeaders) uses eachField instead.
+// parseEntity splits b into header and body. The header ends at the first empty line; a header without one
+// takes all of b.
 func parseEntity(b []byte) entity {
-	var e entity
-	hdrEnd := eachField(b, func(f field) {
-		if len(e.fields) < maxFields {
-			e.fields = append(e.fields, f)
-			return
+	n := 0
+	end := eachField(b, func(f field) { n += len(f.raw) }) // fields are contiguous from 0
+	return entity{header: b[:n], body: b[end:]}
+}
+
+// firstField returns the first header field of e, if any.
+func (e *entity) firstField() (field, bool) {
+	var first field
+	found := false
+	eachField(e.header, func(f field) {
+		if !found {
+			first, found = f, true
 		}
-		last := &e.fields[len(e.fields)-1]
-		last.raw = last.raw[:len(last.raw)+len(f.raw)] // f follows last directly in b
 	})
-	e.body = b[hdrEnd:]
-	return e
+	return first, found
 }
 
 // eachField calls fn for every header field at the start of b, in order, and returns the offset of the body:
@@ -115,44 +117,19 @@ func (f field) hasPrefix(prefix string) bool {
 	return len(f.name) >= len(prefix) && strings.EqualFold(string(f.name[:len(prefix)]), prefix)
 }
 
-// isStatus reports whether f is, or smuggles, an X-Smimeproxy-* field: by name, or after a bare CR inside
-// the field, which some readers take for a line end.
-func (f field) isStatus() bool {
-	if f.hasPrefix(StatusPrefix) {
-		return true
-	}
-	raw := f.raw
-	for {
-		i := bytes.IndexByte(raw, '\r')
-		if i < 0 {
-			return false
-		}
-		raw = raw[i+1:]
-		rest := bytes.TrimLeft(raw, " \t")
-		if len(rest) >= len(StatusPrefix) && strings.EqualFold(string(rest[:len(StatusPrefix)]), StatusPrefix) {
-			return true
-		}
-	}
-}
+// isStatus reports whether f is a status field (IsStatusField): by name, or after a bare CR inside the field,
+// which some readers take for a line end.
+func (f field) isStatus() bool { return isStatusField(f.name, f.raw) }
 
 // get returns the value of the first field called name, or "".
 func (e *entity) get(name string) string {
-	for _, f := range e.fields {
-		if f.is(name) {
-			return f.value()
+	v, found := "", false
+	eachField(e.header, func(f field) {
+		if !found && f.is(name) {
+			v, found = f.value(), true
 		}
-	}
-	return ""
-}
-
-// has reports whether e has a field called name.
-func (e *entity) has(name string) bool {
-	for _, f := range e.fields {
-		if f.is(name) {
-			return true
-		}
-	}
-	return false
+	})
+	return v
 }
 
 // contentType returns the lowercased media type and parameters of e (RFC 2045 section 5). A missing or

@@ -63,7 +63,8 @@ const (
 )
 
 // StatusHeader is the name of the header field Process puts on top of every message it decrypted or failed
-// to decrypt. Fields whose names start with StatusPrefix are removed from upstream messages.
+// to decrypt. StatusPrefix starts the names of status fields, which are removed from upstream messages
+// (IsStatusField has the definition, OwnedFields the names the proxy writes).
 const (
 	StatusHeader = "X-Smimeproxy-Status"
 	StatusPrefix = "X-Smimeproxy-"
