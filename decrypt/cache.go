@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // entryOverhead approximates the memory of one cache entry beyond its bytes (key, list element, map slot).
@@ -18,22 +19,26 @@ func cacheKey(m MessageRef) string {
 		strconv.FormatUint(uint64(m.UIDValidity), 10) + ":" + strconv.FormatUint(uint64(m.UID), 10)
 }
 
-// cache is a least-recently-used map from cacheKey to served bytes, bounded in bytes, with call
-// deduplication: concurrent do calls for one key run fn once.
+// cache is a least-recently-used map from cacheKey to served bytes, bounded in bytes and in time since last
+// use, with call deduplication: concurrent do calls for one key run fn once.
 type cache struct {
-	limit int64 // < 0: store nothing
+	limit   int64         // < 0: store nothing
+	maxIdle time.Duration // an entry unused for longer is dropped; <= 0: no time limit
+	now     func() time.Time
 
 	mu      sync.Mutex
 	used    int64
-	lru     *list.List // of *cacheEntry, most recent first
+	lru     *list.List // of *cacheEntry, most recently used first
 	entries map[string]*list.Element
 	calls   map[string]*call
+	timer   *time.Timer // drops expired entries when nothing else touches the cache
 }
 
 type cacheEntry struct {
 	key     string
 	data    []byte
 	derived map[string]any // values computed from data (Decrypter.Derived)
+	lastUse time.Time
 }
 
 // derivedOverhead is what each derived value is accounted for (a parsed BODYSTRUCTURE or ENVELOPE).
@@ -89,19 +94,61 @@ type call struct {
 	err  error
 }
 
-func newCache(limit int64) *cache {
-	return &cache{limit: limit, lru: list.New(), entries: map[string]*list.Element{}, calls: map[string]*call{}}
+// newCache returns a cache of limit bytes whose entries expire maxIdle after their last use (never when
+// maxIdle <= 0).
+func newCache(limit int64, maxIdle time.Duration) *cache {
+	return &cache{limit: limit, maxIdle: maxIdle, now: time.Now, lru: list.New(), entries: map[string]*list.Element{},
+		calls: map[string]*call{}}
 }
 
 func (c *cache) get(key string) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expireLocked()
 	el, ok := c.entries[key]
 	if !ok {
 		return nil, false
 	}
-	c.lru.MoveToFront(el)
+	c.touchLocked(el)
 	return el.Value.(*cacheEntry).data, true
+}
+
+// touchLocked marks el as used now.
+func (c *cache) touchLocked(el *list.Element) {
+	el.Value.(*cacheEntry).lastUse = c.now()
+	c.lru.MoveToFront(el)
+}
+
+// expireLocked drops the entries unused for longer than maxIdle. The list is in order of last use, so they
+// are at its back. Their bytes are released to the garbage collector (a caller may still hold them).
+func (c *cache) expireLocked() {
+	if c.maxIdle <= 0 {
+		return
+	}
+	deadline := c.now().Add(-c.maxIdle)
+	for el := c.lru.Back(); el != nil && el.Value.(*cacheEntry).lastUse.Before(deadline); el = c.lru.Back() {
+		c.removeLocked(el)
+	}
+}
+
+// scheduleLocked arms the timer for the next expiry, so that entries go when due even if the cache is not
+// used again. The timer follows the injected clock only loosely: it re-checks with c.now when it fires.
+func (c *cache) scheduleLocked() {
+	if c.maxIdle <= 0 || c.timer != nil {
+		return
+	}
+	el := c.lru.Back()
+	if el == nil {
+		return
+	}
+	wait := el.Value.(*cacheEntry).lastUse.Add(c.maxIdle).Sub(c.now())
+	c.timer = time.AfterFunc(max(wait, time.Second), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.timer = nil
+		c.expireLocked()
+		c.scheduleLocked()
+	})
 }
 
 // put stores data under key unless it alone exceeds the limit, evicting least recently used entries.
@@ -112,14 +159,16 @@ func (c *cache) put(key string, data []byte) {
 	if c.limit < 0 || size > c.limit {
 		return
 	}
+	c.expireLocked()
 	if el, ok := c.entries[key]; ok {
 		c.removeLocked(el)
 	}
 	for c.used+size > c.limit {
 		c.removeLocked(c.lru.Back())
 	}
-	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, data: data})
+	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, data: data, lastUse: c.now()})
 	c.used += size
+	c.scheduleLocked()
 }
 
 func (c *cache) removeLocked(el *list.Element) {
@@ -132,6 +181,7 @@ func (c *cache) removeLocked(el *list.Element) {
 func (c *cache) stats() (n int, used int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expireLocked()
 	return len(c.entries), c.used
 }
 
@@ -139,8 +189,9 @@ func (c *cache) stats() (n int, used int64) {
 // cacheable. shared reports whether this caller received another caller's result.
 func (c *cache) do(key string, fn func() (data []byte, cacheable bool, err error)) (data []byte, err error, shared bool) {
 	c.mu.Lock()
+	c.expireLocked()
 	if el, ok := c.entries[key]; ok {
-		c.lru.MoveToFront(el)
+		c.touchLocked(el)
 		c.mu.Unlock()
 		return el.Value.(*cacheEntry).data, nil, true
 	}

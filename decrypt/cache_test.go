@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestCacheEvictsByBytes(t *testing.T) {
@@ -13,7 +14,7 @@ func TestCacheEvictsByBytes(t *testing.T) {
 		return cacheKey(MessageRef{User: "u", Mailbox: "INBOX", UIDValidity: 1, UID: uint32(i)})
 	}
 	size := int64(1000 + len(k(1)) + entryOverhead)
-	c := newCache(3 * size)
+	c := newCache(3*size, 0)
 	for i := 1; i <= 3; i++ {
 		c.put(k(i), bytes.Repeat([]byte{'x'}, 1000))
 	}
@@ -43,7 +44,7 @@ func TestCacheEvictsByBytes(t *testing.T) {
 }
 
 func TestCacheDisabled(t *testing.T) {
-	c := newCache(-1)
+	c := newCache(-1, 0)
 	c.put("a", []byte("x"))
 	if _, ok := c.get("a"); ok {
 		t.Fatal("disabled cache stored an entry")
@@ -51,7 +52,7 @@ func TestCacheDisabled(t *testing.T) {
 }
 
 func TestCacheDoOnce(t *testing.T) {
-	c := newCache(1 << 20)
+	c := newCache(1<<20, 0)
 	var calls atomic.Int32
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -85,7 +86,7 @@ func TestCacheDoOnce(t *testing.T) {
 }
 
 func TestCacheDoNotCacheable(t *testing.T) {
-	c := newCache(1 << 20)
+	c := newCache(1<<20, 0)
 	n := 0
 	fn := func() ([]byte, bool, error) { n++; return []byte("x"), false, nil }
 	c.do("k", fn)
@@ -113,7 +114,7 @@ func TestCacheKeyUnambiguous(t *testing.T) {
 // TestCacheDerived: a value derived from cached bytes is computed once while the entry lives, is accounted,
 // and is neither returned for other bytes nor kept after eviction.
 func TestCacheDerived(t *testing.T) {
-	c := newCache(1 << 20)
+	c := newCache(1<<20, 0)
 	data := []byte("served message")
 	c.put("k", data)
 	_, before := c.stats()
@@ -141,5 +142,74 @@ func TestCacheDerived(t *testing.T) {
 	}
 	if n, used := c.stats(); n != 1 || used != int64(len("replaced")+len("k"))+entryOverhead {
 		t.Errorf("stats after replacement: %d entries, %d bytes", n, used)
+	}
+}
+
+// TestCacheMaxIdle: an entry not used for maxIdle is dropped and its bytes no longer accounted; using it
+// (get, do) restarts its time. The clock is injected.
+func TestCacheMaxIdle(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	c := newCache(1<<20, time.Hour)
+	c.now = func() time.Time { return now }
+	c.put("a", []byte("plaintext a"))
+	c.put("b", []byte("plaintext b"))
+	now = now.Add(50 * time.Minute)
+	if _, ok := c.get("a"); !ok { // a used again: its hour starts now
+		t.Fatal("a expired early")
+	}
+	now = now.Add(20 * time.Minute) // b idle 70 minutes, a 20
+	if n, _ := c.stats(); n != 1 {
+		t.Errorf("%d entries after b's hour, want 1", n)
+	}
+	if _, ok := c.get("b"); ok {
+		t.Error("b still served after an hour unused")
+	}
+	if _, err, shared := c.do("a", func() ([]byte, bool, error) { return nil, false, errors.New("called") }); err != nil || !shared {
+		t.Errorf("do(a) = %v, shared %v; want the cached entry", err, shared)
+	}
+	now = now.Add(61 * time.Minute)
+	if n, used := c.stats(); n != 0 || used != 0 {
+		t.Errorf("after an idle hour: %d entries, %d bytes; want none", n, used)
+	}
+	if c.lru.Len() != 0 || len(c.entries) != 0 {
+		t.Error("expired entries still referenced")
+	}
+	// The timer drops entries without any further use of the cache.
+	c2 := newCache(1<<20, time.Hour)
+	start := time.Now()
+	c2.now = func() time.Time { return start }
+	c2.put("x", []byte("x"))
+	c2.mu.Lock()
+	c2.now = func() time.Time { return start.Add(2 * time.Hour) }
+	tm := c2.timer
+	c2.mu.Unlock()
+	if tm == nil {
+		t.Fatal("no expiry timer armed")
+	}
+	tm.Reset(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c2.mu.Lock()
+		n := len(c2.entries)
+		c2.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the timer did not drop the expired entry")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCacheNoTimeLimit: a negative maxIdle keeps entries however long they are unused.
+func TestCacheNoTimeLimit(t *testing.T) {
+	now := time.Now()
+	c := newCache(1<<20, -1)
+	c.now = func() time.Time { return now }
+	c.put("a", []byte("x"))
+	now = now.Add(1000 * time.Hour)
+	if _, ok := c.get("a"); !ok {
+		t.Error("entry expired without a time limit")
 	}
 }

@@ -1,13 +1,14 @@
 package decrypt
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -18,6 +19,10 @@ import (
 
 // DefaultCacheBytes is the cache bound used when Options.CacheBytes is zero.
 const DefaultCacheBytes = 256 << 20
+
+// DefaultCacheMaxIdle is how long a served copy stays cached after its last use when Options.CacheMaxIdle is
+// zero: decrypted mail does not stay in memory indefinitely after the client stopped reading it.
+const DefaultCacheMaxIdle = time.Hour
 
 // ReasonKeyUnavailable is the undecryptable reason served when the key store failed (e.g. Vault unreachable).
 const ReasonKeyUnavailable = smime.ReasonKeyUnavailable
@@ -37,6 +42,9 @@ type Options struct {
 	// CacheBytes bounds the memory held by served messages; 0 means DefaultCacheBytes, negative disables the
 	// cache.
 	CacheBytes int64
+	// CacheMaxIdle is how long a served copy stays cached after it was last used; then it is dropped and its
+	// memory released. 0 means DefaultCacheMaxIdle, negative means no time limit.
+	CacheMaxIdle time.Duration
 	// MarkerKey is the HMAC key of the APPEND marker. nil means a random key for this process.
 	MarkerKey []byte
 	// MaxMessageBytes is passed to smime.Options.MaxSize; 0 leaves smime's default.
@@ -92,7 +100,7 @@ func New(opts Options) (*Decrypter, error) {
 		log:       log,
 		metrics:   opts.Metrics,
 		keyUser:   opts.KeyUser,
-		cache:     newCache(limit),
+		cache:     newCache(limit, cmp.Or(opts.CacheMaxIdle, DefaultCacheMaxIdle)),
 	}, nil
 }
 
@@ -147,29 +155,25 @@ func isPKCS7Part(bs *imap.BodyStructureSinglePart) bool {
 const StatusFieldPrefix = smime.StatusPrefix
 
 // NeedsStrip reports whether header (a message header, or the result of BODY.PEEK[HEADER.FIELDS (...)]) holds
-// a field whose name starts with StatusFieldPrefix. Such a field in a message as stored upstream was not added
-// by this proxy and must not reach the client, so the proxy treats the message as a candidate even when its
-// BODYSTRUCTURE is plain. Matching is case-insensitive (RFC 5322 section 1.2.2).
-func NeedsStrip(header []byte) bool {
-	for len(header) > 0 {
-		line := header
-		if i := bytes.IndexByte(header, '\n'); i >= 0 {
-			line, header = header[:i], header[i+1:]
-		} else {
-			header = nil
-		}
-		if len(line) >= len(StatusFieldPrefix) && bytes.EqualFold(line[:len(StatusFieldPrefix)], []byte(StatusFieldPrefix)) {
-			return true
-		}
-	}
-	return false
-}
+// a status field by the one definition (smime.HasStatusField): a field whose name starts with
+// StatusFieldPrefix in any case, however hidden (folded, after any number of other fields, as an indented
+// first line, or after a bare CR inside another field). Such a field in a message as stored upstream was not
+// added by this proxy and must not reach the client, so the proxy treats the message as a candidate even
+// when its BODYSTRUCTURE is plain, and strips it from an APPEND.
+func NeedsStrip(header []byte) bool { return smime.HasStatusField(header) }
 
 // ownedMin is the message size from which process hands the fetched bytes to smime.Process (Options.Owned):
 // a large message is then decoded and decrypted inside the buffer it was fetched into, so that its plaintext
-// costs one copy (the served message) instead of two. Smaller messages are not worth the refetch that an
-// undecryptable one then costs.
+// costs one copy (the served message) instead of two. It does so only when the message's first bytes name a
+// key of the user as a recipient (holdsKeyFor): a message that then does not decrypt must be fetched again
+// (its buffer is spent), so messages for someone else, or not CMS at all, are decoded into a copy instead.
+// Smaller messages are not worth either.
 const ownedMin = 1 << 20
+
+// uncachedMin is the size from which an undecryptable served copy is not cached: it is the ciphertext under
+// a status field, as large as the message upstream and not worth keeping (issue 10: a 61 MB fake stayed in
+// memory for good). It is served from a fresh fetch each time, like a message relayed unchanged.
+const uncachedMin = 1 << 20
 
 // Rewrite returns the bytes to serve for m: the decrypted message with an X-Smimeproxy-Status header, or the
 // original with a status header saying why it could not be decrypted, or (not encrypted) the original minus
@@ -202,11 +206,18 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 		return nil, false, fmt.Errorf("decrypt: fetch %s uid %d: %w", m.Mailbox, m.UID, err)
 	}
 	kr := &keyring{ctx: ctx, store: d.store, user: d.storeUser(m.User)}
-	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize, Owned: len(msg) >= ownedMin}
-	res := smime.Process(msg, kr, opts)
+	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize}
+	var res smime.Result
+	if int64(len(msg)) > d.maxMessageBytes() {
+		res = processTooLarge(msg, kr, opts)
+	} else {
+		opts.Owned = len(msg) >= ownedMin && kr.holdsKeyFor(msg)
+		res = smime.Process(msg, kr, opts)
+	}
 	if res.Spent {
-		// Decoded in place and then not decrypted: the original is needed again (undecryptable messages
-		// are served as they are upstream). One more upstream fetch, for large undecryptable mail only.
+		// Decoded in place although its recipients include a key of the user, and then not decrypted
+		// (broken content, or the key failed): the original is needed again, as undecryptable messages are
+		// served as they are upstream. The only case that fetches a message twice.
 		if msg, err = raw(); err != nil {
 			return nil, false, fmt.Errorf("decrypt: fetch %s uid %d again: %w", m.Mailbox, m.UID, err)
 		}
@@ -217,6 +228,7 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	if served == nil {
 		served = msg
 	}
+	served = d.seal(m, served) // the APPEND marker binds the served bytes (marker.go)
 	attrs := []any{slog.String("user", m.User), slog.String("mailbox", m.Mailbox),
 		slog.Uint64("uidvalidity", uint64(m.UIDValidity)), slog.Uint64("uid", uint64(m.UID))}
 	switch res.Status {
@@ -236,7 +248,20 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	default:
 		served = smime.StripStatusHeaders(served)
 	}
-	return served, kr.err == nil, nil
+	// Not cached: outcomes of a failing key store (Vault unreachable, sealed or denying: reason key-unavailable,
+	// whether Lookup failed or a Transit key's decryption did), retried on the next fetch; and undecryptable
+	// copies of large messages (uncachedMin).
+	cacheable = kr.err == nil && (res.Status != smime.Undecryptable ||
+		res.Reason != ReasonKeyUnavailable && len(served) < uncachedMin)
+	return served, cacheable, nil
+}
+
+// maxMessageBytes is the size limit of messages to decrypt (Options.MaxMessageBytes, smime's default).
+func (d *Decrypter) maxMessageBytes() int64 {
+	if d.maxSize > 0 {
+		return d.maxSize
+	}
+	return smime.DefaultMaxSize
 }
 
 // storeUser is the key store's name for the IMAP login user.
@@ -256,18 +281,34 @@ type keyring struct {
 	store keystore.Store
 	user  string
 	err   error
+	// the last lookup, reused for the same identifiers (holdsKeyFor asks before smime.Process does)
+	lastIDs  string
+	lastKeys []smime.Key
+	lastErr  error
 }
 
 func (k *keyring) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) {
+	var b strings.Builder
+	for _, id := range ids {
+		b.WriteString(id.Key())
+		b.WriteByte(0)
+	}
+	idKey := b.String()
+	if idKey == k.lastIDs && (k.lastKeys != nil || k.lastErr != nil) {
+		return k.lastKeys, k.lastErr
+	}
+	k.lastIDs = idKey
 	keys, err := k.store.Lookup(k.ctx, k.user, ids)
 	if err != nil {
 		k.err = err
-		return nil, fmt.Errorf("decrypt: %s: %w", ReasonKeyUnavailable, err)
+		k.lastKeys, k.lastErr = nil, fmt.Errorf("decrypt: %s: %w", ReasonKeyUnavailable, err)
+		return nil, k.lastErr
 	}
 	out := make([]smime.Key, 0, len(keys))
 	for _, key := range keys {
 		out = append(out, smime.Key{Cert: key.Cert, Private: key.Private})
 	}
+	k.lastKeys, k.lastErr = out, nil
 	return out, nil
 }
 

@@ -15,9 +15,11 @@
 //   - A failure of the key store (e.g. Vault down) serves the message as undecryptable with reason
 //     key-unavailable and is not cached, so the next fetch tries again.
 //   - Served messages carry X-Smimeproxy-Status with ref= and mac= parameters: ref names the source message,
-//     mac is HMAC-SHA256 under a per-process (or configured) key over the user and ref. Origin accepts only a
-//     valid mac for the same user, so a marker cannot be forged or replayed across users. With a random
-//     per-process key, messages served before a restart are no longer recognised.
+//     mac is HMAC-SHA256 under a per-process (or configured) key over the user, ref and a SHA-256 of the
+//     served bytes without the status field. Origin accepts only a valid mac for the same user and the same
+//     bytes, so a marker cannot be forged or replayed across users, and an edited copy is not taken for the
+//     original (its edits are stored, encrypted). With a random per-process key, messages served before a
+//     restart are no longer recognised.
 //   - The proxy cannot import this package, so Origin, EncryptAppend, NeedsStrip, StatusFields and MatchText
 //     are also methods of *Decrypter, for the proxy to find by type assertion on its Rewriter (see hooks.go).
 package decrypt

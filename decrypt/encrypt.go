@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"math/big"
 	"mime"
+	"mime/multipart"
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
 
 var (
@@ -65,6 +67,11 @@ type encryptedContentInfo struct {
 // unchanged; signed-only S/MIME (opaque signed-data, multipart/signed) is encrypted like any other message.
 // It fails when certs is empty or holds a non-RSA key.
 //
+// A message whose header was protected (RFC 9788: its Content-Type, or that of the first part of a top-level
+// multipart/signed, has the hp parameter, or the older protected-headers) is typically a served copy of such
+// a message; it is encrypted with header protection again (protectHeaders), so that the fields the original
+// kept inside the encryption do not come out in the clear.
+//
 // This is what `serve --encrypt-appends` does with an APPEND that Origin does not recognise, so that no
 // plaintext reaches the upstream server.
 func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
@@ -76,15 +83,23 @@ func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
 	}
 	header, body := splitMessage(msg)
 	var outer, inner bytes.Buffer
+	var fields []headerField // all but the dropped ones, in order
 	for _, f := range headerFields(header) {
 		name := strings.ToLower(f.name)
 		switch {
-		case strings.HasPrefix(name, strings.ToLower(StatusFieldPrefix)), name == "mime-version":
+		case smime.IsStatusField(f.raw), name == "mime-version":
+			continue
 		case strings.HasPrefix(name, "content-"):
 			inner.Write(f.raw)
 		default:
 			outer.Write(f.raw)
 		}
+		fields = append(fields, f)
+	}
+	if hp := headerProtection(fields, body); hp != "" {
+		outer.Reset()
+		inner.Reset()
+		protectHeaders(&outer, &inner, fields, hp)
 	}
 	inner.WriteString("\r\n")
 	inner.Write(toCRLF(body))
@@ -106,6 +121,132 @@ func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
 	outer.WriteString(enc)
 	outer.WriteString("\r\n")
 	return outer.Bytes(), nil
+}
+
+// hpOuterField is the RFC 9788 section 2.2.1 field that records, inside the Cryptographic Payload, each
+// non-structural field of the outer header as sent: "HP-Outer: Subject: [...]".
+const hpOuterField = "HP-Outer"
+
+// obscuredSubject is the outer Subject of a message whose header is protected with confidentiality (RFC 9788
+// section 3.2, every Header Confidentiality Policy that obscures the Subject).
+const obscuredSubject = "[...]"
+
+// headerProtection returns "cipher" or "clear" when the message (its header fields without status fields, and
+// its body) carries protected header fields: hp on the top-level Content-Type or on that of the first part of
+// a top-level multipart/signed (RFC 9788 section 2.1.1, the Cryptographic Payload of a signed message), or
+// the older protected-headers parameter (taken as "cipher"). Any hp value other than "clear" is taken as
+// "cipher". It returns "" for a message without them.
+func headerProtection(fields []headerField, body []byte) string {
+	var ct string
+	for _, f := range fields {
+		if strings.EqualFold(f.name, "Content-Type") {
+			ct = fieldValues(f.raw, "Content-Type")[0]
+			break
+		}
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ""
+	}
+	if hp := hpOf(params); hp != "" || mt != "multipart/signed" || params["boundary"] == "" {
+		return hp
+	}
+	part, err := multipart.NewReader(bytes.NewReader(body), params["boundary"]).NextRawPart()
+	if err != nil {
+		return ""
+	}
+	defer part.Close()
+	if _, pp, err := mime.ParseMediaType(part.Header.Get("Content-Type")); err == nil {
+		return hpOf(pp)
+	}
+	return ""
+}
+
+func hpOf(params map[string]string) string {
+	switch hp := strings.ToLower(params["hp"]); {
+	case hp == "clear":
+		return "clear"
+	case hp != "", params["protected-headers"] != "":
+		return "cipher"
+	}
+	return ""
+}
+
+// protectHeaders writes the outer header and the Cryptographic Payload's header (both without the empty line)
+// of a message with header protection (RFC 9788 section 2): every field goes inside, the top-level inner
+// Content-Type says hp (a multipart/signed's too: the parameter is outside the signature, which covers only the
+// first part), and old HP-Outer fields are replaced.
+//
+// With hp="clear" the outer header holds copies of the non-MIME fields, as without protection. With
+// hp="cipher" the outer header shows no more than the original message did: when HP-Outer fields (section
+// 2.2.1) record the original outer header, exactly those fields; otherwise only From and Date (required,
+// RFC 5322 section 3.6) and Subject "[...]". To, Cc, Message-ID and every other field are then inside only.
+// The new outer fields are recorded in new HP-Outer fields inside.
+func protectHeaders(outer, inner *bytes.Buffer, fields []headerField, hp string) {
+	var recorded []string // values of the old HP-Outer fields: "Name: value"
+	for _, f := range fields {
+		if strings.EqualFold(f.name, hpOuterField) {
+			recorded = append(recorded, fieldValues(f.raw, f.name)[0])
+		}
+	}
+	var outerFields []string // "Name: value" lines of the new outer header
+	structural := func(name string) bool {
+		n := strings.ToLower(name)
+		return strings.HasPrefix(n, "content-") || n == "mime-version" || n == strings.ToLower(hpOuterField) ||
+			strings.HasPrefix(n, strings.ToLower(StatusFieldPrefix))
+	}
+	switch {
+	case hp == "clear":
+		for _, f := range fields {
+			if !structural(f.name) {
+				outer.Write(f.raw)
+			}
+		}
+	case len(recorded) > 0:
+		for _, r := range recorded {
+			name, value, ok := strings.Cut(r, ":")
+			if name = strings.TrimSpace(name); ok && name != "" && !structural(name) && !strings.ContainsAny(name, " \t") {
+				outerFields = append(outerFields, name+": "+strings.TrimSpace(value))
+			}
+		}
+	default:
+		for _, f := range fields {
+			switch {
+			case strings.EqualFold(f.name, "From"), strings.EqualFold(f.name, "Date"):
+				outerFields = append(outerFields, f.name+": "+fieldValues(f.raw, f.name)[0])
+			case strings.EqualFold(f.name, "Subject"):
+				outerFields = append(outerFields, f.name+": "+obscuredSubject)
+			}
+		}
+	}
+	for _, l := range outerFields {
+		outer.WriteString(l + "\r\n")
+	}
+
+	ctDone := false
+	for _, f := range fields {
+		switch {
+		case strings.EqualFold(f.name, hpOuterField):
+			if hp == "clear" {
+				inner.Write(f.raw)
+			}
+		case !ctDone && strings.EqualFold(f.name, "Content-Type"):
+			ctDone = true
+			v := fieldValues(f.raw, f.name)[0]
+			if _, params, err := mime.ParseMediaType(v); err != nil || params["hp"] == "" {
+				inner.WriteString(f.name + ": " + v + "; hp=\"" + hp + "\"\r\n")
+				continue
+			}
+			inner.Write(f.raw)
+		default:
+			inner.Write(f.raw)
+		}
+	}
+	if hp == "cipher" {
+		for _, l := range outerFields {
+			inner.WriteString(hpOuterField + ": " + l + "\r\n")
+		}
+	}
 }
 
 // alreadyEncrypted reports whether msg is S/MIME-encrypted as a whole (RFC 8551 section 3.2):

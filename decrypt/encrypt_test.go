@@ -2,6 +2,7 @@ package decrypt
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,5 +206,94 @@ func TestEncryptToSelfSignedIsNotEncrypted(t *testing.T) {
 		if !alreadyEncrypted(out) {
 			t.Errorf("%s: the result is not recognised as encrypted", ct)
 		}
+	}
+}
+
+// TestEncryptToSelfProtectsHeaders: re-encrypting the served copy of a message with protected header fields
+// (RFC 9788 hp="cipher") never puts in clear a field value the original kept only inside the encryption, and
+// the result serves the protected fields again.
+func TestEncryptToSelfProtectsHeaders(t *testing.T) {
+	const outer = "From: alice@example.com\r\nTo: bob@example.com\r\nSubject: [...]\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n"
+	const secrets = "Subject: Merger with Initech\r\nTo: bob@example.com, eve.secret@example.com\r\n" +
+		"Cc: carol.secret@example.com\r\nMessage-ID: <merger-77@example.com>\r\nKeywords: initech-secret\r\n"
+	const body = "The merger closes on Friday.\r\n"
+	cases := map[string]struct {
+		inner     string
+		wantOuter []string // exact outer fields besides the MIME ones
+	}{
+		"hp=cipher, no HP-Outer": {
+			"Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\nFrom: alice@example.com\r\n" +
+				"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\n" + secrets + "\r\n" + body,
+			[]string{"From: alice@example.com", "Date: Mon, 2 Mar 2026 10:00:00 +0000", "Subject: [...]"},
+		},
+		"hp=cipher with HP-Outer": {
+			"Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\nFrom: alice@example.com\r\n" +
+				"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\n" + secrets +
+				"HP-Outer: From: alice@example.com\r\nHP-Outer: To: bob@example.com\r\nHP-Outer: Subject: [...]\r\n\r\n" + body,
+			[]string{"From: alice@example.com", "To: bob@example.com", "Subject: [...]"},
+		},
+		"signed payload with hp": {
+			"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"b1\"\r\n\r\n" +
+				"--b1\r\nContent-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\nFrom: alice@example.com\r\n" +
+				"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\n" + secrets + "\r\n" + body +
+				"--b1\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b1--\r\n",
+			[]string{"From: alice@example.com", "Date: Mon, 2 Mar 2026 10:00:00 +0000", "Subject: [...]"},
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, 0)
+			orig := encryptedMessage(t, "[...]", c.inner, f.cert)
+			orig = append([]byte(outer), orig[bytes.Index(orig, []byte("MIME-Version")):]...)
+			var calls atomic.Int32
+			served, err := f.d.Rewrite(context.Background(), MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: 1, UID: 1}, rawOf(orig, &calls))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if statusOf(served) != "decrypted" {
+				t.Fatalf("not decrypted:\n%s", served)
+			}
+			out, err := EncryptToSelf(served, []*x509.Certificate{f.cert})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, _ := splitMessage(out)
+			for _, secret := range []string{"Merger", "eve.secret", "carol.secret", "merger-77", "initech-secret", "Received"} {
+				if bytes.Contains(h, []byte(secret)) {
+					t.Errorf("outer header shows %q, which the original kept inside:\n%s", secret, h)
+				}
+			}
+			var got []string
+			for _, fl := range headerFields(h) {
+				if n := strings.ToLower(fl.name); !strings.HasPrefix(n, "content-") && n != "mime-version" {
+					got = append(got, strings.TrimRight(string(fl.raw), "\r\n"))
+				}
+			}
+			if strings.Join(got, "|") != strings.Join(c.wantOuter, "|") {
+				t.Errorf("outer fields = %q, want %q", got, c.wantOuter)
+			}
+			// Served again, the protected fields are back.
+			again, err := f.d.Rewrite(context.Background(), MessageRef{User: "alice", Mailbox: "Drafts", UIDValidity: 1, UID: 1}, rawOf(out, &calls))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"Subject: Merger with Initech", "Cc: carol.secret@example.com", body} {
+				if !bytes.Contains(again, []byte(want)) {
+					t.Errorf("re-encrypted copy served without %q:\n%s", want, again)
+				}
+			}
+			if bytes.Contains(again, []byte("\nSubject: [...]")) {
+				t.Errorf("re-encrypted copy served with the obscured Subject:\n%s", again)
+			}
+		})
+	}
+	// Without header protection the outer header keeps the fields, as before.
+	cert, _ := testIdentity(t, "me@example.com")
+	out, err := EncryptToSelf([]byte("From: me@example.com\r\nSubject: plain draft\r\nContent-Type: text/plain\r\n\r\nx\r\n"), []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := splitMessage(out); !bytes.Contains(h, []byte("Subject: plain draft\r\n")) {
+		t.Errorf("unprotected message lost its outer Subject:\n%s", h)
 	}
 }

@@ -175,6 +175,21 @@ func TestAppendGuard(t *testing.T) {
 		}
 	})
 
+	t.Run("an edited served copy is stored with the edits, encrypted", func(t *testing.T) {
+		edited := bytes.Replace(served, []byte("the zebracorn sleeps"), []byte("the zebracorn wakes up"), 1)
+		data, err := appendMsg(c, "INBOX", edited) // its mailbox is selected: unmodified, it would be a COPY
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := e.d.Raw("bob", "INBOX", data.UID)
+		if bytes.Equal(up, orig) || bytes.Contains(up, []byte("zebracorn")) || !bytes.Contains(bytes.ToLower(up), []byte("application/pkcs7-mime")) {
+			t.Fatalf("upstream holds the original ciphertext or plaintext, not the edit encrypted:\n%.400s", up)
+		}
+		if got := fetchBody(t, c, data.UID); statusOf(got) != "decrypted" || !bytes.Contains(got, []byte("the zebracorn wakes up")) {
+			t.Errorf("the stored message does not decrypt to the edited text:\n%s", got)
+		}
+	})
+
 	t.Run("served copy into another mailbox is encrypted to bob", func(t *testing.T) {
 		data, err := appendMsg(c, "Drafts", served)
 		if err != nil {
@@ -305,12 +320,87 @@ func TestEncryptAppends(t *testing.T) {
 	if up := e.d.Raw("bob", "Drafts", data.UID); !bytes.Equal(up, enc) {
 		t.Errorf("S/MIME message was changed on APPEND")
 	}
+	// Carol has no certificate: her new plain drafts still save (as sent), but a decrypted copy, also one
+	// forwarded as an attachment, is refused.
 	cc := e.login(t, "carol")
-	if _, err := appendMsg(cc, "Drafts", msg); err == nil {
-		t.Error("carol (no certificate) could append in clear")
+	data, err = appendMsg(cc, "Drafts", msg)
+	if err != nil {
+		t.Fatalf("carol (no certificate): plain APPEND = %v, want it stored as sent", err)
 	}
-	if n := len(mailboxUIDs(t, e.d, "carol", "Drafts")); n != 0 {
-		t.Errorf("carol's Drafts has %d messages", n)
+	if up := e.d.Raw("carol", "Drafts", data.UID); !bytes.Equal(up, msg) {
+		t.Errorf("carol's plain draft stored as %q", up)
+	}
+	c2 := e.login(t, "bob")
+	if _, err := c2.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	served := fetchBody(t, c2, e.enc)
+	for name, m := range map[string][]byte{"served copy": served, "forwarded as attachment": forwardAsAttachment(served)} {
+		_, err := appendMsg(cc, "Drafts", m)
+		var ie *imap.Error
+		if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeCannot {
+			t.Errorf("carol: APPEND of bob's %s = %v, want NO [CANNOT]", name, err)
+		}
+	}
+	if hits := len(mailboxUIDs(t, e.d, "carol", "Drafts")); hits != 1 {
+		t.Errorf("carol's Drafts has %d messages, want her one plain draft", hits)
+	}
+}
+
+// forwardAsAttachment is a new message forwarding msg as a message/rfc822 attachment (RFC 2046 section
+// 5.2.1), as mail clients do.
+func forwardAsAttachment(msg []byte) []byte {
+	return []byte("From: bob@example.com\r\nTo: x@example.org\r\nSubject: Fwd: secret\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=\"fw\"\r\n\r\n--fw\r\nContent-Type: text/plain\r\n\r\nsee below\r\n" +
+		"--fw\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"secret.eml\"\r\n\r\n" +
+		string(msg) + "\r\n--fw--\r\n")
+}
+
+// TestAppendDerivedPlaintext: what a client makes from a served decrypted copy without the status field on
+// top (the field removed or renamed, the copy forwarded as an attachment, a reply quoting it) is stored
+// encrypted when appends are encrypted (serve's default), and as sent when they are not.
+func TestAppendDerivedPlaintext(t *testing.T) {
+	for _, encrypt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("encrypt-appends=%v", encrypt), func(t *testing.T) {
+			e := newGuardEnv(t, encrypt)
+			c := e.login(t, "bob")
+			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			served := fetchBody(t, c, e.enc)
+			if !bytes.Contains(served, []byte("zebracorn")) {
+				t.Fatalf("not decrypted:\n%s", served)
+			}
+			derived := map[string][]byte{
+				"status removed":          e.dec.StripStatus(served),
+				"status renamed":          bytes.Replace(served, []byte("X-Smimeproxy-Status:"), []byte("X-Was-Status:"), 1),
+				"forwarded as attachment": forwardAsAttachment(served),
+				"reply quoting it": []byte("From: bob@example.com\r\nTo: alice@example.com\r\nSubject: Re: secret\r\n" +
+					"Content-Type: text/plain\r\n\r\nOn Monday Alice wrote:\r\n> the zebracorn sleeps\r\n\r\nLet it sleep.\r\n"),
+			}
+			if _, err := c.Select("Drafts", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			for name, msg := range derived {
+				data, err := appendMsg(c, "Drafts", msg)
+				if err != nil {
+					t.Fatalf("%s: APPEND: %v", name, err)
+				}
+				up := e.d.Raw("bob", "Drafts", data.UID)
+				if !encrypt {
+					if !bytes.Contains(up, []byte("zebracorn")) {
+						t.Errorf("%s: with encrypt-appends off, stored %.300q, want it as sent", name, up)
+					}
+					continue
+				}
+				if bytes.Contains(up, []byte("zebracorn")) || !bytes.Contains(bytes.ToLower(up), []byte("application/pkcs7-mime")) {
+					t.Errorf("%s: stored in clear upstream:\n%.400s", name, up)
+				}
+				if got := fetchBody(t, c, data.UID); statusOf(got) != "decrypted" || !bytes.Contains(got, []byte("zebracorn")) {
+					t.Errorf("%s: does not decrypt back through the proxy:\n%.400s", name, got)
+				}
+			}
+		})
 	}
 }
 

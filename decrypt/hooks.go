@@ -1,10 +1,10 @@
 package decrypt
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -22,6 +22,7 @@ var (
 	_ proxy.DerivedCache    = (*Decrypter)(nil)
 	_ proxy.CandidateFilter = (*Decrypter)(nil)
 	_ proxy.CacheProbe      = (*Decrypter)(nil)
+	_ proxy.HeaderMatcher   = (*Decrypter)(nil)
 )
 
 // The methods below implement the proxy's optional interfaces (proxy.HeaderGuard, proxy.AppendGuard,
@@ -45,10 +46,18 @@ func (d *Decrypter) Cached(m MessageRef) bool {
 // NeedsStrip is the package function NeedsStrip.
 func (d *Decrypter) NeedsStrip(header []byte) bool { return NeedsStrip(header) }
 
-// StatusFields names the header fields the proxy should fetch (BODY.PEEK[HEADER.FIELDS (...)], RFC 9051
-// section 6.4.5) next to BODYSTRUCTURE to pass to NeedsStrip: the only field this proxy adds, so the only one
-// a forger could use to mislead a user.
-func (d *Decrypter) StatusFields() []string { return []string{StatusField} }
+// StatusFields names the header fields this proxy writes (smime.OwnedFields), which the proxy searches the
+// upstream server for to find plain messages carrying a forged one.
+func (d *Decrypter) StatusFields() []string { return smime.OwnedFields() }
+
+// OwnsField implements proxy.HeaderMatcher: SEARCH HEADER on an X-Smimeproxy-* field is answered from served
+// copies (smime.IsStatusFieldName).
+func (d *Decrypter) OwnsField(name string) bool { return smime.IsStatusFieldName(name) }
+
+// MatchHeader is the package function MatchHeader.
+func (d *Decrypter) MatchHeader(served []byte, name, needle string) bool {
+	return MatchHeader(served, name, needle)
+}
 
 // Derived implements proxy.DerivedCache: values derived from the served bytes of m (the proxy's parsed
 // BODYSTRUCTURE and ENVELOPE) are kept with them in the cache, so a message is parsed once, not per FETCH.
@@ -69,6 +78,30 @@ func (d *Decrypter) ServedPlaintext(header []byte) bool {
 	return false
 }
 
+// EmbedsServedPlaintext reports whether msg holds, on any line of its header or body, a status field saying
+// "decrypted": a served copy forwarded as a message/rfc822 attachment (RFC 2046 section 5.2.1) or pasted whole
+// into another message. It does not see through a transfer encoding (an attachment sent as base64). The proxy
+// refuses such an APPEND when it cannot encrypt it.
+func (d *Decrypter) EmbedsServedPlaintext(msg []byte) bool {
+	prefix := []byte(StatusField + ":")
+	for len(msg) > 0 {
+		line := msg
+		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+			line, msg = msg[:i], msg[i+1:]
+		} else {
+			msg = nil
+		}
+		if len(line) < len(prefix) || !bytes.EqualFold(line[:len(prefix)], prefix) {
+			continue
+		}
+		v := bytes.TrimSpace(line[len(prefix):])
+		if len(v) >= len("decrypted") && bytes.EqualFold(v[:len("decrypted")], []byte("decrypted")) {
+			return true
+		}
+	}
+	return false
+}
+
 // StripStatus returns msg without any X-Smimeproxy-* header field (smime.StripStatusHeaders): for an APPEND of
 // a message served undecryptable, that is the original message.
 func (d *Decrypter) StripStatus(msg []byte) []byte { return smime.StripStatusHeaders(msg) }
@@ -79,12 +112,15 @@ func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool
 }
 
 // ErrNoOwnCertificate is returned (wrapped) by EncryptAppend when the user has no RSA certificate to encrypt to.
-var ErrNoOwnCertificate = errors.New("decrypt: no certificate of the user to encrypt to")
+// It wraps proxy.ErrNoCertificate, which the proxy tests for.
+var ErrNoOwnCertificate = fmt.Errorf("decrypt: %w", proxy.ErrNoCertificate)
 
 // EncryptAppend encrypts msg to all of user's own certificates in the key store (EncryptToSelf), for
-// `serve --encrypt-appends`. A message that is already encrypted is returned unchanged. It fails with
-// ErrNoOwnCertificate when the user has no RSA key, or with the store's error; the proxy then refuses the
-// APPEND rather than store plaintext.
+// `serve --encrypt-appends`, on by default. A message that is already encrypted is returned unchanged. It
+// fails with ErrNoOwnCertificate when the user has no RSA key (logged as a warning when the user has other
+// keys, which may have decrypted what is being appended), or with the store's error; the proxy then refuses
+// an APPEND of decrypted plaintext rather than store it, and stores other messages as sent only in the first
+// case.
 func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error) {
 	if alreadyEncrypted(msg) {
 		return msg, nil
@@ -118,6 +154,9 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 		}
 	}
 	if len(certs) == 0 {
+		if len(entries) > 0 {
+			d.log.Warn("appends cannot be encrypted: the user has keys but no RSA certificate", "user", user)
+		}
 		return nil, fmt.Errorf("%w: user %q", ErrNoOwnCertificate, user)
 	}
 	return EncryptToSelf(msg, certs)

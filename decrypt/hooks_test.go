@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/proxy"
 )
 
 func TestEncryptAppend(t *testing.T) {
@@ -36,13 +37,29 @@ func TestEncryptAppend(t *testing.T) {
 	if err != nil || !bytes.Equal(again, enc) {
 		t.Errorf("re-encrypting an S/MIME message: %v, changed %v", err, !bytes.Equal(again, enc))
 	}
-	// No key: an error, never plaintext.
-	if _, err := f.d.EncryptAppend(context.Background(), "nobody", plain); !errors.Is(err, ErrNoOwnCertificate) {
-		t.Errorf("user without keys: error %v, want ErrNoOwnCertificate", err)
+	// No key: an error, never plaintext; the proxy recognises it (and may store plain mail as sent).
+	if _, err := f.d.EncryptAppend(context.Background(), "nobody", plain); !errors.Is(err, ErrNoOwnCertificate) || !errors.Is(err, proxy.ErrNoCertificate) {
+		t.Errorf("user without keys: error %v, want ErrNoOwnCertificate and proxy.ErrNoCertificate", err)
 	}
+	// Store down: an error that is not "no certificate", so the proxy refuses instead of storing in clear.
 	f.store.fail.Store(true)
-	if out, err := f.d.EncryptAppend(context.Background(), "alice", plain); err == nil {
-		t.Errorf("store down: no error, got %d bytes", len(out))
+	if out, err := f.d.EncryptAppend(context.Background(), "alice", plain); err == nil || errors.Is(err, proxy.ErrNoCertificate) {
+		t.Errorf("store down: error %v, got %d bytes; want an error other than proxy.ErrNoCertificate", err, len(out))
+	}
+}
+
+func TestEmbedsServedPlaintext(t *testing.T) {
+	d := newTestDecrypter(t, nil)
+	for msg, want := range map[string]bool{
+		"Subject: a\r\n\r\nplain\r\n":                                                                        false,
+		"Subject: a\r\nX-Smimeproxy-Status: decrypted; key=x\r\n\r\nb\r\n":                                   true,
+		"Subject: fwd\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nx-smimeproxy-status:  DECRYPTED\r\n": true,
+		"Subject: a\r\n\r\nX-Smimeproxy-Status: undecryptable; reason=x\r\n":                                 false,
+		"Subject: a\r\n\r\n> X-Smimeproxy-Status: decrypted\r\n":                                             false,
+	} {
+		if got := d.EmbedsServedPlaintext([]byte(msg)); got != want {
+			t.Errorf("EmbedsServedPlaintext(%q) = %v, want %v", msg, got, want)
+		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/text/encoding/htmlindex"
+
+	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
 
 // maxMIMEDepth bounds recursion into nested multiparts and attached messages.
@@ -34,6 +36,31 @@ func MatchText(served []byte, needle string, headerToo bool) bool {
 		return strings.Contains(strings.ToLower(string(served)), n)
 	}
 	return matchEntity(textproto.MIMEHeader(msg.Header), msg.Body, n, headerToo, 0)
+}
+
+// MatchHeader reports whether the top-level header of served (a message as Rewrite returned it) has a field
+// called name (case-insensitive, RFC 5322 section 1.2.2) whose value, unfolded (section 2.2.3) and with
+// encoded words decoded (RFC 2047), contains needle case-insensitively; an empty needle matches any field of
+// that name. That is SEARCH HEADER of RFC 9051 section 6.4.4 over the copy a client sees. The header is read
+// with smime.EachHeaderField, the scanner that decides what a status field is.
+func MatchHeader(served []byte, name, needle string) bool {
+	n := strings.ToLower(needle)
+	found := false
+	smime.EachHeaderField(served, func(fname, raw []byte) {
+		if found || !strings.EqualFold(string(fname), name) {
+			return
+		}
+		_, v, ok := bytes.Cut(raw, []byte(":"))
+		if !ok {
+			return
+		}
+		val := strings.TrimSpace(strings.NewReplacer("\r\n", "", "\n", "").Replace(string(v)))
+		if dec, err := wordDecoder.DecodeHeader(val); err == nil {
+			val = dec
+		}
+		found = strings.Contains(strings.ToLower(val), n)
+	})
+	return found
 }
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, r io.Reader) (io.Reader, error) {

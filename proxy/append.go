@@ -13,26 +13,43 @@ import (
 
 // APPEND through the relay (RFC 9051 section 6.3.12, RFC 3502 MULTIAPPEND, RFC 4469 CATENATE, RFC 3516
 // literal8): the command streams upstream as the client sends it, and each message literal passes the APPEND
-// guard on the way. The guard peeks at the message's header (at most maxHeaderPeek bytes); a message without
-// a status field (the common case), unless --encrypt-appends, streams byte for byte. Otherwise it is read
-// whole and:
-//   - a decrypted copy this process served (AppendGuard.Origin), appended alone, becomes an upstream UID COPY
-//     of the original ciphertext (over a side connection) when that message is in the selected mailbox;
-//   - any other message claiming to be decrypted (ServedPlaintext), and with --encrypt-appends every message,
-//     is encrypted to the user's own certificates (EncryptAppend);
+// guard on the way. The guard peeks at the message's header (at most maxHeaderPeek bytes); with
+// Options.EncryptAppends off (`serve --encrypt-appends=false`), a message without a status field streams byte
+// for byte. Otherwise it is read whole and:
+//   - an unmodified decrypted copy this process served (AppendGuard.Origin verifies a marker bound to the
+//     served bytes), appended alone, becomes an upstream UID COPY of the original ciphertext (over a side
+//     connection) when that message is in the selected mailbox; an edited copy is new content;
+//   - any other message claiming to be decrypted (ServedPlaintext), and with EncryptAppends every message, is
+//     encrypted to the user's own certificates (EncryptAppend);
 //   - other status fields (an undecryptable copy, a forgery) are removed, giving back the original bytes.
+//
+// A user without a certificate (EncryptAppend fails with ErrNoCertificate) cannot have appends encrypted: a
+// message that claims to be, or embeds (a forwarded attachment, AppendGuard's optional EmbedsServedPlaintext),
+// a decrypted copy is refused; any other message is stored as sent, so that drafts of new plain mail still
+// save. Every other failure to encrypt (the key store unreachable) refuses the APPEND.
 //
 // When a message can be neither copied nor encrypted the APPEND is refused with NO [CANNOT]: plaintext the
 // proxy served never reaches the upstream server. A MULTIAPPEND whose earlier messages were already sent is
 // then ended with a syntax error, so the server stores none of them (RFC 3502 section 6.3.11 atomicity).
 // CATENATE TEXT parts (fragments, not whole messages) are refused when they carry a status field or
-// --encrypt-appends is on; URL parts copy ciphertext on the server.
+// EncryptAppends is on; URL parts copy ciphertext on the server.
 
 // maxHeaderPeek bounds how much of a message literal is read to find the end of its header.
 const maxHeaderPeek = 256 << 10
 
 // errAppendRefused ends an APPEND the relay answered itself (refused, or stored as a copy).
 var errAppendRefused = errors.New("proxy: append refused")
+
+// ErrNoCertificate is returned (wrapped) by AppendGuard.EncryptAppend when the user has no certificate to
+// encrypt to. The relay then stores a message that shows no sign of being decrypted plaintext as sent, and
+// refuses one that does; any other EncryptAppend error refuses the APPEND.
+var ErrNoCertificate = errors.New("no certificate of the user to encrypt to")
+
+// plaintextFinder is implemented by an AppendGuard that can find a served decrypted copy inside a message
+// (e.g. forwarded as a message/rfc822 attachment, RFC 2046 section 5.2.1), not only in its top-level header.
+type plaintextFinder interface {
+	EmbedsServedPlaintext(msg []byte) bool
+}
 
 const refusedText = "NO [CANNOT] smimeproxy will not store this message unencrypted upstream and cannot encrypt it (no certificate of yours in the key store?)"
 
@@ -177,7 +194,7 @@ func (r *relay) appendMessage(a *appendState, line []byte, m litMarker, kind str
 		return nil, io.ErrUnexpectedEOF
 	}
 	msg := append(head, rest...)
-	if ref, ok := a.guard.Origin(r.userName(), head); ok && a.nmsg == 1 && !a.started && r.rewriting() {
+	if ref, ok := a.guard.Origin(r.userName(), msg); ok && a.nmsg == 1 && !a.started && r.rewriting() {
 		sel := r.selected()
 		if sel.ok && ref.Mailbox == sel.name && ref.UIDValidity == sel.uidValidity {
 			next, err := readLine(r.cr)
@@ -203,20 +220,33 @@ func (r *relay) appendMessage(a *appendState, line []byte, m litMarker, kind str
 // appendTransformed sends msg after removing status fields and, when needed, encrypting it. lineRead says
 // that the line after the literal was already consumed by the caller.
 func (r *relay) appendTransformed(a *appendState, line []byte, m litMarker, msg, head []byte, lineRead bool) error {
-	msg = a.guard.StripStatus(msg)
-	if a.guard.ServedPlaintext(head) || r.srv.opts.EncryptAppends {
-		enc, err := a.guard.EncryptAppend(r.ctx, r.userName(), msg)
-		if err != nil {
+	served := a.guard.ServedPlaintext(head)
+	stripped := a.guard.StripStatus(msg)
+	if served || r.srv.opts.EncryptAppends {
+		enc, err := a.guard.EncryptAppend(r.ctx, r.userName(), stripped)
+		switch {
+		case err == nil:
+			stripped = enc
+		case errors.Is(err, ErrNoCertificate) && !served && !embedsServed(a.guard, msg):
+			r.log.Info("append stored unencrypted: the user has no certificate to encrypt to")
+		default:
 			r.log.Warn("append refused: cannot encrypt", "err", err)
 			if lineRead {
 				return r.refuseStarted(a)
 			}
 			return r.refuseAppend(a, m, m.size)
 		}
-		msg = enc
 	}
+	msg = stripped
 	m.size = int64(len(msg))
 	return r.appendStream(a, line[:m.at], m, msg, eofReader{})
+}
+
+// embedsServed reports whether msg holds a served decrypted copy below its top-level header, when the guard
+// can tell.
+func embedsServed(g AppendGuard, msg []byte) bool {
+	f, ok := g.(plaintextFinder)
+	return ok && f.EmbedsServedPlaintext(msg)
 }
 
 type eofReader struct{}

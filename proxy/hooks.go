@@ -51,7 +51,9 @@ type CacheProbe interface {
 // plain message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
 // removed before a client sees it. The proxy finds such messages with upstream searches (forged.go).
 type HeaderGuard interface {
-	// StatusFields names the header fields (searched with HEADER <field> "", RFC 9051 section 6.4.4).
+	// StatusFields names the header fields the Rewriter itself writes into served copies (searched with
+	// HEADER <field> "", RFC 9051 section 6.4.4, which needs exact names). A plain message stored with one of
+	// them is rewritten without it, so no plain message has one as served.
 	StatusFields() []string
 	// NeedsStrip reports whether a header (of an APPEND) holds such a field.
 	NeedsStrip(header []byte) bool
@@ -80,6 +82,17 @@ type TextMatcher interface {
 	// MatchText reports whether needle occurs in the decoded text of served (with headerToo, also in its
 	// header fields).
 	MatchText(served []byte, needle string, headerToo bool) bool
+}
+
+// HeaderMatcher lets SEARCH HEADER (RFC 9051 section 6.4.4) on the Rewriter's own header fields
+// (X-Smimeproxy-*) be answered from served copies instead of by the upstream server, which would find only
+// forged fields and never the ones the proxy adds.
+type HeaderMatcher interface {
+	// OwnsField reports whether a SEARCH HEADER on the field name must be answered from served copies.
+	OwnsField(name string) bool
+	// MatchHeader reports whether the top-level header of served has a field called name whose unfolded
+	// value contains needle, case-insensitively; an empty needle matches any such field.
+	MatchHeader(served []byte, name, needle string) bool
 }
 
 // DerivedCache lets the proxy keep what it derives from a rewritten message (its BODYSTRUCTURE and ENVELOPE)

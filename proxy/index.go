@@ -18,9 +18,16 @@ import (
 // side connection, plus a BODYSTRUCTURE fetch of the few hits:
 //
 //	UID SEARCH UID n:*                                               the new range
-//	UID SEARCH UID n:m HEADER X-Smimeproxy-Status ""                 forged status fields
+//	UID SEARCH UID n:m HEADER X-Smimeproxy-Status ""                 forged status fields (OR over every
+//	                                                                 name in HeaderGuard.StatusFields)
 //	UID SEARCH UID n:m OR HEADER Content-Type pkcs7 HEADER Content-Type smime    (CandidateFilter)
 //	UID FETCH <hits> (UID BODYSTRUCTURE)                             Rewriter.Candidate decides
+//
+// SEARCH HEADER needs exact field names, and the upstream server parses the header its own way: a plain
+// message is found to carry a forged status field when the server sees a field of one of the names the
+// Rewriter writes (anywhere in the header, folded or not, in any case). A plain message whose only status-like
+// field has another X-Smimeproxy-* name, or hides after a bare CR inside another field, is not found and is
+// relayed as stored; every candidate (encrypted, undecryptable, forged) is served without any of them.
 
 // maxIndexes bounds the mailboxes whose classification is kept.
 const maxIndexes = 4096

@@ -18,6 +18,17 @@ import (
 // RETURN options, SAVE and $, sorting, threading, CONTEXT updates) stays the upstream's. Messages that arrive
 // after the rewrite (CONTEXT=UPDATE) are matched by the upstream alone. SORT (SIZE) orders encrypted messages
 // by their upstream (ciphertext) size.
+//
+// HEADER keys on the Rewriter's own fields (HeaderMatcher.OwnsField: X-Smimeproxy-*) are never answered by the
+// upstream server alone, which would find forged fields and never the status fields the proxy adds. For a
+// field the proxy writes (HeaderGuard.StatusFields), no plain message has one as served (one stored upstream
+// was forged and is removed, the message being a candidate), so
+//
+//	HEADER X-Smimeproxy-Status x   becomes   (UID <M>)   or, when M is empty,   (NOT ALL)
+//
+// where M is the subset of E whose served header has the field with x in its value (HeaderMatcher.MatchHeader,
+// RFC 9051 section 6.4.4 HEADER semantics). Any other X-Smimeproxy-* field is relayed as stored in plain
+// messages that are not candidates, so that key is rewritten like BODY: (OR UID <M> (HEADER f x NOT UID <E>)).
 
 // searchArity gives the number of arguments of each search key (RFC 9051 section 6.4.4 and extensions).
 var searchArity = map[string]int{
@@ -31,18 +42,24 @@ var searchArity = map[string]int{
 	"HEADER": 2,
 }
 
-// textKey is one BODY or TEXT key of a search program: its bytes [start,end) and its string.
+// textKey is one BODY or TEXT key of a search program, or a HEADER key on a field the Rewriter owns: its bytes
+// [start,end), its string, and for HEADER the field name.
 type textKey struct {
 	start, end int
 	needle     string
 	headerToo  bool
+	field      string // HEADER key: the field name; "" for BODY and TEXT
 }
 
 // errSearchSyntax stops the rewrite: the command goes upstream unchanged (and the server says what is wrong).
 var errSearchSyntax = &protoError{"search program not understood"}
 
-// searchKeys finds the text keys of the search program that starts at s.
-func searchKeys(s *scanner, depth int) ([]textKey, error) {
+// searchKeys finds the text keys (BODY, TEXT) of the search program that starts at s.
+func searchKeys(s *scanner, depth int) ([]textKey, error) { return searchKeysOwned(s, depth, nil) }
+
+// searchKeysOwned finds the text keys of the search program that starts at s and, when owns is not nil, the
+// HEADER keys on the fields it reports true for.
+func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, error) {
 	var out []textKey
 	for {
 		save := s.pos
@@ -61,7 +78,7 @@ func searchKeys(s *scanner, depth int) ([]textKey, error) {
 			s.pos = save
 			return out, nil
 		}
-		keys, err := searchKey(s, t, depth)
+		keys, err := searchKey(s, t, depth, owns)
 		if err != nil {
 			return nil, err
 		}
@@ -70,13 +87,13 @@ func searchKeys(s *scanner, depth int) ([]textKey, error) {
 }
 
 // searchKey reads one key whose first token is t.
-func searchKey(s *scanner, t token, depth int) ([]textKey, error) {
+func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKey, error) {
 	if depth > 100 {
 		return nil, errSearchSyntax
 	}
 	switch t.kind {
 	case tokOpen:
-		keys, err := searchKeys(s, depth+1)
+		keys, err := searchKeysOwned(s, depth+1, owns)
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +112,7 @@ func searchKey(s *scanner, t token, depth int) ([]textKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		keys, err := searchKey(s, n, depth+1)
+		keys, err := searchKey(s, n, depth+1, owns)
 		if name == "FUZZY" && len(keys) > 0 {
 			return nil, errSearchSyntax // a fuzzy text key cannot be rewritten into a group
 		}
@@ -107,7 +124,7 @@ func searchKey(s *scanner, t token, depth int) ([]textKey, error) {
 			if err != nil {
 				return nil, err
 			}
-			keys, err := searchKey(s, n, depth+1)
+			keys, err := searchKey(s, n, depth+1, owns)
 			if err != nil {
 				return nil, err
 			}
@@ -133,8 +150,8 @@ func searchKey(s *scanner, t token, depth int) ([]textKey, error) {
 	if !ok {
 		return nil, errSearchSyntax
 	}
-	var last token
-	for range arity {
+	var first, last token
+	for i := range arity {
 		a, err := s.next()
 		if err != nil {
 			return nil, err
@@ -142,10 +159,16 @@ func searchKey(s *scanner, t token, depth int) ([]textKey, error) {
 		if _, ok := astring(a); !ok {
 			return nil, errSearchSyntax
 		}
+		if i == 0 {
+			first = a
+		}
 		last = a
 	}
-	if name == "BODY" || name == "TEXT" {
+	switch {
+	case name == "BODY" || name == "TEXT":
 		return []textKey{{start: t.start, end: last.end, needle: string(last.val), headerToo: name == "TEXT"}}, nil
+	case name == "HEADER" && owns != nil && owns(string(first.val)):
+		return []textKey{{start: t.start, end: last.end, needle: string(last.val), field: string(first.val)}}, nil
 	}
 	return nil, nil
 }
@@ -206,19 +229,43 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 	return s, true
 }
 
-// prepareSearch rewrites the text keys of a search command (see above); it returns u unchanged when there is
-// nothing to rewrite.
+// prepareSearch rewrites the text keys and the HEADER keys on the Rewriter's own fields of a search command
+// (see above); it returns u unchanged when there is nothing to rewrite.
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
-	tm, ok := r.srv.opts.Rewriter.(TextMatcher)
-	if !ok {
+	tm, textOK := r.srv.opts.Rewriter.(TextMatcher)
+	hm, headerOK := r.srv.opts.Rewriter.(HeaderMatcher)
+	if !textOK && !headerOK {
 		return u, nil
 	}
 	s, ok := searchProgram(u, c.name)
 	if !ok {
 		return u, nil
 	}
-	keys, err := searchKeys(s, 0)
-	if err != nil || len(keys) == 0 {
+	var owns func(string) bool
+	if headerOK {
+		owns = hm.OwnsField
+	}
+	all, err := searchKeysOwned(s, 0, owns)
+	if err != nil {
+		return u, nil
+	}
+	var written map[string]bool // fields no plain message has as served
+	if hg, ok := r.srv.opts.Rewriter.(HeaderGuard); ok {
+		written = map[string]bool{}
+		for _, f := range hg.StatusFields() {
+			written[strings.ToLower(f)] = true
+		}
+	}
+	var keys []textKey
+	onlyCandidates := false // some key matches only candidates
+	for _, k := range all {
+		if k.field == "" && !textOK {
+			continue
+		}
+		keys = append(keys, k)
+		onlyCandidates = onlyCandidates || k.field != "" && written[strings.ToLower(k.field)]
+	}
+	if len(keys) == 0 {
 		return u, nil
 	}
 	// The selected mailbox is known once every earlier command completed.
@@ -235,7 +282,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		r.log.Warn("cannot list encrypted messages; searching upstream only", "err", err)
 		return u, nil
 	}
-	if len(enc) == 0 {
+	if len(enc) == 0 && !onlyCandidates {
 		return u, nil
 	}
 	matches := make([][]uint32, len(keys))
@@ -252,7 +299,13 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 				return // expunged meanwhile, or unreadable: the upstream's answer stands
 			}
 			for i, k := range keys {
-				if tm.MatchText(served, k.needle, k.headerToo) {
+				var hit bool
+				if k.field != "" {
+					hit = hm.MatchHeader(served, k.field, k.needle)
+				} else {
+					hit = tm.MatchText(served, k.needle, k.headerToo)
+				}
+				if hit {
 					mu.Lock()
 					matches[i] = append(matches[i], uid)
 					mu.Unlock()
@@ -266,6 +319,21 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	prev := 0
 	for i, k := range keys {
 		out = append(out, u[prev:k.start]...)
+		prev = k.end
+		if k.field != "" && written[strings.ToLower(k.field)] {
+			if len(matches[i]) == 0 {
+				out = append(out, "(NOT ALL)"...)
+			} else {
+				out = append(out, "(UID "...)
+				out = append(out, uidSetString(sortedUnique(matches[i]))...)
+				out = append(out, ')')
+			}
+			continue
+		}
+		if len(enc) == 0 {
+			out = append(out, u[k.start:k.end]...) // no candidates: the upstream answers for every message
+			continue
+		}
 		out = append(out, '(')
 		if len(matches[i]) > 0 {
 			out = append(out, "OR UID "...)
@@ -279,7 +347,6 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 			out = append(out, ')')
 		}
 		out = append(out, ')')
-		prev = k.end
 	}
 	return append(out, u[prev:]...), nil
 }

@@ -263,8 +263,17 @@ func authFingerprint(a *authInfo) string {
 	return string(h.Sum(nil))
 }
 
+// rawRoom is the spare capacity fetchRaw leaves after a large message (rawRoomMin bytes or more): room for the
+// status field, so that a Rewriter can serve a message it does not decrypt (too large, or undecryptable) as
+// that field and the original inside the fetched buffer instead of a second copy of the message.
+const (
+	rawRoom    = 4 << 10
+	rawRoomMin = 1 << 20
+)
+
 // fetchRaw reads the upstream bytes of uid in m over a side connection (BODY.PEEK[]: reading ciphertext does
-// not set \Seen), into a buffer of the literal's announced size.
+// not set \Seen), into a buffer of the literal's announced size (plus rawRoom after a large one), allocated
+// before the bytes arrive and filled once.
 func (r *relay) fetchRaw(ctx context.Context, m mailboxRef, uid uint32) ([]byte, error) {
 	var b []byte
 	err := r.side.do(ctx, m, func(c *backend.Conn) error {
@@ -277,7 +286,12 @@ func (r *relay) fetchRaw(ctx context.Context, m mailboxRef, uid uint32) ([]byte,
 					if !ok || bs.Literal == nil || b != nil {
 						continue
 					}
-					buf := make([]byte, bs.Literal.Size())
+					size := bs.Literal.Size()
+					room := int64(0)
+					if size >= rawRoomMin {
+						room = rawRoom
+					}
+					buf := make([]byte, size, size+room)
 					if _, err := io.ReadFull(bs.Literal, buf); err != nil {
 						cmd.Close()
 						return fmt.Errorf("proxy: reading UID %d: %w", uid, err)

@@ -57,6 +57,7 @@ type doctorFlags struct {
 	user                 string
 	keyUserTemplate      string
 	timeout, expiryWarn  time.Duration
+	encryptAppends       bool
 	vault                *vaultFlags
 }
 
@@ -70,6 +71,7 @@ func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
 	fs.StringVar(&d.keyUserTemplate, "key-user-template", "{user}", "as serve's: which key set the login --user uses ({user}, {localpart}, {domain})")
 	fs.DurationVar(&d.timeout, "timeout", doctorTimeout, "limit for each network check")
 	fs.DurationVar(&d.expiryWarn, "expiry-warn", doctorExpiryWarn, "warn about certificates expiring within this time")
+	fs.BoolVar(&d.encryptAppends, "encrypt-appends", true, encryptAppendsUsage)
 	d.vault = addVaultFlags(fs)
 	return fs, d
 }
@@ -130,6 +132,7 @@ func runDoctor(ctx context.Context, env *cmdEnv, args []string) int {
 	}
 	d.checkConfig(fs, env, r)
 	d.checkClientTLS(r)
+	d.checkAppends(r)
 	d.checkUpstream(ctx, r)
 	d.checkVault(ctx, env, r)
 	fmt.Fprintf(env.stdout, "\n%d failed, %d warnings\n", r.fails, r.warns)
@@ -184,6 +187,16 @@ func applyServeSection(fs *flag.FlagSet, f *config.File) error {
 		}
 	})
 	return err
+}
+
+// checkAppends reports serve's encrypt-appends setting (flag, SMIMEPROXY_ENCRYPT_APPENDS, or the config file's
+// [serve] section or top level).
+func (d *doctorFlags) checkAppends(r *doctorReport) {
+	if d.encryptAppends {
+		r.add(statusOK, "appends: encrypted to the user's own certificate before they go upstream (encrypt-appends)", "")
+		return
+	}
+	r.add(statusWarn, "appends: "+encryptAppendsOffWarning, "remove encrypt-appends = false (or --encrypt-appends=false, SMIMEPROXY_ENCRYPT_APPENDS) unless the upstream server may hold plaintext")
 }
 
 // checkClientTLS checks the certificate the proxy presents to mail clients, when files are configured.
@@ -420,13 +433,21 @@ func (d *doctorFlags) checkVault(ctx context.Context, env *cmdEnv, r *doctorRepo
 		r.add(statusFail, fmt.Sprintf("keys of %s: none in Vault", d.user), fmt.Sprintf("import your S/MIME key: smimeproxy keys import --user %s --password-env P12_PASSWORD your-key.p12", d.user))
 		return
 	}
+	canEncrypt := false
 	for _, e := range entries {
-		d.checkKey(cctx, store, e, r)
+		if d.checkKey(cctx, store, e, r) {
+			canEncrypt = true
+		}
+	}
+	if d.encryptAppends && !canEncrypt {
+		r.add(statusWarn, fmt.Sprintf("keys of %s: no RSA certificate to encrypt appended messages to: decrypted copies are refused on APPEND, other messages are stored in clear", d.user),
+			"import an RSA S/MIME key and certificate of yours with smimeproxy keys import")
 	}
 }
 
-// checkKey reports one key: a decryption self-test and its certificate's expiry.
-func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keystore.Entry, r *doctorReport) {
+// checkKey reports one key: a decryption self-test and its certificate's expiry. It returns whether serve can
+// encrypt appended messages to the key's certificate (RSA, readable).
+func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keystore.Entry, r *doctorReport) bool {
 	name := fmt.Sprintf("key %s of %s (%s, %s)", e.ID, d.user, strings.Join(e.Emails, ", "), e.Storage)
 	ids := make([]cms.RecipientID, 0, len(e.RecipientIDs))
 	for _, s := range e.RecipientIDs {
@@ -445,10 +466,10 @@ func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keys
 	case err != nil:
 		what, fix := vaultProblem(err)
 		r.add(statusFail, name+": cannot be read: "+what, fix)
-		return
+		return false
 	case key == nil:
 		r.add(statusFail, name+": listed but not found by its recipient identifiers", "re-import it with smimeproxy keys import")
-		return
+		return false
 	}
 	if err := selfTest(key); err != nil {
 		what, fix := vaultProblem(err)
@@ -467,6 +488,7 @@ func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keys
 	default:
 		r.add(statusOK, fmt.Sprintf("%s: certificate valid until %s", name, until), "")
 	}
+	return key.Cert != nil && key.Cert.PublicKeyAlgorithm == x509.RSA
 }
 
 // parseRecipientKey reverses cms.RecipientID.Key.

@@ -33,7 +33,7 @@ func appendedUID(t *testing.T, r pyResult) imap.UID {
 
 // testE2EAppend: a decrypted copy appended while its mailbox is selected becomes a copy of the ciphertext;
 // appended from elsewhere it is encrypted to the user's own certificates; a user without certificates is
-// refused (NO); --encrypt-appends encrypts a plain APPEND; without it a plain APPEND is stored as sent.
+// refused (NO); by default a plain APPEND is encrypted; with --encrypt-appends=false it is stored as sent.
 func testE2EAppend(t *testing.T, w *e2eWorld, p *serveProc, msgs []e2eMsg, uids []imap.UID, served map[imap.UID][]byte, byName map[string]int) {
 	tbUID := uids[byName["tb/alice.env.eml"]]
 	fxName := "fixture/rsa-oaep-sha256-aes256-cbc"
@@ -77,20 +77,20 @@ func testE2EAppend(t *testing.T, w *e2eWorld, p *serveProc, msgs []e2eMsg, uids 
 		t.Errorf("dave's refused APPEND reached the upstream: %v", hits)
 	}
 
-	// Without --encrypt-appends a plain APPEND is stored as sent; with it, encrypted.
-	res = runPy(t, p.addr, "bob", "bob-pw", []pyOp{opAppend("Sent", bytes.ReplaceAll(plain, []byte("platypus-9"), []byte("echidna-8")))})
-	if u := appendedUID(t, res[0]); !bytes.Contains(w.d.Raw("bob", "Sent", u), []byte("echidna-8")) {
-		t.Errorf("plain APPEND without --encrypt-appends was not stored as sent")
-	}
-	q := w.serve("imaps://"+w.d.TLSAddr(), "--encrypt-appends")
-	res = runPy(t, q.addr, "bob", "bob-pw", []pyOp{opAppend("Sent", plain), opSelect("Sent", true)})
+	// By default a plain APPEND is stored encrypted; with --encrypt-appends=false, as sent.
+	res = runPy(t, p.addr, "bob", "bob-pw", []pyOp{opAppend("Sent", plain), opSelect("Sent", true)})
 	u := appendedUID(t, res[0])
 	if up := w.d.Raw("bob", "Sent", u); bytes.Contains(up, []byte("platypus-9")) || !bytes.Contains(up, []byte("application/pkcs7-mime")) {
-		t.Errorf("--encrypt-appends: upstream holds %.300q, want it encrypted", up)
+		t.Errorf("default serve: upstream holds %.300q, want it encrypted", up)
 	}
-	res = runPy(t, q.addr, "bob", "bob-pw", []pyOp{opSelect("Sent", true), opFetch(strconv.Itoa(int(u)), "(BODY.PEEK[])")})
+	res = runPy(t, p.addr, "bob", "bob-pw", []pyOp{opSelect("Sent", true), opFetch(strconv.Itoa(int(u)), "(BODY.PEEK[])")})
 	if b := res[1].literal(t); status(b) != "decrypted" || !bytes.Contains(b, []byte("platypus-9")) {
-		t.Errorf("--encrypt-appends: read back %q %.300q", statusFields(b), b)
+		t.Errorf("default serve: read back %q %.300q", statusFields(b), b)
+	}
+	q := w.serve("imaps://"+w.d.TLSAddr(), "--encrypt-appends=false")
+	res = runPy(t, q.addr, "bob", "bob-pw", []pyOp{opAppend("Sent", bytes.ReplaceAll(plain, []byte("platypus-9"), []byte("echidna-8")))})
+	if u := appendedUID(t, res[0]); !bytes.Contains(w.d.Raw("bob", "Sent", u), []byte("echidna-8")) {
+		t.Errorf("plain APPEND with --encrypt-appends=false was not stored as sent")
 	}
 	// Another proxy process (a restart) shares the marker key kept in Vault: a copy the first one served is
 	// still recognised and becomes a copy of the original ciphertext, not a re-encryption.
@@ -102,7 +102,7 @@ func testE2EAppend(t *testing.T, w *e2eWorld, p *serveProc, msgs []e2eMsg, uids 
 		t.Errorf("APPEND through a restarted proxy of a copy served before: upstream holds %.200q, want the original ciphertext", got)
 	}
 	q.stop()
-	w.checkSecrets("serve --encrypt-appends log", q.stderr.String())
+	w.checkSecrets("serve --encrypt-appends=false log", q.stderr.String())
 }
 
 // testE2EMbsync: mbsync pulls Bob's INBOX through the proxy into a local Maildir and gets what the proxy

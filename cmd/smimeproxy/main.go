@@ -81,6 +81,11 @@ func runMain(ctx context.Context, env *cmdEnv, args []string) int {
 }
 
 func main() {
+	// Every command may hold private keys, a Vault token or decrypted mail (serve, keys, decrypt, demo, doctor's
+	// self-test): none may end up in a core dump.
+	if err := disableCoreDumps(); err != nil {
+		fmt.Fprintf(os.Stderr, "smimeproxy: warning: core dumps could not be disabled: %v\n", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	env := &cmdEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}

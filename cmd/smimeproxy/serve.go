@@ -42,6 +42,7 @@ type serveFlags struct {
 	encryptAppends  bool
 	keyUserTemplate string
 	cacheBytes      byteSize
+	cacheMaxIdle    time.Duration
 	tls             *tlsFlags
 	vault           *vaultFlags
 	observe         *observeFlags
@@ -61,12 +62,20 @@ func newServeFlagSet() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&s.keyUserTemplate, "key-user-template", "{user}", "key set used for an IMAP login: {user} is the login name, {localpart} and {domain} its parts around the last @")
 	s.cacheBytes = decrypt.DefaultCacheBytes
 	fs.Var(&s.cacheBytes, "cache-bytes", "memory for decrypted messages kept for repeated fetches, e.g. 256MiB (0: none); never written to disk")
-	fs.BoolVar(&s.encryptAppends, "encrypt-appends", false, "encrypt every message a client appends (drafts, sent copies) to the user's own certificates before it goes upstream")
+	fs.DurationVar(&s.cacheMaxIdle, "cache-max-idle", decrypt.DefaultCacheMaxIdle, "a decrypted message not fetched again for this long is dropped from the cache (negative: no time limit)")
+	fs.BoolVar(&s.encryptAppends, "encrypt-appends", true, encryptAppendsUsage)
 	s.tls = addTLSFlags(fs)
 	s.vault = addVaultFlags(fs)
 	s.observe = addObserveFlags(fs)
 	return fs, s
 }
+
+// encryptAppendsUsage is the help of serve's and doctor's --encrypt-appends (one text, so that the example
+// config file lists the key once for both).
+const encryptAppendsUsage = "encrypt every message a client appends (drafts, sent copies, edited or forwarded decrypted mail) to the user's own certificates before it goes upstream (a user without one: plain mail is stored as sent, decrypted mail refused); false stores in clear all but copies still marked as decrypted"
+
+// encryptAppendsOffWarning says what --encrypt-appends=false stores in clear (serve's log, doctor).
+const encryptAppendsOffWarning = "encrypt-appends is off: drafts, sent copies, and decrypted messages that were edited, forwarded as attachments or quoted in replies are stored upstream in clear"
 
 // runServe serves until ctx ends (SIGINT, SIGTERM), then shuts down gracefully (running commands finish, clients
 // get BYE).
@@ -133,13 +142,16 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 			logger.Warn("no APPEND-marker key in vault; using one for this process only (see 'smimeproxy keys policy')", "err", err)
 			markerKey = nil
 		}
-		d, err := decrypt.New(decrypt.Options{Store: store, CacheBytes: sf.cacheBytes.cache(), Logger: logger,
+		d, err := decrypt.New(decrypt.Options{Store: store, CacheBytes: sf.cacheBytes.cache(), CacheMaxIdle: sf.cacheMaxIdle, Logger: logger,
 			Metrics: decryptMetrics{metrics}, KeyUser: keyUser, MarkerKey: markerKey})
 		if err != nil {
 			return fail(err)
 		}
 		opts.Rewriter = d
 		opts.EncryptAppends = sf.encryptAppends
+		if !sf.encryptAppends {
+			logger.Warn(encryptAppendsOffWarning)
+		}
 		go func() { // the cache gauge of /metrics
 			tick := time.NewTicker(5 * time.Second)
 			defer tick.Stop()
@@ -153,7 +165,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 				}
 			}
 		}()
-	} else if sf.encryptAppends {
+	} else if sf.encryptAppends && flagSet(fs, "encrypt-appends") {
 		return fail(errors.New("--encrypt-appends needs the key store; it cannot be combined with --no-decrypt"))
 	}
 	health.AddCheck("upstream", func(ctx context.Context) error { return backend.Probe(ctx, up) })
@@ -162,10 +174,11 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		return fail(err)
 	}
 	defer stopHTTP()
-	tlsConf, cert, generated, err := sf.clientTLS(ctx, store, logger)
+	tlsConf, cert, generated, err := sf.clientTLSFor(ctx, store, logger)
 	if err != nil {
 		return fail(err)
 	}
+	opts.StartTLS = sf.tls.startTLSConfig(sf.listen, tlsConf)
 	srv, err := proxy.New(opts)
 	if err != nil {
 		return fail(err)
@@ -174,16 +187,11 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	if err != nil {
 		return fail(err)
 	}
-	if tlsConf != nil {
-		ln = tls.NewListener(ln, tlsConf)
-		if generated {
-			logger.Warn("generated a TLS certificate for clients; trust it in your mail client", "sha256", cert.Fingerprint())
-		}
-	}
+	ln = sf.tls.listener(ln, sf.listen, tlsConf, cert, generated, logger)
 	if sf.listenerWrapper != nil {
 		ln = sf.listenerWrapper(ln)
 	}
-	logger.Info("serving", "listen", ln.Addr().String(), "upstream", t.Addr, "tls", tlsConf != nil, "decrypt", !sf.noDecrypt)
+	logger.Info("serving", "listen", ln.Addr().String(), "upstream", t.Addr, "tls", sf.tls.mode(sf.listen).String(), "decrypt", !sf.noDecrypt)
 	health.SetReady(true, "")
 	if sf.onListen != nil {
 		sf.onListen(ln.Addr().String())
@@ -203,10 +211,19 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	}
 }
 
-// clientTLS is tlsFlags.serverConfig, except that a certificate generated for a non-loopback listener is kept in
-// Vault (vaultcfg.Store.WriteTLSCert, named after the listen host) and reused, so mail clients trust it once.
+// flagSet reports whether the flag name was set on the command line, from the environment or from the config
+// file (parseFlags sets those with fs.Set), rather than left at its default.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// clientTLS is tlsFlags.serverConfig, except that a certificate generated for a listener (implicit TLS, or
+// STARTTLS on loopback) is kept in Vault (vaultcfg.Store.WriteTLSCert, named after the listen host) and reused,
+// so mail clients trust it once.
 func (sf *serveFlags) clientTLS(ctx context.Context, store *vaultcfg.Store, logger *slog.Logger) (*tls.Config, *tlscert.Cert, bool, error) {
-	if store == nil || sf.tls.cert != "" || sf.tls.key != "" || tlscert.IsLoopback(sf.listen) && !sf.tls.force {
+	if store == nil || sf.tls.cert != "" || sf.tls.key != "" || sf.tls.mode(sf.listen) == tlsNone {
 		return sf.tls.serverConfig(sf.listen)
 	}
 	host, _, err := net.SplitHostPort(sf.listen)

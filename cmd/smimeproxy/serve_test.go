@@ -59,6 +59,8 @@ func TestServeBadFlags(t *testing.T) {
 		{[]string{"--upstream", "pop3://x"}, "scheme must be imaps or imap"},
 		{[]string{"--upstream", "imaps://x", "--listen", "127.0.0.1:notaport"}, "notaport"},
 		{[]string{"--upstream", "imaps://x", "extra"}, `unexpected argument "extra"`},
+		// encrypt-appends is on by default; only asked for explicitly does it conflict with --no-decrypt
+		{[]string{"--upstream", "imaps://x", "--no-decrypt", "--encrypt-appends"}, "--encrypt-appends needs the key store"},
 	}
 	for _, tt := range tests {
 		env, _, stderr := testEnv(map[string]string{"HOME": t.TempDir()})
