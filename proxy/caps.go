@@ -8,8 +8,11 @@ import (
 // Capabilities (RFC 9051 section 6.1.1) are relayed as the upstream server lists them, in its greeting,
 // CAPABILITY responses and [CAPABILITY ...] response codes, minus those the relay cannot keep consistent:
 //
-//   - STARTTLS: the upstream connection is already secured by the proxy; the client side is loopback or
-//     implicit TLS (serve --tls). COMPRESS=*: the relay reads the stream and would have to inflate both sides.
+//   - STARTTLS: the upstream's offer is about the proxy's own upstream connection, which backend secures.
+//     Towards the client the relay offers STARTTLS itself when Options.StartTLS is set, on a plaintext
+//     connection before login (starttls.go); it then stands where the upstream listed it (else before the
+//     first AUTH=), so the list reads as the server's own. LOGINDISABLED is never added: plaintext LOGIN on
+//     loopback keeps working. COMPRESS=*: the relay reads the stream and would have to inflate both sides.
 //   - AUTH=mechanisms other than PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER: the proxy opens a second upstream
 //     connection for the same user (to read ciphertext and classify messages without disturbing the client's
 //     session) by replaying what the client sent, which a challenge-response mechanism (CRAM-MD5, SCRAM-*)
@@ -57,17 +60,30 @@ func replayableMech(m string) bool {
 	return false
 }
 
-// filterCapList filters a space-separated capability list.
-func filterCapList(list []byte, decrypting bool) []byte {
+// filterCapList filters a space-separated capability list; with startTLS, STARTTLS is offered (in the
+// upstream's place for it, else before the first AUTH=, else last).
+func filterCapList(list []byte, decrypting, startTLS bool) []byte {
 	var out []byte
-	for _, c := range bytes.Fields(list) {
-		if !keepCap(string(c), decrypting) {
-			continue
-		}
+	add := func(c []byte) {
 		if len(out) > 0 {
 			out = append(out, ' ')
 		}
 		out = append(out, c...)
+	}
+	for _, c := range bytes.Fields(list) {
+		if startTLS && (bytes.EqualFold(c, []byte("STARTTLS")) || len(c) > 5 && bytes.EqualFold(c[:5], []byte("AUTH="))) {
+			add([]byte("STARTTLS"))
+			startTLS = false
+			if bytes.EqualFold(c, []byte("STARTTLS")) {
+				continue
+			}
+		}
+		if keepCap(string(c), decrypting) {
+			add(c)
+		}
+	}
+	if startTLS {
+		add([]byte("STARTTLS"))
 	}
 	return out
 }
@@ -76,6 +92,11 @@ func filterCapList(list []byte, decrypting bool) []byte {
 // "[CAPABILITY ...]" response code in a greeting or status response. Other lines come back unchanged (same
 // slice). caps receives the unfiltered list, for the relay's own use (LITERAL+).
 func filterCapsInLine(line []byte, decrypting bool, caps func(list []byte)) []byte {
+	return filterCapsInLineTLS(line, decrypting, false, caps)
+}
+
+// filterCapsInLineTLS is filterCapsInLine, offering STARTTLS when startTLS is set.
+func filterCapsInLineTLS(line []byte, decrypting, startTLS bool, caps func(list []byte)) []byte {
 	if i := indexFold(line, "[CAPABILITY "); i >= 0 {
 		start := i + len("[CAPABILITY ")
 		end := bytes.IndexByte(line[start:], ']')
@@ -85,14 +106,14 @@ func filterCapsInLine(line []byte, decrypting bool, caps func(list []byte)) []by
 		end += start
 		caps(line[start:end])
 		out := append([]byte(nil), line[:start]...)
-		out = append(out, filterCapList(line[start:end], decrypting)...)
+		out = append(out, filterCapList(line[start:end], decrypting, startTLS)...)
 		return append(out, line[end:]...)
 	}
 	if len(line) > 13 && bytes.EqualFold(line[:13], []byte("* CAPABILITY ")) {
 		body := trimEOL(line[13:])
 		caps(body)
 		out := append([]byte(nil), line[:13]...)
-		out = append(out, filterCapList(body, decrypting)...)
+		out = append(out, filterCapList(body, decrypting, startTLS)...)
 		return append(out, line[13+len(body):]...)
 	}
 	return line

@@ -158,7 +158,7 @@ func (r *relay) dispatch(tag, name string, u unit) error {
 	loggedIn := r.userName() != ""
 	switch name {
 	case "STARTTLS":
-		return r.local(tag, "BAD STARTTLS is not offered by smimeproxy (the connection to the server is secured by the proxy)")
+		return r.startTLS(tag)
 	case "COMPRESS":
 		return r.local(tag, "BAD COMPRESS is not offered by smimeproxy")
 	case "LOGIN":

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +29,7 @@ import (
 type relay struct {
 	srv    *Server
 	log    *slog.Logger
-	client net.Conn
+	client *clientConn   // switches to TLS after STARTTLS (starttls.go)
 	cr     *bufio.Reader // client side, read by clientLoop only
 	up     *backend.Stream
 	upw    *bufio.Writer // upstream side, written by clientLoop only
@@ -44,6 +45,7 @@ type relay struct {
 	pending  []*command // forwarded, tagged response not yet seen, in the order sent
 	waitCont *command   // command whose synchronizing literal waits for the upstream's "+"
 	upCaps   capSet
+	tlsOn    bool        // the client connection is TLS (implicit, or after STARTTLS)
 	user     string      // key-store user after login ("" before)
 	auth     *authInfo   // how the user logged in (replayed on side connections)
 	side     *sidePool   // after login, when decrypting
@@ -73,12 +75,13 @@ type mailboxRef struct {
 
 // outEntry is one piece of output for the client, written in queue order.
 type outEntry struct {
-	data   []byte
-	future chan [][]byte // when set, the data arrives later (a rewritten response), in parts
-	stream *streamEntry  // when set, n bytes are copied from the upstream reader after data
-	close  bool          // close the client connection after writing data
-	fin    chan struct{} // closed after a close entry was handled
-	pooled bool          // data came from batchPool and goes back after writing
+	data    []byte
+	future  chan [][]byte // when set, the data arrives later (a rewritten response), in parts
+	stream  *streamEntry  // when set, n bytes are copied from the upstream reader after data
+	close   bool          // close the client connection after writing data
+	fin     chan struct{} // closed after a close entry was handled
+	pooled  bool          // data came from batchPool and goes back after writing
+	upgrade *tlsSwitch    // STARTTLS: after data, flush and wait for the TLS connection
 }
 
 // batchPool recycles emit's batch buffers.
@@ -92,11 +95,12 @@ type streamEntry struct {
 
 func newRelay(s *Server, c net.Conn, up *backend.Stream, log *slog.Logger) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
+	cc := &clientConn{conn: c}
 	r := &relay{
 		srv:    s,
 		log:    log,
-		client: c,
-		cr:     bufio.NewReaderSize(c, 64<<10),
+		client: cc,
+		cr:     bufio.NewReaderSize(cc, 64<<10),
 		up:     up,
 		upw:    bufio.NewWriterSize(up.Conn, 64<<10),
 		out:    make(chan outEntry, 64),
@@ -105,12 +109,13 @@ func newRelay(s *Server, c net.Conn, up *backend.Stream, log *slog.Logger) *rela
 		cancel: cancel,
 	}
 	r.cond = sync.NewCond(&r.mu)
+	_, r.tlsOn = c.(*tls.Conn)
 	return r
 }
 
 // run relays until either side ends, then closes both connections.
 func (r *relay) run() {
-	greeting := filterCapsInLine(r.up.Greeting, r.decrypting(), func(list []byte) { r.upCaps = parseCaps(list) })
+	greeting := r.clientCaps(r.up.Greeting, func(list []byte) { r.upCaps = parseCaps(list) })
 	r.out <- outEntry{data: greeting}
 	preAuth := time.AfterFunc(r.srv.opts.PreAuthTimeout, func() {
 		if r.userName() == "" {
@@ -238,6 +243,11 @@ func (r *relay) writeLoop() error {
 		}
 		if _, err := w.Write(data); err != nil {
 			return err
+		}
+		if e.upgrade != nil {
+			if err := r.parkForTLS(e.upgrade, w.Flush); err != nil {
+				return err
+			}
 		}
 		if e.pooled && cap(data) <= 256<<10 {
 			data = data[:0]

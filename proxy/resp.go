@@ -167,7 +167,7 @@ func (r *relay) statusCodes(line []byte) []byte {
 }
 
 func (r *relay) filterCaps(line []byte) []byte {
-	return filterCapsInLine(line, r.decrypting(), func(list []byte) {
+	return r.clientCaps(line, func(list []byte) {
 		cs := parseCaps(list)
 		r.mu.Lock()
 		r.upCaps = cs

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,10 @@ type Options struct {
 	MaxPreAuth int
 	// PreAuthTimeout ends a connection that has not logged in after this long; 0 means DefaultPreAuthTimeout.
 	PreAuthTimeout time.Duration
+	// StartTLS, if set, is offered to clients on plaintext connections before login: the relay answers
+	// STARTTLS itself and upgrades the client connection with this configuration (RFC 9051 section 6.2.1;
+	// see starttls.go). nil: STARTTLS is refused, as when the connection is already TLS.
+	StartTLS *tls.Config
 }
 
 // Metrics receives the proxy's counters (observe.Metrics implements it). Methods must be safe for concurrent

@@ -310,8 +310,8 @@ func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 // TestLoginDelay: failed logins from a client on another machine are answered later and later (at most 5 s);
 // loopback clients (the mail client beside the proxy) are not slowed down.
 func TestLoginDelay(t *testing.T) {
-	remote := &relay{client: addrConn{remote: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5}}}
-	local := &relay{client: addrConn{remote: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 5}}}
+	remote := &relay{client: &clientConn{conn: addrConn{remote: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5}}}}
+	local := &relay{client: &clientConn{conn: addrConn{remote: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 5}}}}
 	for failures, want := range map[int]time.Duration{0: 0, 1: time.Second, 3: 3 * time.Second, 9: 5 * time.Second} {
 		remote.failures, local.failures = failures, failures
 		if got := remote.loginDelay(); got != want {

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests and the benchmark need on a fresh Debian machine (idempotent): Dovecot (the real
 # upstream IMAP server in tests), isync (mbsync, a real client), OpenSSL (fixtures, reference decryption),
-# Python 3 (imaplib, a real client; imaptest's gen-mbox.py), docker-compose (only to validate
-# docker-compose.yml), and builds the Vault dev server and Dovecot's imaptest (../shared/imaptest) into their
-# caches. Fails loudly if anything cannot be installed.
+# Python 3 (imaplib, a real client; imaptest's gen-mbox.py), neomutt in tmux and Node.js/npm (imapflow) as
+# real clients (cmd/smimeproxy/clients_test.go), docker-compose (only to validate docker-compose.yml), and builds
+# the Vault dev server and Dovecot's imaptest (../shared/imaptest) and installs imapflow (npm ci) into their
+# caches. Fails loudly if anything cannot be installed. Safe when two run at once (apt and npm under locks or
+# into fresh directories).
 set -euo pipefail
 need=()
 command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
@@ -13,11 +15,16 @@ command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v systemd-analyze >/dev/null || need+=(systemd)   # verifies deploy/systemd units
+command -v neomutt >/dev/null || need+=(neomutt)
+command -v tmux >/dev/null || need+=(tmux)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   echo "setup: installing ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
+  # One apt-get update per install, and one setup at a time in apt (a second run waits, then finds all there).
+  $sudo flock /tmp/smimeproxy-setup-apt.lock sh -c \
+    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"' sh "${need[@]}" >&2
 fi
 # Debian starts the packaged dovecot service on install; tests run their own instance, so stop it (harmless
 # when it is not running, e.g. in containers without systemd).
@@ -36,4 +43,17 @@ else
     ""|false|0) echo "setup: warning: no $imaptest/build.sh: the TestImaptest* tests will skip (in CI they fail)" >&2 ;;
     *) echo "setup: no $imaptest/build.sh (Dovecot's imaptest, needed by the TestImaptest* tests)" >&2; exit 1 ;;
   esac
+fi
+# imapflow (tests/clients/imapflow, a real Node.js client): npm ci into a cache directory named after the lock
+# file's hash, never into the repository; built in a fresh directory and renamed into place, so two setups at
+# once do not collide. clients_test.go finds it at the same path.
+flowsrc="$(cd "$(dirname "$0")/.." && pwd)/tests/clients/imapflow"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/smimeproxy"
+flow="$cache/imapflow-$(sha256sum "$flowsrc/package-lock.json" | cut -c1-16)"
+if [ ! -d "$flow/node_modules/imapflow" ]; then
+  mkdir -p "$cache"
+  tmp=$(mktemp -d "$cache/imapflow-tmp.XXXXXX")
+  cp "$flowsrc/package.json" "$flowsrc/package-lock.json" "$tmp/"
+  (cd "$tmp" && timeout 600 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) >&2
+  mv -T "$tmp" "$flow" 2>/dev/null || rm -rf "$tmp"   # another setup finished first
 fi

@@ -107,11 +107,19 @@ func TestServeClientCertInVault(t *testing.T) {
 	if fixed := start("192.0.2.10:1143"); fixed.Fingerprint() == first.Fingerprint() {
 		t.Error("unusable stored certificate was not replaced")
 	}
-	// a loopback listener without files stays plaintext and stores nothing
+	// a loopback listener without files offers STARTTLS with a certificate kept in Vault (so 'tls export' and
+	// the mail client see the same one); with --starttls=false it stays plaintext and stores nothing
+	lo := start("127.0.0.1:1143")
+	if stored, _, err := store.ReadTLSCert(ctx, "127.0.0.1"); err != nil || !bytes.Equal(stored, lo.CertPEM) {
+		t.Errorf("loopback STARTTLS certificate not stored in Vault: %v", err)
+	}
 	_, sf := newServeFlagSet()
-	sf.listen = "127.0.0.1:1143"
+	sf.listen, sf.tls.starttls = "[::1]:1143", false
 	if conf, _, _, err := sf.clientTLS(ctx, store, logger); conf != nil || err != nil {
-		t.Errorf("loopback: TLS %v, %v", conf != nil, err)
+		t.Errorf("loopback, --starttls=false: TLS %v, %v", conf != nil, err)
+	}
+	if stored, _, err := store.ReadTLSCert(ctx, "::1"); err != nil || len(stored) != 0 {
+		t.Errorf("loopback, --starttls=false: stored %d bytes, %v", len(stored), err)
 	}
 }
 

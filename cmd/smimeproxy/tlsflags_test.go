@@ -21,13 +21,28 @@ func TestTLSFlags(t *testing.T) {
 		}
 		return f
 	}
-	// Loopback without files: plaintext allowed, no certificate.
-	conf, cert, _, err := newFlags().serverConfig("127.0.0.1:1143")
-	if err != nil || conf != nil || cert != nil {
-		t.Errorf("loopback: %v %v %v", conf, cert, err)
+	// Loopback without files: plaintext with STARTTLS offered, on a generated certificate.
+	f := newFlags()
+	conf, cert, generated, err := f.serverConfig("127.0.0.1:1143")
+	if err != nil || conf == nil || cert == nil || !generated || f.mode("127.0.0.1:1143") != tlsStartTLS ||
+		f.startTLSConfig("127.0.0.1:1143", conf) != conf {
+		t.Errorf("loopback: %v %v %v %v", conf, cert, f.mode("127.0.0.1:1143"), err)
+	}
+	// --starttls=false: plaintext only, no certificate.
+	f = newFlags("--starttls=false")
+	conf, cert, _, err = f.serverConfig("127.0.0.1:1143")
+	if err != nil || conf != nil || cert != nil || f.mode("127.0.0.1:1143") != tlsNone {
+		t.Errorf("loopback, --starttls=false: %v %v %v", conf, cert, err)
+	}
+	// --tls on loopback, and any other address: implicit TLS, never STARTTLS.
+	if m := newFlags("--tls").mode("127.0.0.1:1143"); m != tlsImplicit {
+		t.Errorf("--tls on loopback: %v", m)
+	}
+	if f := newFlags(); f.mode("0.0.0.0:1143") != tlsImplicit || f.startTLSConfig("0.0.0.0:1143", &tls.Config{}) != nil {
+		t.Errorf("non-loopback: %v", f.mode("0.0.0.0:1143"))
 	}
 	// Elsewhere without files: a generated leaf for the loopback names.
-	conf, cert, generated, err := newFlags().serverConfig("0.0.0.0:1143")
+	conf, cert, generated, err = newFlags().serverConfig("0.0.0.0:1143")
 	if err != nil || conf == nil || !generated || conf.MinVersion != tls.VersionTLS12 || cert.Leaf.IsCA {
 		t.Fatalf("non-loopback: %v %v %v %v", conf, cert, generated, err)
 	}
@@ -67,7 +82,7 @@ func TestTLSFlags(t *testing.T) {
 	}
 	// From the environment, like any flag.
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	f := addTLSFlags(fs)
+	f = addTLSFlags(fs)
 	env, _, _ := testEnv(map[string]string{"SMIMEPROXY_TLS_CERT": cf, "SMIMEPROXY_TLS_KEY": kf})
 	if err := parseFlags(fs, env, nil); err != nil || f.cert != cf || f.key != kf {
 		t.Errorf("env: %v %+v", err, f)
