@@ -24,11 +24,6 @@ const (
 	MetadataTransit = "smimeproxy_transit"
 )
 
-// contactsDir is the folder of a user's subtree holding the user's address book (Contacts; the same name as
-// contactsFolder); UserPolicy and TemplatedPolicy let the user's proxy create, update and delete entries there.
-// Key ids are hex, so it never clashes with a key.
-const contactsDir = "contacts"
-
 // policyPaths returns cfg's KV mount, prefix, Transit mount and Transit name prefix as they appear in policies.
 func policyPaths(cfg Config) (kv, prefix, transit, tprefix string) {
 	cfg.setDefaults()
@@ -38,18 +33,25 @@ func policyPaths(cfg Config) (kv, prefix, transit, tprefix string) {
 
 // ProxyPolicy returns a Vault policy (HCL) with what a proxy serving every user needs at run time for every
 // user's keys under cfg's mounts and prefix: list and read the KV secrets, decrypt with the Transit keys. The
-// only writes it allows are the proxy's shared state beside the keys: its client TLS certificates
-// (<prefix>/.tls/) and its APPEND-marker key (<prefix>/.proxy/), which no user name can reach. A token with it
+// only writes it allows are the proxy's shared state beside the keys (its client TLS certificates at
+// <prefix>/.tls/ and its APPEND-marker key at <prefix>/.proxy/, which no user name can reach) and entries of the
+// users' address books (<prefix>/<user>/contacts/, certificates harvested from signed mail). A token with it
 // reads every user's private keys: give it only to a proxy that serves all users, on a host they all trust; a
 // workstation's own proxy gets UserPolicy or TemplatedPolicy.
 // Token lookup (auth/token/lookup-self) and renewal are in Vault's default policy.
 func ProxyPolicy(cfg Config) string {
 	kv, prefix, transit, tprefix := policyPaths(cfg)
+	// Vault picks the most specific matching path (not the union of all), and a "+" segment ranks below a
+	// literal one and "/*" after a shorter path ranks below a longer one: the users' paths are written with "+"
+	// so that the address-book paths (longer) win over them, and .tls/ and .proxy/ (literal) win over both.
 	return fmt.Sprintf(`# smimeproxy: a proxy for ALL users: read every user's S/MIME keys and decrypt with their Transit keys
-path "%[1]s/metadata/%[2]s/*" {
+path "%[1]s/metadata/%[2]s/" {
   capabilities = ["list"]
 }
-path "%[1]s/data/%[2]s/*" {
+path "%[1]s/metadata/%[2]s/+/*" {
+  capabilities = ["list"]
+}
+path "%[1]s/data/%[2]s/+/*" {
   capabilities = ["read"]
 }
 path "%[3]s/decrypt/%[4]s-*" {
@@ -61,7 +63,13 @@ path "%[1]s/data/%[2]s/.tls/*" {
 path "%[1]s/data/%[2]s/.proxy/*" {
   capabilities = ["create", "read", "update"]
 }
-`, kv, prefix, transit, tprefix)
+path "%[1]s/data/%[2]s/+/%[5]s/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "%[1]s/metadata/%[2]s/+/%[5]s/*" {
+  capabilities = ["list", "delete"]
+}
+`, kv, prefix, transit, tprefix, contactsFolder)
 }
 
 // UserPolicy returns a Vault policy (HCL) for a proxy that serves only user (Config.User = user): list and read
@@ -122,7 +130,7 @@ path "%[1]s/data/%[2]s/%[5]s/%[8]s/*" {
 path "%[1]s/metadata/%[2]s/%[5]s/%[8]s/*" {
   capabilities = ["list", "delete"]
 }
-`, kv, prefix, transit, tprefix, user, tid, who, contactsDir)
+`, kv, prefix, transit, tprefix, user, tid, who, contactsFolder)
 }
 
 // AdminPolicy returns a Vault policy (HCL) for `smimeproxy keys import|list|remove`: ProxyPolicy plus writing

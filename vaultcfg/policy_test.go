@@ -18,7 +18,8 @@ import (
 )
 
 // TestPolicies: a token with AdminPolicy can import (KV and Transit), list and remove; a token with
-// ProxyPolicy can look keys up and decrypt through Transit but cannot write.
+// ProxyPolicy can look keys up and decrypt through Transit but cannot write keys; it may write its own state
+// and the users' address books.
 func TestPolicies(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -81,6 +82,14 @@ func TestPolicies(t *testing.T) {
 	}
 	if err := proxy.WriteTLSCert(ctx, "192.0.2.1", []byte("cert"), []byte("key")); err != nil {
 		t.Errorf("proxy WriteTLSCert() = %v", err)
+	}
+	// and so are the users' address books: certificates harvested from signed mail.
+	carol := newCert(t, rsaKey(t, 1), "carol@example.org", time.Now())
+	if _, err := proxy.Contacts().Add(ctx, "gina", carol, keystore.AddOptions{Source: keystore.SourceHarvest}); err != nil {
+		t.Errorf("proxy Contacts().Add() = %v", err)
+	}
+	if got, err := proxy.Contacts().Certificates(ctx, "gina", "carol@example.org"); err != nil || len(got) != 1 {
+		t.Errorf("proxy Contacts().Certificates() = %d, %v; want the harvested one", len(got), err)
 	}
 	for _, id := range []string{keystore.IDOf(cert), entryT.ID} {
 		if err := admin.Remove(ctx, "gina", id); err != nil {
