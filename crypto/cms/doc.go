@@ -39,8 +39,11 @@
 // GCM in EnvelopedData or CBC in AuthEnvelopedData, detached encrypted content, GCM with both a non-12-byte
 // nonce and a tag shorter than 16 bytes, and constructed BIT STRINGs. AuthenticatedData (RFC 5652 section 9)
 // and every other content type fail Parse with ErrNotEnveloped; a message whose only RecipientInfos for the
-// certificate are KEK, password or KEM (RFC 9629) ones fails with ErrNoRecipient. Signatures are not
-// verified: SignedContent only unwraps opaque signed-data. CBC content has no integrity protection (a property
+// certificate are KEK, password or KEM (RFC 9629) ones fails with ErrNoRecipient. SignedData (RFC 5652
+// section 5) is verified by Verify: the signer by issuer+serial or subject key identifier, signed attributes
+// (contentType, messageDigest) re-encoded as a SET OF, RSA PKCS #1 v1.5, RSA-PSS, ECDSA P-256/384/521 and
+// Ed25519 over SHA-2 (SHA-1 verifies but is reported Weak); certificate chains are the caller's (see
+// crypto/smime Verify). SignedContent only unwraps opaque signed-data. CBC content has no integrity protection (a property
 // of EnvelopedData, see EFAIL); callers that need integrity must require AuthEnvelopedData (Info.Authenticated).
 //
 // # Limits against hostile input

@@ -159,7 +159,7 @@ func (p *vPKI) issue(s certSpec, parent *vIdentity) (*vIdentity, error) {
 func vSetup(t testing.TB) *vPKI {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
+		t.Fatal("openssl is needed (scripts/setup.sh installs it)")
 	}
 	p, err := buildPKI(t.TempDir())
 	if err != nil {
@@ -654,7 +654,7 @@ func hexSHA256(b []byte) string {
 // output of `openssl cms -decrypt` for encrypted ones) with the corpus's TestCA as the only anchor.
 func TestVerifyThunderbird(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
+		t.Fatal("openssl is needed (scripts/setup.sh installs it)")
 	}
 	files, err := filepath.Glob(filepath.Join(corpus, "*.eml"))
 	if err != nil || len(files) < 60 {
