@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -134,6 +135,12 @@ func checkIsolation(t *testing.T, e *env, tok string, alice, bob userKeys, bobMa
 		if got, err := k.Private.(crypto.Decrypter).Decrypt(rand.Reader, ct, nil); err != nil || !bytes.Equal(got, cek) {
 			t.Errorf("alice's %s key: Decrypt = %x, %v", k.Storage, got, err)
 		}
+		// Signing (the submission front end): a Transit key signs in Vault (transit/sign).
+		digest := sha256.Sum256([]byte("signed attributes"))
+		sig, err := k.Private.(crypto.Signer).Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil || rsa.VerifyPKCS1v15(k.Cert.PublicKey.(*rsa.PublicKey), crypto.SHA256, digest[:], sig) != nil {
+			t.Errorf("alice's %s key: Sign = %v", k.Storage, err)
+		}
 	}
 	mk, err := s.MarkerKey(ctx)
 	if err != nil || len(mk) != 32 {
@@ -185,6 +192,7 @@ func checkIsolation(t *testing.T, e *env, tok string, alice, bob userKeys, bobMa
 		{"GET", "secret/data/smimeproxy/bob@example.com/" + bob.kvID, ""},
 		{"GET", "secret/data/smimeproxy/bob@example.com/" + bob.trID, ""},
 		{"POST", "transit/decrypt/" + bob.trName, `{"ciphertext":"vault:v1:` + ct + `","padding_scheme":"pkcs1v15"}`},
+		{"POST", "transit/sign/" + bob.trName + "/sha2-256", `{"input":"` + ct[:44] + `","prehashed":true,"signature_algorithm":"pkcs1v15"}`},
 		{"GET", "secret/data/smimeproxy/bob@example.com/.proxy/marker-key", ""},
 		{"PUT", "secret/data/smimeproxy/bob@example.com/.proxy/marker-key", `{"data":{"key":"AAAA"}}`},
 		{"GET", "secret/data/smimeproxy/bob@example.com/.tls/127.0.0.1", ""},

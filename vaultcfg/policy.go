@@ -32,7 +32,7 @@ func policyPaths(cfg Config) (kv, prefix, transit, tprefix string) {
 }
 
 // ProxyPolicy returns a Vault policy (HCL) with what a proxy serving every user needs at run time for every
-// user's keys under cfg's mounts and prefix: list and read the KV secrets, decrypt with the Transit keys. The
+// user's keys under cfg's mounts and prefix: list and read the KV secrets, decrypt and sign with the Transit keys. The
 // only writes it allows are the proxy's shared state beside the keys (its client TLS certificates at
 // <prefix>/.tls/ and its APPEND-marker key at <prefix>/.proxy/, which no user name can reach) and entries of the
 // users' address books (<prefix>/<user>/contacts/, certificates harvested from signed mail). A token with it
@@ -57,6 +57,9 @@ path "%[1]s/data/%[2]s/+/*" {
 path "%[3]s/decrypt/%[4]s-*" {
   capabilities = ["update"]
 }
+path "%[3]s/sign/%[4]s-*" {
+  capabilities = ["update"]
+}
 path "%[1]s/data/%[2]s/.tls/*" {
   capabilities = ["create", "read", "update"]
 }
@@ -73,7 +76,7 @@ path "%[1]s/metadata/%[2]s/+/%[5]s/*" {
 }
 
 // UserPolicy returns a Vault policy (HCL) for a proxy that serves only user (Config.User = user): list and read
-// user's KV secrets (<prefix>/<user>/), decrypt with user's Transit keys (<prefix>-<16 hex of SHA-256(user)>-*),
+// user's KV secrets (<prefix>/<user>/), decrypt and sign (submission) with user's Transit keys (<prefix>-<16 hex of SHA-256(user)>-*),
 // create, read and update user's proxy state (<prefix>/<user>/.tls/, <prefix>/<user>/.proxy/), and create,
 // update and delete entries of user's address book (<prefix>/<user>/contacts/). Nothing else: not the list of users, not another user's keys or state, not
 // user's own key secrets (only keys import with AdminPolicy writes those). user must pass ValidateUser, which
@@ -116,6 +119,9 @@ path "%[1]s/data/%[2]s/%[5]s/*" {
   capabilities = ["read"]
 }
 path "%[3]s/decrypt/%[4]s-%[6]s-*" {
+  capabilities = ["update"]
+}
+path "%[3]s/sign/%[4]s-%[6]s-*" {
   capabilities = ["update"]
 }
 path "%[1]s/data/%[2]s/%[5]s/.tls/*" {
