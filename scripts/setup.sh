@@ -19,12 +19,18 @@ command -v neomutt >/dev/null || need+=(neomutt)
 command -v tmux >/dev/null || need+=(tmux)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The submission front end's tests (submit/): Postfix as the upstream submission server delivering by LMTP into
+# Dovecot, swaks as a real SMTP client. Postfix is installed unconfigured (the tests run their own instance).
+[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+command -v postfix >/dev/null || [ -x /usr/sbin/postfix ] || need+=(postfix)
+command -v swaks >/dev/null || need+=(swaks)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   echo "setup: installing ${need[*]}" >&2
   # One apt-get update per install, and one setup at a time in apt (a second run waits, then finds all there).
   $sudo flock /tmp/smimeproxy-setup-apt.lock sh -c \
-    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"' sh "${need[@]}" >&2
+    'echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"' sh "${need[@]}" >&2
 fi
 # Debian starts the packaged dovecot service on install; tests run their own instance, so stop it (harmless
 # when it is not running, e.g. in containers without systemd).

@@ -59,6 +59,7 @@ type doctorFlags struct {
 	timeout, expiryWarn  time.Duration
 	encryptAppends       bool
 	vault                *vaultFlags
+	submissionUpstream   string
 }
 
 func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
@@ -73,6 +74,7 @@ func newDoctorFlagSet() (*flag.FlagSet, *doctorFlags) {
 	fs.DurationVar(&d.expiryWarn, "expiry-warn", doctorExpiryWarn, "warn about certificates expiring within this time")
 	fs.BoolVar(&d.encryptAppends, "encrypt-appends", true, encryptAppendsUsage)
 	d.vault = addVaultFlags(fs)
+	fs.StringVar(&d.submissionUpstream, "submission-upstream", "", "as serve's: the real submission server to check (smtps://host or smtp://host:587)")
 	return fs, d
 }
 
@@ -134,6 +136,7 @@ func runDoctor(ctx context.Context, env *cmdEnv, args []string) int {
 	d.checkClientTLS(r)
 	d.checkAppends(r)
 	d.checkUpstream(ctx, r)
+	d.checkSubmission(r)
 	d.checkVault(ctx, env, r)
 	fmt.Fprintf(env.stdout, "\n%d failed, %d warnings\n", r.fails, r.warns)
 	if r.fails > 0 {
