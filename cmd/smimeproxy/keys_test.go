@@ -409,9 +409,10 @@ func TestKeysPolicy(t *testing.T) {
 	k := newKeysEnv(t)
 	proxyHCL, _ := k.mustRun(exitOK, "keys", "policy", "--vault-prefix", "smime")
 	adminHCL, _ := k.mustRun(exitOK, "keys", "policy", "--admin", "--vault-prefix", "smime")
-	// The proxy reads users' keys; it may write only its own state beside them.
-	if !strings.Contains(proxyHCL, "path \"secret/data/smime/*\" {\n  capabilities = [\"read\"]\n}") ||
-		strings.Count(proxyHCL, "create") != 2 || !strings.Contains(proxyHCL, `"secret/data/smime/.tls/*"`) || !strings.Contains(proxyHCL, `"secret/data/smime/.proxy/*"`) {
+	// The proxy reads users' keys; it may write only its own state beside them and the users' address books.
+	if !strings.Contains(proxyHCL, "path \"secret/data/smime/+/*\" {\n  capabilities = [\"read\"]\n}") ||
+		strings.Count(proxyHCL, "create") != 3 || !strings.Contains(proxyHCL, `"secret/data/smime/.tls/*"`) ||
+		!strings.Contains(proxyHCL, `"secret/data/smime/.proxy/*"`) || !strings.Contains(proxyHCL, `"secret/data/smime/+/contacts/*"`) {
 		t.Errorf("proxy policy:\n%s", proxyHCL)
 	}
 	token := func(name, hcl string) string {
