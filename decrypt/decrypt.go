@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,15 @@ type Options struct {
 	// domain (`serve --key-user-template`); nil uses the login name. It is applied to the logged-in user only,
 	// so a session never reaches another user's keys unless the operator's template maps two logins together.
 	KeyUser func(login string) string
+	// Contacts is the users' address book (signature.go): the certificates of a signed message's From address
+	// are used to verify it, and signer certificates are harvested into it. nil: neither.
+	Contacts keystore.AddressBook
+	// Roots are the trust anchors for signatures; nil means the system roots. CAs are added to them
+	// (`serve --ca-bundle`).
+	Roots *x509.CertPool
+	CAs   []*x509.Certificate
+	// NoHarvest keeps signer certificates out of the address book (`serve --harvest-certs=false`).
+	NoHarvest bool
 }
 
 // Decrypter serves S/MIME-encrypted messages decrypted. It implements proxy.Rewriter and is safe for
@@ -69,6 +79,7 @@ type Decrypter struct {
 	metrics   Metrics
 	keyUser   func(string) string
 	cache     *cache
+	sigs      *signatures
 }
 
 // New returns a Decrypter. It fails when opts.Store is nil or a random marker key cannot be made.
@@ -101,13 +112,15 @@ func New(opts Options) (*Decrypter, error) {
 		metrics:   opts.Metrics,
 		keyUser:   opts.KeyUser,
 		cache:     newCache(limit, cmp.Or(opts.CacheMaxIdle, DefaultCacheMaxIdle)),
+		sigs:      newSignatures(&opts, log),
 	}, nil
 }
 
 // Candidate reports from a message's BODYSTRUCTURE alone whether it may be S/MIME encrypted and so must be
 // rewritten: a top-level application/pkcs7-mime (or x-pkcs7-mime, or octet-stream named smime.p7m; RFC 8551
 // section 3.2.1), including opaque signed-data, which may wrap enveloped data (section 3.5.3), or a
-// multipart/signed (RFC 1847 section 2.1) whose first part is such. It does no I/O.
+// multipart/signed (RFC 1847 section 2.1) whose first part is such or whose protocol is S/MIME's (its
+// signature status is served). It does no I/O.
 func (d *Decrypter) Candidate(bs imap.BodyStructure) bool {
 	switch bs := bs.(type) {
 	case *imap.BodyStructureSinglePart:
@@ -115,6 +128,9 @@ func (d *Decrypter) Candidate(bs imap.BodyStructure) bool {
 	case *imap.BodyStructureMultiPart:
 		if !strings.EqualFold(bs.Subtype, "signed") || len(bs.Children) == 0 {
 			return false
+		}
+		if isSMIMESigned(bs) { // plain signed: served with its signature status (signature.go)
+			return true
 		}
 		first, ok := bs.Children[0].(*imap.BodyStructureSinglePart)
 		return ok && isPKCS7Part(first)
@@ -206,6 +222,10 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 		return nil, false, fmt.Errorf("decrypt: fetch %s uid %d: %w", m.Mailbox, m.UID, err)
 	}
 	kr := &keyring{ctx: ctx, store: d.store, user: d.storeUser(m.User)}
+	if pt, ok := d.servedVerbatim(m, msg, kr); ok { // an APPEND this proxy encrypted, served as appended
+		return pt, true, nil
+	}
+	sigs := d.startSignatures(ctx, kr.user, msg, d.maxMessageBytes()) // signature.go
 	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize}
 	var res smime.Result
 	if int64(len(msg)) > d.maxMessageBytes() {
@@ -228,7 +248,6 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	if served == nil {
 		served = msg
 	}
-	served = d.seal(m, served) // the APPEND marker binds the served bytes (marker.go)
 	attrs := []any{slog.String("user", m.User), slog.String("mailbox", m.Mailbox),
 		slog.Uint64("uidvalidity", uint64(m.UIDValidity)), slog.Uint64("uid", uint64(m.UID))}
 	switch res.Status {
@@ -248,10 +267,12 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	default:
 		served = smime.StripStatusHeaders(served)
 	}
+	served, sigCacheable := sigs.finish(served, res.Status == smime.Decrypted)
+	served = d.seal(m, served) // the APPEND marker binds the served bytes, signature field included (marker.go)
 	// Not cached: outcomes of a failing key store (Vault unreachable, sealed or denying: reason key-unavailable,
 	// whether Lookup failed or a Transit key's decryption did), retried on the next fetch; and undecryptable
 	// copies of large messages (uncachedMin).
-	cacheable = kr.err == nil && (res.Status != smime.Undecryptable ||
+	cacheable = kr.err == nil && sigCacheable && (res.Status != smime.Undecryptable ||
 		res.Reason != ReasonKeyUnavailable && len(served) < uncachedMin)
 	return served, cacheable, nil
 }

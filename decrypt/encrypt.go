@@ -72,9 +72,17 @@ type encryptedContentInfo struct {
 // a message; it is encrypted with header protection again (protectHeaders), so that the fields the original
 // kept inside the encryption do not come out in the clear.
 //
-// This is what `serve --encrypt-appends` does with an APPEND that Origin does not recognise, so that no
-// plaintext reaches the upstream server.
+// `serve --encrypt-appends` encrypts an APPEND that Origin does not recognise the same way, except that the
+// content is then the appended message itself, byte for byte (Decrypter.EncryptAppend, verbatim.go).
 func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
+	return encryptToSelf(msg, certs, nil)
+}
+
+// encryptToSelf is EncryptToSelf. When verbatim is not nil and the message has no header protection, the
+// content of the EnvelopedData is msg without its X-Smimeproxy-* fields, every other byte as it is (header
+// fields included, line ends unchanged), and verbatim(content) (a header field with its CRLF) is added to the
+// outer header, which holds the same fields as without verbatim.
+func encryptToSelf(msg []byte, certs []*x509.Certificate, verbatim func(content []byte) []byte) ([]byte, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("decrypt: encrypt: no certificate")
 	}
@@ -96,15 +104,23 @@ func EncryptToSelf(msg []byte, certs []*x509.Certificate) ([]byte, error) {
 		}
 		fields = append(fields, f)
 	}
-	if hp := headerProtection(fields, body); hp != "" {
+	hp := headerProtection(fields, body)
+	if hp != "" {
 		outer.Reset()
 		inner.Reset()
 		protectHeaders(&outer, &inner, fields, hp)
 	}
-	inner.WriteString("\r\n")
-	inner.Write(toCRLF(body))
+	var content []byte
+	if verbatim != nil && hp == "" {
+		content = smime.StripStatusHeaders(msg)
+		outer.Write(verbatim(content))
+	} else {
+		inner.WriteString("\r\n")
+		inner.Write(toCRLF(body))
+		content = inner.Bytes()
+	}
 
-	der, err := envelope(inner.Bytes(), certs)
+	der, err := envelope(content, certs)
 	if err != nil {
 		return nil, err
 	}

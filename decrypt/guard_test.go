@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -185,8 +186,9 @@ func TestAppendGuard(t *testing.T) {
 		if bytes.Equal(up, orig) || bytes.Contains(up, []byte("zebracorn")) || !bytes.Contains(bytes.ToLower(up), []byte("application/pkcs7-mime")) {
 			t.Fatalf("upstream holds the original ciphertext or plaintext, not the edit encrypted:\n%.400s", up)
 		}
-		if got := fetchBody(t, c, data.UID); statusOf(got) != "decrypted" || !bytes.Contains(got, []byte("the zebracorn wakes up")) {
-			t.Errorf("the stored message does not decrypt to the edited text:\n%s", got)
+		// Served back as appended (verbatim.go), minus the status field the proxy never stores.
+		if got := fetchBody(t, c, data.UID); !bytes.Equal(got, e.dec.StripStatus(edited)) || !bytes.Contains(got, []byte("the zebracorn wakes up")) {
+			t.Errorf("the stored message does not read back as the edited text:\n%s", got)
 		}
 	})
 
@@ -396,8 +398,8 @@ func TestAppendDerivedPlaintext(t *testing.T) {
 				if bytes.Contains(up, []byte("zebracorn")) || !bytes.Contains(bytes.ToLower(up), []byte("application/pkcs7-mime")) {
 					t.Errorf("%s: stored in clear upstream:\n%.400s", name, up)
 				}
-				if got := fetchBody(t, c, data.UID); statusOf(got) != "decrypted" || !bytes.Contains(got, []byte("zebracorn")) {
-					t.Errorf("%s: does not decrypt back through the proxy:\n%.400s", name, got)
+				if got := fetchBody(t, c, data.UID); !bytes.Equal(got, msg) {
+					t.Errorf("%s: does not read back as appended through the proxy:\n%.400s", name, got)
 				}
 			}
 		})
@@ -563,4 +565,99 @@ func TestForgedStatusNewMail(t *testing.T) {
 		t.Fatal(err)
 	}
 	sync()
+}
+
+// TestVerbatimThroughProxy: a draft bob appends through the proxy is ciphertext on Dovecot and reads back
+// byte for byte (BODY[], RFC822.SIZE); the same ciphertext with a forged MAC reads back as any decrypted
+// message; carol, without the key, gets it undecryptable; an APPEND over the size limit is refused with
+// NO [TOOBIG] before it is read, and the session goes on.
+func TestVerbatimThroughProxy(t *testing.T) {
+	e := newGuardEnv(t, true)
+	c := e.login(t, "bob")
+	draft := []byte("From: bob@example.com\r\nTo: alice@example.com\r\nSubject: plan\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n" +
+		"Message-ID: <d1@example.com>\r\nX-Mozilla-Draft-Info: internal/draft; vcard=0\r\nContent-Type: text/plain; charset=utf-8; format=flowed\r\n\r\nthe quokka plan \r\n\r\n")
+	data, err := appendMsg(c, "Drafts", draft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := e.d.Raw("bob", "Drafts", data.UID)
+	if bytes.Contains(up, []byte("quokka")) || len(fieldValues(up, VerbatimField)) != 1 || !bytes.Contains(up, []byte("application/pkcs7-mime")) {
+		t.Fatalf("stored upstream:\n%.500s", up)
+	}
+	if _, err := c.Select("Drafts", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sec := &imap.FetchItemBodySection{Peek: true}
+	msgs, err := c.Fetch(imap.UIDSetNum(data.UID), &imap.FetchOptions{UID: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("FETCH: %v", err)
+	}
+	if got := msgs[0].FindBodySection(sec); !bytes.Equal(got, draft) || msgs[0].RFC822Size != int64(len(draft)) {
+		t.Errorf("read back %q (RFC822.SIZE %d), want %q (%d)", got, msgs[0].RFC822Size, draft, len(draft))
+	}
+
+	// A forged field: the stored ciphertext with a random MAC, put on Dovecot directly.
+	forged := regexp.MustCompile(`mac=[A-Za-z0-9_-]+`).ReplaceAll(up, []byte("mac=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+	fu := e.d.Append("bob", "Drafts", forged, nil, time.Now())
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchBody(t, c, fu); statusOf(got) != "decrypted" || !bytes.Contains(got, []byte("quokka")) || bytes.Contains(got, []byte(VerbatimField)) {
+		t.Errorf("forged MAC served as:\n%s", got)
+	}
+	// Carol has no key to it.
+	cu := e.d.Append("carol", "Drafts", up, nil, time.Now())
+	cc := e.login(t, "carol")
+	if _, err := cc.Select("Drafts", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchBody(t, cc, cu); statusOf(got) != "undecryptable" || bytes.Contains(got, []byte("quokka")) {
+		t.Errorf("carol served:\n%.400s", got)
+	}
+
+	// Too large to read whole: NO [TOOBIG], nothing stored, the session goes on.
+	e.dec.maxSize = 4096
+	before := len(mailboxUIDs(t, e.d, "bob", "Drafts"))
+	big := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte("x"), 5000)...)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	expect := func(tag string) string {
+		t.Helper()
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", tag, err)
+			}
+			if strings.HasPrefix(l, tag+" ") || strings.HasPrefix(l, "+") && tag == "+" {
+				return l
+			}
+		}
+	}
+	expect("*")
+	fmt.Fprintf(conn, "a LOGIN bob %s\r\n", e.d.Password("bob"))
+	expect("a")
+	// A synchronizing literal gets no continuation; a non-synchronizing one (RFC 7888) is read and dropped.
+	fmt.Fprintf(conn, "b APPEND Drafts {%d}\r\n", len(big))
+	if l := expect("b"); !strings.HasPrefix(l, "b NO [TOOBIG] ") {
+		t.Errorf("APPEND over the limit: %q, want NO [TOOBIG]", l)
+	}
+	fmt.Fprintf(conn, "c APPEND Drafts {%d+}\r\n%s\r\n", len(big), big)
+	if l := expect("c"); !strings.HasPrefix(l, "c NO [TOOBIG] ") {
+		t.Errorf("APPEND over the limit (LITERAL+): %q, want NO [TOOBIG]", l)
+	}
+	fmt.Fprintf(conn, "d NOOP\r\n")
+	if l := expect("d"); !strings.HasPrefix(l, "d OK") {
+		t.Errorf("session after TOOBIG: %q", l)
+	}
+	if after := len(mailboxUIDs(t, e.d, "bob", "Drafts")); after != before {
+		t.Errorf("Drafts went from %d to %d messages", before, after)
+	}
+	if _, err := appendMsg(c, "Drafts", draft); err != nil {
+		t.Errorf("APPEND under the limit after TOOBIG: %v", err)
+	}
 }

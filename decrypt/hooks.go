@@ -29,7 +29,9 @@ var (
 // proxy.TextMatcher), which the proxy finds with type assertions on its Rewriter.
 
 // CandidateCriteria implements proxy.CandidateFilter: only a message whose Content-Type names PKCS #7 or
-// smime.p7m (RFC 8551 section 3.2; multipart/signed names it in its protocol parameter) can be encrypted.
+// smime.p7m (RFC 8551 section 3.2; multipart/signed names it in its protocol parameter) can be encrypted or
+// S/MIME signed (served with its signature status). Unsigned plain mail never matches and stays relayed as
+// stored.
 func (d *Decrypter) CandidateCriteria() *imap.SearchCriteria {
 	return &imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{
 		{Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "pkcs7"}}},
@@ -111,12 +113,20 @@ func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool
 	return MatchText(served, needle, headerToo)
 }
 
+// MaxAppendBytes is the largest message the proxy reads whole to encrypt it on APPEND (refused above with
+// NO [TOOBIG]): the size limit of messages to decrypt (Options.MaxMessageBytes), as larger ones would not be
+// served decrypted either.
+func (d *Decrypter) MaxAppendBytes() int64 { return d.maxMessageBytes() }
+
 // ErrNoOwnCertificate is returned (wrapped) by EncryptAppend when the user has no RSA certificate to encrypt to.
 // It wraps proxy.ErrNoCertificate, which the proxy tests for.
 var ErrNoOwnCertificate = fmt.Errorf("decrypt: %w", proxy.ErrNoCertificate)
 
 // EncryptAppend encrypts msg to all of user's own certificates in the key store (EncryptToSelf), for
-// `serve --encrypt-appends`, on by default. A message that is already encrypted is returned unchanged. It
+// `serve --encrypt-appends`, on by default. The content is msg itself, byte for byte, with a MAC in the outer
+// header that lets this proxy serve it back to user exactly as appended (verbatim.go); a message with RFC 9788
+// header protection is encrypted as EncryptToSelf does. A message that is already encrypted is returned
+// unchanged. It
 // fails with ErrNoOwnCertificate when the user has no RSA key (logged as a warning when the user has other
 // keys, which may have decrypted what is being appended), or with the store's error; the proxy then refuses
 // an APPEND of decrypted plaintext rather than store it, and stores other messages as sent only in the first
@@ -125,6 +135,7 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 	if alreadyEncrypted(msg) {
 		return msg, nil
 	}
+	login := user
 	user = d.storeUser(user)
 	entries, err := d.store.List(ctx, user)
 	if err != nil {
@@ -159,7 +170,7 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 		}
 		return nil, fmt.Errorf("%w: user %q", ErrNoOwnCertificate, user)
 	}
-	return EncryptToSelf(msg, certs)
+	return encryptToSelf(msg, certs, d.verbatimField(login))
 }
 
 // parseRecipientKey inverts cms.RecipientID.Key: "ski:<hex>" or "iss:<issuer DER hex>:<serial hex>".

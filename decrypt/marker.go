@@ -52,8 +52,9 @@ func (d *Decrypter) mac(user, ref string, digest []byte) string {
 // what the marker binds. The status field itself is the proxy's and never stored upstream, so moving it or
 // editing its informational parameters is not an edit of the message.
 func servedDigest(msg []byte) []byte {
-	sum := sha256.Sum256(smime.StripStatusHeaders(msg))
-	return sum[:]
+	h := sha256.New()
+	smime.WriteStripped(h, msg)
+	return h.Sum(nil)
 }
 
 // markerParams are the status header parameters that will mark m as served to m.User, with a placeholder mac
@@ -63,8 +64,8 @@ func (d *Decrypter) markerParams(m MessageRef) []string {
 }
 
 // seal fills in the mac of the marker that markerParams put at the end of served's first line (the status
-// field smime.Process writes on top), in place: HMAC over m.User, the ref and the digest of everything after
-// that line (which, as Process writes exactly one status field, is servedDigest(served)). A served copy
+// field smime.Process writes on top), in place: HMAC over m.User, the ref and servedDigest(served), the digest
+// Origin computes (every status field left out, so the signature status of signature.go too). A served copy
 // without that marker (a plain message) is returned unchanged; so is one whose status line does not end as
 // expected, whose placeholder then never verifies.
 func (d *Decrypter) seal(m MessageRef, served []byte) []byte {
@@ -75,8 +76,7 @@ func (d *Decrypter) seal(m MessageRef, served []byte) []byte {
 	if !bytes.HasPrefix(served, []byte(StatusField+":")) {
 		return served
 	}
-	sum := sha256.Sum256(served[eol+2:])
-	copy(served[eol-macLen:eol], d.mac(m.User, refOf(m), sum[:]))
+	copy(served[eol-macLen:eol], d.mac(m.User, refOf(m), servedDigest(served)))
 	return served
 }
 

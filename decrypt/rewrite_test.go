@@ -372,7 +372,11 @@ func TestCandidate(t *testing.T) {
 		{"multipart/signed over envelope", &imap.BodyStructureMultiPart{Subtype: "signed", Children: []imap.BodyStructure{
 			single("application", "pkcs7-mime", map[string]string{"smime-type": "enveloped-data"}), single("application", "pkcs7-signature", nil)}}, true},
 		{"multipart/signed plain", &imap.BodyStructureMultiPart{Subtype: "signed", Children: []imap.BodyStructure{
-			text, single("application", "pkcs7-signature", nil)}}, false},
+			text, single("application", "pkcs7-signature", nil)}}, true},
+		{"multipart/signed PGP", &imap.BodyStructureMultiPart{Subtype: "signed", Children: []imap.BodyStructure{
+			text, single("application", "pgp-signature", nil)}}, false},
+		{"multipart/signed by protocol", &imap.BodyStructureMultiPart{Subtype: "signed", Children: []imap.BodyStructure{text},
+			Extended: &imap.BodyStructureMultiPartExt{Params: map[string]string{"Protocol": "application/x-pkcs7-signature"}}}, true},
 		{"envelope beside other parts (EFAIL)", &imap.BodyStructureMultiPart{Subtype: "mixed", Children: []imap.BodyStructure{
 			text, single("application", "pkcs7-mime", map[string]string{"smime-type": "enveloped-data"})}}, false},
 		{"empty multipart/signed", &imap.BodyStructureMultiPart{Subtype: "signed"}, false},

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/text/encoding/htmlindex"
 
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
 
@@ -22,7 +23,8 @@ const maxMIMEDepth = 20
 
 // MatchText reports whether needle occurs, case-insensitively, in the decoded text of served (a message as
 // Rewrite returned it): in every text/* part after undoing the content transfer encoding and converting the
-// charset (RFC 2045 section 6, RFC 2046 section 4.1.2), recursing into multipart and message/rfc822 parts; with
+// charset (RFC 2045 section 6, RFC 2046 section 4.1.2), recursing into multipart and message/rfc822 parts and
+// into the encapsulated entity of opaque signed-data (RFC 8551 section 3.5.2, not verified here); with
 // headerToo also in the decoded header fields (RFC 2047). That is SEARCH BODY (headerToo false) and SEARCH TEXT
 // (headerToo true) of RFC 9051 section 6.4.4 over the plaintext a client sees. An empty needle matches. A
 // message that does not parse is matched as raw bytes.
@@ -115,12 +117,45 @@ func matchEntity(h textproto.MIMEHeader, body io.Reader, needle string, headerTo
 			return false
 		}
 		return matchEntity(textproto.MIMEHeader(msg.Header), msg.Body, needle, true, depth+1)
+	case isPKCS7Type(mt, params, h):
+		// Opaque signed-data (RFC 8551 section 3.5.2): the signed entity is the eContent, read without
+		// verifying (the signature status is the served copy's signature field). Enveloped data stays opaque.
+		der, err := io.ReadAll(decodeTransfer(h, body))
+		if err != nil && len(der) == 0 {
+			return false
+		}
+		inner, err := cms.SignedContent(der)
+		if err != nil {
+			return false
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(inner))
+		if err != nil {
+			return false
+		}
+		return matchEntity(textproto.MIMEHeader(msg.Header), msg.Body, needle, headerToo, depth+1)
 	case strings.HasPrefix(mt, "text/"):
 		b, err := io.ReadAll(decodeTransfer(h, body))
 		if err != nil && len(b) == 0 {
 			return false
 		}
 		return strings.Contains(strings.ToLower(decodeCharset(b, params["charset"])), needle)
+	}
+	return false
+}
+
+// isPKCS7Type reports whether an entity of media type mt may hold a CMS object (RFC 8551 section 3.2.1):
+// application/(x-)pkcs7-mime not labelled enveloped, or application/octet-stream named smime.p7m.
+func isPKCS7Type(mt string, params map[string]string, h textproto.MIMEHeader) bool {
+	switch mt {
+	case "application/pkcs7-mime", "application/x-pkcs7-mime":
+		st := strings.ToLower(params["smime-type"])
+		return st != "enveloped-data" && st != "authenveloped-data" && st != "certs-only"
+	case "application/octet-stream":
+		if strings.EqualFold(params["name"], "smime.p7m") {
+			return true
+		}
+		_, dp, err := mime.ParseMediaType(h.Get("Content-Disposition"))
+		return err == nil && strings.EqualFold(dp["filename"], "smime.p7m")
 	}
 	return false
 }

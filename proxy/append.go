@@ -53,6 +53,28 @@ type plaintextFinder interface {
 
 const refusedText = "NO [CANNOT] smimeproxy will not store this message unencrypted upstream and cannot encrypt it (no certificate of yours in the key store?)"
 
+// appendLimiter is implemented by an AppendGuard that bounds the messages the relay reads whole into memory
+// (to encrypt them, or to remove status fields).
+type appendLimiter interface {
+	MaxAppendBytes() int64
+}
+
+// defaultMaxAppend bounds a message read whole when the guard does not say (appendLimiter).
+const defaultMaxAppend = 64 << 20
+
+// maxAppend is the largest message literal the relay reads whole.
+func maxAppend(g AppendGuard) int64 {
+	if l, ok := g.(appendLimiter); ok && l.MaxAppendBytes() > 0 {
+		return l.MaxAppendBytes()
+	}
+	return defaultMaxAppend
+}
+
+// tooBigText refuses a message too large to read whole (RFC 5530 section 3, TOOBIG).
+func tooBigText(limit int64) string {
+	return fmt.Sprintf("NO [TOOBIG] Message too large: smimeproxy encrypts appended messages in memory and accepts at most %d bytes", limit)
+}
+
 // appendState is one APPEND command on its way upstream.
 type appendState struct {
 	c       *command
@@ -61,6 +83,7 @@ type appendState struct {
 	started bool   // something was written upstream
 	nmsg    int    // message literals seen
 	mailbox []byte
+	refusal string // the tagged NO when refused; refusedText when empty
 }
 
 // appendCmd relays an APPEND command whose first line is line.
@@ -164,6 +187,12 @@ func appendMailbox(line []byte) []byte {
 // after the literal, it returns that line.
 func (r *relay) appendMessage(a *appendState, line []byte, m litMarker, kind string) ([]byte, error) {
 	a.nmsg++
+	// Refused before a byte of it is read (a synchronizing literal is then never sent): it would be read
+	// whole to be encrypted.
+	if a.guard != nil && r.srv.opts.EncryptAppends && kind != "text" && m.size > maxAppend(a.guard) {
+		a.refusal = tooBigText(maxAppend(a.guard))
+		return nil, r.refuseAppendRest(a, line, m, a.refusal)
+	}
 	if !m.nonSync {
 		if err := r.send([]byte("+ OK\r\n")); err != nil {
 			return nil, err
@@ -185,6 +214,10 @@ func (r *relay) appendMessage(a *appendState, line []byte, m litMarker, kind str
 	}
 	if !a.guard.NeedsStrip(head) && !r.srv.opts.EncryptAppends {
 		return nil, r.appendStream(a, line[:m.at], m, head, lr)
+	}
+	if m.size > maxAppend(a.guard) {
+		a.refusal = tooBigText(maxAppend(a.guard))
+		return nil, r.refuseAppend(a, m, int64(len(head)))
 	}
 	rest, err := io.ReadAll(lr)
 	if err != nil {
@@ -327,13 +360,17 @@ func (r *relay) refuseAppendRest(a *appendState, line []byte, m litMarker, text 
 // refuseStarted answers NO [CANNOT]. When part of the command is already upstream, the command is ended with
 // a syntax error, so that the server stores nothing, and its tagged response is replaced.
 func (r *relay) refuseStarted(a *appendState) error {
+	text := refusedText
+	if a.refusal != "" {
+		text = a.refusal
+	}
 	if !a.started {
-		if err := r.local(a.c.tag, refusedText); err != nil {
+		if err := r.local(a.c.tag, text); err != nil {
 			return err
 		}
 		return errAppendRefused
 	}
-	a.c.tagged = func([]byte) []byte { return []byte(a.c.tag + " " + refusedText + "\r\n") }
+	a.c.tagged = func([]byte) []byte { return []byte(a.c.tag + " " + text + "\r\n") }
 	if _, err := r.upw.WriteString(" )\r\n"); err != nil {
 		return err
 	}

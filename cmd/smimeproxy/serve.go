@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,9 +46,12 @@ type serveFlags struct {
 	keyUserTemplate string
 	cacheBytes      byteSize
 	cacheMaxIdle    time.Duration
+	caBundle        string
+	harvestCerts    bool
 	tls             *tlsFlags
 	vault           *vaultFlags
 	observe         *observeFlags
+	submit          *submitFlags
 	onListen        func(addr string) // tests: called with the bound address
 	listenerWrapper func(net.Listener) net.Listener
 }
@@ -64,9 +70,12 @@ func newServeFlagSet() (*flag.FlagSet, *serveFlags) {
 	fs.Var(&s.cacheBytes, "cache-bytes", "memory for decrypted messages kept for repeated fetches, e.g. 256MiB (0: none); never written to disk")
 	fs.DurationVar(&s.cacheMaxIdle, "cache-max-idle", decrypt.DefaultCacheMaxIdle, "a decrypted message not fetched again for this long is dropped from the cache (negative: no time limit)")
 	fs.BoolVar(&s.encryptAppends, "encrypt-appends", true, encryptAppendsUsage)
+	fs.StringVar(&s.caBundle, "ca-bundle", "", "PEM file of CA certificates trusted for S/MIME signatures, in addition to the system roots")
+	fs.BoolVar(&s.harvestCerts, "harvest-certs", true, "add the certificate of every verified signer to the user's address book (trust chain or none)")
 	s.tls = addTLSFlags(fs)
 	s.vault = addVaultFlags(fs)
 	s.observe = addObserveFlags(fs)
+	s.submit = addSubmitFlags(fs)
 	return fs, s
 }
 
@@ -142,8 +151,13 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 			logger.Warn("no APPEND-marker key in vault; using one for this process only (see 'smimeproxy keys policy')", "err", err)
 			markerKey = nil
 		}
+		cas, err := readCABundle(sf.caBundle)
+		if err != nil {
+			return fail(err)
+		}
 		d, err := decrypt.New(decrypt.Options{Store: store, CacheBytes: sf.cacheBytes.cache(), CacheMaxIdle: sf.cacheMaxIdle, Logger: logger,
-			Metrics: decryptMetrics{metrics}, KeyUser: keyUser, MarkerKey: markerKey})
+			Metrics: decryptMetrics{metrics}, KeyUser: keyUser, MarkerKey: markerKey,
+			Contacts: store.Contacts(), CAs: cas, NoHarvest: !sf.harvestCerts})
 		if err != nil {
 			return fail(err)
 		}
@@ -169,6 +183,11 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		return fail(errors.New("--encrypt-appends needs the key store; it cannot be combined with --no-decrypt"))
 	}
 	health.AddCheck("upstream", func(ctx context.Context) error { return backend.Probe(ctx, up) })
+	stopSubmit, err := sf.submit.start(store, keyUser, sf.upstreamCA, sf.allowPlaintext, logger)
+	if err != nil {
+		return fail(err)
+	}
+	defer stopSubmit()
 	stopHTTP, err := sf.observe.startHTTP(ctx, metrics, health, logger)
 	if err != nil {
 		return fail(err)
@@ -322,4 +341,35 @@ func (b byteSize) cache() int64 {
 		return -1
 	}
 	return int64(b)
+}
+
+// readCABundle reads the certificates of --ca-bundle (PEM); none for an empty path. A file without any
+// certificate is an error, so that a wrong path or format is not silently ignored.
+func readCABundle(path string) ([]*x509.Certificate, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-bundle: %w", err)
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-bundle %s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--ca-bundle %s: no PEM certificate", path)
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package smime
 
 import (
 	"bytes"
+	"io"
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
@@ -283,12 +284,23 @@ func StripStatusHeaders(msg []byte) []byte {
 		return msg
 	}
 	out := make([]byte, 0, len(msg)-strip)
+	writeStripped(msg, func(b []byte) { out = append(out, b...) })
+	return out
+}
+
+// WriteStripped writes StripStatusHeaders(msg) to w piece by piece, without building the copy (for hashing a
+// large served message). Writes to w must not fail (a hash.Hash).
+func WriteStripped(w io.Writer, msg []byte) {
+	writeStripped(msg, func(b []byte) { w.Write(b) })
+}
+
+func writeStripped(msg []byte, emit func([]byte)) {
 	p := 0 // fields are contiguous from the start: p ends up at the empty line
 	eachField(msg, func(f field) {
 		if !f.isStatus() {
-			out = append(out, f.raw...)
+			emit(f.raw)
 		}
 		p += len(f.raw)
 	})
-	return append(out, msg[p:]...)
+	emit(msg[p:])
 }

@@ -27,12 +27,22 @@ import (
 // status-like field is a different X-Smimeproxy-* name, or one hidden after a bare CR, is therefore not found
 // that way and is relayed as stored.
 
-// OwnedFields returns the names of the header fields this proxy itself writes into served messages: today
-// StatusHeader only. A plain message stored upstream with any of them was forged and is rewritten to remove
-// it; the proxy searches the upstream server for exactly these names. The result is a fresh slice.
+// SignatureHeader is the name of the header field carrying the signature status of a served message
+// (Signature.HeaderValue), which the proxy writes on top of signed messages.
+const SignatureHeader = "X-Smimeproxy-Signature"
+
+// OwnedFields returns the names of the header fields this proxy itself writes into served messages:
+// StatusHeader first, then SignatureHeader. A plain message stored upstream with any of them was forged and is
+// rewritten to remove it; the proxy searches the upstream server for exactly these names. The result is a fresh
+// slice.
 func OwnedFields() []string {
-	return []string{StatusHeader}
+	return []string{StatusHeader, SignatureHeader, AppendHeader}
 }
+
+// AppendHeader is the header field the proxy writes into the outer header of a message it encrypted from a
+// client's APPEND: a MAC that lets it serve the message back byte for byte as appended. Like every
+// X-Smimeproxy-* field it is never served.
+const AppendHeader = "X-Smimeproxy-Append"
 
 // IsStatusFieldName reports whether name, a header field name without its colon, is a status field's:
 // whether it starts with StatusPrefix, compared case-insensitively, after surrounding white space and CRs are
