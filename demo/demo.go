@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
@@ -44,15 +45,24 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives the decryption counters; nil counts nothing.
 	Metrics decrypt.Metrics
+	// SubmissionListen is the submission listener's address (send.go); it must be a loopback address. "" means
+	// DefaultSubmissionListen; when it is busy a free port of the same host is used.
+	SubmissionListen string
+	// ProtectSubject turns on RFC 9788 header protection for mail sent through the demo (submit.Options).
+	ProtectSubject bool
 }
 
 // Demo is a running demo. Close stops it.
 type Demo struct {
-	addr      string
-	upstream  string
-	cert      *x509.Certificate
-	keyEntry  keystore.Entry
-	storeKind string
+	addr         string
+	upstream     string
+	submission   string // submission listener (send.go)
+	smtpUpstream string // the demo's SMTP server behind it
+	mailbox      *imapmemserver.User
+	mu           *sync.Mutex // shared by the upstream IMAP sessions and the SMTP delivery
+	cert         *x509.Certificate
+	keyEntry     keystore.Entry
+	storeKind    string
 
 	closeOnce sync.Once
 	closers   []func() error // run in reverse order
@@ -68,6 +78,13 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 		listen = DefaultListen
 	}
 	if err := requireLoopback(listen); err != nil {
+		return nil, err
+	}
+	submission := opts.SubmissionListen
+	if submission == "" {
+		submission = DefaultSubmissionListen
+	}
+	if err := requireLoopback(submission); err != nil {
 		return nil, err
 	}
 	log := opts.Logger
@@ -112,7 +129,13 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 	if err := d.startUpstream(msgs, log); err != nil {
 		return nil, err
 	}
-	rw, err := decrypt.New(decrypt.Options{Store: store, Logger: log, Metrics: opts.Metrics})
+	// The demo's address book: its own certificate, trusted by the user, announcing AES-256-GCM. The proxy
+	// encrypts mail to demo@example.com with it and trusts the demo key's signatures through it.
+	book := keystore.NewMemoryBook()
+	if _, err := book.Add(ctx, DefaultUser, me.cert, keystore.AddOptions{Trust: keystore.TrustUser, Capabilities: cms.DefaultCapabilities()}); err != nil {
+		return nil, fmt.Errorf("demo: address book: %w", err)
+	}
+	rw, err := decrypt.New(decrypt.Options{Store: store, Logger: log, Metrics: opts.Metrics, Contacts: book})
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +148,9 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 		return nil, err
 	}
 	d.addr = ln.Addr().String()
+	if err := d.startSending(ctx, submission, store, book, opts.ProtectSubject, log); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -144,10 +170,11 @@ func (d *Demo) startUpstream(msgs [][]byte, log *slog.Logger) error {
 		}
 	}
 	mem.AddUser(user)
-	var mu sync.Mutex // shared by the sessions, see upstreamSession
+	mu := &sync.Mutex{} // shared by the sessions, see upstreamSession, and the SMTP delivery (send.go)
+	d.mailbox, d.mu = user, mu
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			s, err := newUpstreamSession(mem, &mu)
+			s, err := newUpstreamSession(mem, mu)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -256,14 +283,27 @@ func (d *Demo) Instructions(w io.Writer) {
 		host, port, DefaultUser, DefaultPassword)
 	fmt.Fprintln(w, "Thunderbird: Account Settings > Account Actions > Add Mail Account, then \"Configure manually\":")
 	fmt.Fprintf(w, "  incoming IMAP, server %s, port %s, connection security None, authentication Normal password,\n", host, port)
-	fmt.Fprintf(w, "  username %s, password %s (outgoing: any; the demo sends nothing).\n\n", DefaultUser, DefaultPassword)
+	fmt.Fprintf(w, "  username %s, password %s;\n", DefaultUser, DefaultPassword)
+	sh, sp, _ := net.SplitHostPort(d.submission)
+	fmt.Fprintf(w, "  outgoing SMTP, server %s, port %s, connection security None, authentication Normal password, same user.\n\n", sh, sp)
+	fmt.Fprintf(w, "Send yourself a message through the submission listener on %s (signed with the demo key, encrypted to it;\n", d.submission)
+	fmt.Fprintf(w, "the demo's SMTP server on %s delivers it into the demo mailbox):\n", d.smtpUpstream)
+	fmt.Fprintf(w, "  printf 'From: %s\\r\\nTo: %s\\r\\nSubject: Hello from the demo\\r\\n\\r\\nSigned and encrypted by smimeproxy.\\r\\n' | "+
+		"curl --silent --show-error --url smtp://%s:%s --mail-from %s --mail-rcpt %s --upload-file - --user %s:%s\n",
+		DefaultEmail, DefaultEmail, sh, sp, DefaultEmail, DefaultEmail, DefaultUser, DefaultPassword)
+	fmt.Fprintf(w, "  python3 -c \"import smtplib; s=smtplib.SMTP('%s', %s); s.login('%s','%s'); "+
+		"s.sendmail('%s', ['%s'], 'From: %s\\r\\nTo: %s\\r\\nSubject: Hello from Python\\r\\n\\r\\nSigned and encrypted by smimeproxy.\\r\\n'); s.quit()\"\n",
+		sh, sp, DefaultUser, DefaultPassword, DefaultEmail, DefaultEmail, DefaultEmail, DefaultEmail)
+	fmt.Fprintf(w, "Then read it back (the newest message; UID %d is the first one sent), decrypted, with X-Smimeproxy-Signature: valid:\n", len(Samples)+1)
+	fmt.Fprintf(w, "  curl --user %s:%s 'imap://%s:%s/INBOX;UID=%d'\n\n", DefaultUser, DefaultPassword, host, port, len(Samples)+1)
 	fmt.Fprintln(w, "X-Smimeproxy-Status: decrypted means the proxy decrypted the message; undecryptable (with reason=...)")
 	fmt.Fprintln(w, "means it could not, and the message is shown as stored. Press Ctrl-C to stop.")
 }
 
 // Check reads every sample through the proxy with an IMAP client and verifies what a client sees: decrypted
 // plaintext with the decrypted status, the plain message unchanged, the foreign one undecryptable with a
-// reason; then verifies through the upstream server that it still holds no plaintext.
+// reason; then verifies through the upstream server that it still holds no plaintext. Last it sends a message
+// to itself through the submission listener and reads it back (checkSend): decrypted, signature valid.
 func (d *Demo) Check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
@@ -294,27 +334,19 @@ func (d *Demo) Check(ctx context.Context) error {
 			return fmt.Errorf("demo: check: message %d %q: plaintext upstream", i+1, s.Subject)
 		}
 	}
+	if err := d.checkSend(ctx); err != nil {
+		return fmt.Errorf("demo: check: %w", err)
+	}
 	return nil
 }
 
 // fetchAll logs in at addr and returns BODY.PEEK[] of every INBOX message in UID order.
 func fetchAll(ctx context.Context, addr string) ([][]byte, error) {
-	dialer := &net.Dialer{}
-	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	c, err := login(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	c := imapclient.New(conn, nil)
 	defer c.Close()
-	if err := c.Login(DefaultUser, DefaultPassword).Wait(); err != nil {
-		return nil, err
-	}
-	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
-		return nil, err
-	}
 	section := &imap.FetchItemBodySection{Peek: true}
 	msgs, err := c.Fetch(imap.UIDSet{{Start: 1, Stop: imap.UID(len(Samples))}}, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
 	if err != nil {
@@ -329,6 +361,27 @@ func fetchAll(ctx context.Context, addr string) ([][]byte, error) {
 	}
 	c.Logout().Wait()
 	return out, nil
+}
+
+// login connects to addr, logs in as DefaultUser and opens INBOX read-only.
+func login(ctx context.Context, addr string) (*imapclient.Client, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	c := imapclient.New(conn, nil)
+	if err := c.Login(DefaultUser, DefaultPassword).Wait(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // StatusOf returns the first word of msg's X-Smimeproxy-Status field, "" when it has none.

@@ -181,3 +181,116 @@ func TestDemoSignatureSurvives(t *testing.T) {
 		t.Errorf("verified content lacks the plaintext:\n%s", out)
 	}
 }
+
+// printedLine returns the line of d's instructions that starts (after indentation) with prefix.
+func printedLine(t *testing.T, d *Demo, prefix string) string {
+	t.Helper()
+	var b bytes.Buffer
+	d.Instructions(&b)
+	for _, line := range strings.Split(b.String(), "\n") {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	t.Fatalf("instructions lack a line starting with %q:\n%s", prefix, b.String())
+	return ""
+}
+
+// TestDemoSendPrinted runs the printed curl and python smtplib one-liners as a newcomer would (real SMTP
+// clients), then reads each message back through the proxy with curl: decrypted, signature valid. What the
+// mail server stores is S/MIME ciphertext.
+func TestDemoSendPrinted(t *testing.T) {
+	d := startDemo(t)
+	for i, c := range []struct{ prefix, text, subject string }{
+		{"printf 'From:", "Signed and encrypted by smimeproxy.", "Hello from the demo"},
+		{"python3 -c \"import smtplib", "Signed and encrypted by smimeproxy.", "Hello from Python"},
+	} {
+		line := printedLine(t, d, c.prefix)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, "sh", "-c", line).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, out)
+		}
+		uid := len(Samples) + 1 + i
+		got := curlUID(t, d.Addr(), uid)
+		if st := StatusOf(got); st != "decrypted" {
+			t.Errorf("UID %d: status %q, want decrypted\n%s", uid, st, got)
+		}
+		if sig := headerValue(got, "X-Smimeproxy-Signature"); !strings.HasPrefix(sig, "valid;") || !strings.Contains(sig, "signer="+DefaultEmail) {
+			t.Errorf("UID %d: signature status %q, want valid by %s", uid, sig, DefaultEmail)
+		}
+		if !bytes.Contains(got, []byte(c.text)) || headerValue(got, "Subject") != c.subject {
+			t.Errorf("UID %d: text or subject missing:\n%s", uid, got)
+		}
+		raw := curlUID(t, d.UpstreamAddr(), uid)
+		if bytes.Contains(raw, []byte(c.text)) || !bytes.Contains(raw, []byte("application/pkcs7-mime")) {
+			t.Errorf("UID %d upstream is not ciphertext:\n%s", uid, raw)
+		}
+	}
+	// The printed read-back command names the first sent message.
+	want := "curl --user demo:demo 'imap://" + d.Addr() + "/INBOX;UID=" + strconv.Itoa(len(Samples)+1) + "'"
+	var b bytes.Buffer
+	d.Instructions(&b)
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("instructions lack %q", want)
+	}
+}
+
+// TestDemoSendProtectedSubject: with ProtectSubject the stored copy's Subject is "[...]" and the proxy serves
+// the real one (RFC 9788, hp="cipher").
+func TestDemoSendProtectedSubject(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := Start(ctx, Options{Listen: "127.0.0.1:0", SubmissionListen: "127.0.0.1:0", ProtectSubject: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	msg := "From: " + DefaultEmail + "\r\nTo: " + DefaultEmail + "\r\nSubject: Quarterly numbers\r\n\r\nUp 4%.\r\n"
+	if err := sendMail(ctx, d.SubmissionAddr(), msg); err != nil {
+		t.Fatal(err)
+	}
+	uid := len(Samples) + 1
+	raw := curlUID(t, d.UpstreamAddr(), uid)
+	if headerValue(raw, "Subject") != "[...]" || bytes.Contains(raw, []byte("Quarterly")) {
+		t.Errorf("stored copy shows the subject:\n%s", raw)
+	}
+	got := curlUID(t, d.Addr(), uid)
+	if headerValue(got, "Subject") != "Quarterly numbers" || StatusOf(got) != "decrypted" || !bytes.Contains(got, []byte("Up 4%.")) {
+		t.Errorf("served copy:\n%s", got)
+	}
+	if sig := headerValue(got, "X-Smimeproxy-Signature"); !strings.HasPrefix(sig, "valid;") {
+		t.Errorf("signature status %q", sig)
+	}
+}
+
+// TestDemoSubmissionRefusals: the demo's SMTP server takes only demo@example.com, and only after AUTH.
+func TestDemoSubmissionRefusals(t *testing.T) {
+	d := startDemo(t)
+	host, port, _ := net.SplitHostPort(d.SubmissionAddr())
+	script := `import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+try:
+    s.sendmail('demo@example.com', ['demo@example.com'], 'Subject: x\r\n\r\nx\r\n')
+except smtplib.SMTPException as e:
+    print('noauth', str(e))
+s.login('demo', 'demo')
+try:
+    s.sendmail('demo@example.com', ['else@example.com'], 'From: demo@example.com\r\nTo: else@example.com\r\nSubject: x\r\n\r\nx\r\n')
+except smtplib.SMTPException as e:
+    print('else', str(e))
+s.quit()
+`
+	out, err := exec.Command("python3", "-c", script, host, port).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	// go-smtp answers MAIL before AUTH with 502 5.7.0 (RFC 4954 section 6 has 530 5.7.0).
+	if !strings.Contains(string(out), "noauth") || !strings.Contains(string(out), "5.7.0") {
+		t.Errorf("sending without AUTH: %s", out)
+	}
+	if !strings.Contains(string(out), "else") || !strings.Contains(string(out), "550") {
+		t.Errorf("sending to another address: %s", out)
+	}
+}

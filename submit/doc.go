@@ -15,6 +15,10 @@
 // by the sender (the sender's own certificate is a recipient too). AES-256-GCM AuthEnvelopedData is used only
 // when every recipient of the copy announced it in its SMIMECapabilities, else AES-256-CBC.
 //
+// Header protection (Options.ProtectSubject, RFC 9788): the real header fields travel inside the signature and
+// the encryption (hp="cipher" on the payload) and the stored outer header has "Subject: [...]"; the proxy's IMAP
+// side serves the real Subject again. Off by default: clients without RFC 9788 support show "[...]".
+//
 // Bcc: a RCPT TO address that is in none of the To, Cc (and Resent-To, Resent-Cc) header fields is a Bcc
 // recipient; when encrypting, each gets its own copy in its own upstream transaction, encrypted to it and the
 // sender only, so no RecipientInfo of the visible copy names it. A Bcc header field is always removed.

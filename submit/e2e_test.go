@@ -111,24 +111,38 @@ func startE2E(t *testing.T, policy submit.Policy) *e2e {
 	if _, err := book.Add(ctx, "alice@example.com", e.keys["dave"].chain[0], keystore.AddOptions{Trust: keystore.TrustUser}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := submit.New(submit.Options{Upstream: "smtp://" + e.pf.Addr(), Keys: e.store, Book: book, Policy: policy})
+	e.listen = e.startSubmit(submit.Options{Policy: policy})
+	return e
+}
+
+// startSubmit starts a submission front end (o with the upstream, key store and address book of e filled in)
+// and returns its address.
+func (e *e2e) startSubmit(o submit.Options) string {
+	e.t.Helper()
+	o.Upstream, o.Keys, o.Book = "smtp://"+e.pf.Addr(), e.store, e.store.Contacts()
+	srv, err := submit.New(o)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	e.listen = ln.Addr().String()
-	return e
+	e.t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
 // pySend sends msg with Python's smtplib (AUTH PLAIN as alice) and returns "" or the refusal "code message".
 func (e *e2e) pySend(password string, rcpts []string, msg string) string {
 	e.t.Helper()
-	host, port, _ := net.SplitHostPort(e.listen)
+	return e.pySendVia(e.listen, password, rcpts, msg)
+}
+
+// pySendVia is pySend through the submission listener at listen.
+func (e *e2e) pySendVia(listen, password string, rcpts []string, msg string) string {
+	e.t.Helper()
+	host, port, _ := net.SplitHostPort(listen)
 	script := `import smtplib, sys
 host, port, pw, rcpts, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(","), sys.stdin.buffer.read()
 try:

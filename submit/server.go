@@ -34,6 +34,11 @@ type Options struct {
 	KeyUser func(login string) string
 	// Policy is the signing and encryption policy; the zero value signs always and encrypts if possible.
 	Policy Policy
+	// ProtectSubject applies RFC 9788 header protection: the signed (or, unsigned, the encrypted) payload
+	// carries the message's header fields under hp="cipher", and the outer header of an encrypted message has
+	// "Subject: [...]" (smime.SignProtected, smime.EncryptProtected). Signed-only mail gets hp="clear" and keeps
+	// its Subject. Recipients whose client does not implement RFC 9788 see the subject "[...]".
+	ProtectSubject bool
 	// Domain is the name in the greeting and in EHLO upstream; default "localhost".
 	Domain string
 	// MaxMessageBytes is the largest message accepted; 0 means DefaultMaxMessageBytes.

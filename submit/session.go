@@ -247,7 +247,16 @@ func (ss *session) build(ctx context.Context, msg []byte) ([]copyOut, string, er
 		if !ok {
 			return nil, "", policyError("The S/MIME key of %s cannot sign: not sent", ss.user)
 		}
-		signed, err := smime.Sign(content, signer, own.Chain, nil)
+		var signed []byte
+		var err error
+		switch {
+		case o.ProtectSubject && encrypt:
+			signed, err = smime.SignProtected(content, signer, own.Chain, nil, smime.HPCipher)
+		case o.ProtectSubject:
+			signed, err = smime.SignProtected(content, signer, own.Chain, nil, smime.HPClear)
+		default:
+			signed, err = smime.Sign(content, signer, own.Chain, nil)
+		}
 		if err != nil {
 			if errors.Is(err, cms.ErrKeyOperation) {
 				return nil, "", err // the key store failed: 451
@@ -280,7 +289,11 @@ func (ss *session) build(ctx context.Context, msg []byte) ([]copyOut, string, er
 			certs = append(certs, r.cert)
 			gcm = gcm && r.gcm
 		}
-		enc, err := smime.Encrypt(content, certs, &cms.EncryptOptions{Authenticated: gcm})
+		encrypt := smime.Encrypt
+		if o.ProtectSubject && !p.d.sign {
+			encrypt = smime.EncryptProtected // signed content was protected by SignProtected
+		}
+		enc, err := encrypt(content, certs, &cms.EncryptOptions{Authenticated: gcm})
 		if err != nil {
 			return nil, policyError("Encryption failed: %v", err)
 		}

@@ -24,13 +24,15 @@ func init() {
 func runDemo(ctx context.Context, env *cmdEnv, args []string) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	listen := fs.String("listen", demo.DefaultListen, "proxy listen address (loopback only; a free port is used if it is busy)")
+	submission := fs.String("submission-listen", demo.DefaultSubmissionListen, "submission (SMTP) listen address for sending signed and encrypted mail to yourself (loopback only; a free port is used if it is busy)")
+	protect := fs.Bool("protect-subject", false, "RFC 9788 header protection of sent mail: the stored Subject is \"[...]\", the proxy shows the real one")
 	useVault := fs.Bool("vault", false, "put the demo key into Vault (VAULT_ADDR, VAULT_TOKEN) instead of memory")
-	once := fs.Bool("once", false, "start, fetch and verify the samples through the proxy, then exit (for CI)")
+	once := fs.Bool("once", false, "start, fetch and verify the samples through the proxy, send a message and read it back, then exit (for CI)")
 	fs.BoolVar(once, "check", false, "same as --once")
 	of := addObserveFlags(fs)
 	vf := addVaultFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(env.stderr, "usage: smimeproxy demo [--listen 127.0.0.1:1143] [--vault] [--once]")
+		fmt.Fprintln(env.stderr, "usage: smimeproxy demo [--listen 127.0.0.1:1143] [--submission-listen 127.0.0.1:1587] [--protect-subject] [--vault] [--once]")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, env, args); err != nil {
@@ -68,7 +70,7 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) int {
 		store = s
 	}
 	d, err := demo.Start(ctx, demo.Options{Listen: *listen, Store: store, Logger: logger,
-		Metrics: decryptMetrics{metrics}})
+		Metrics: decryptMetrics{metrics}, SubmissionListen: *submission, ProtectSubject: *protect})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "smimeproxy demo: %v\n", err)
 		return exitError
@@ -79,7 +81,8 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) int {
 			fmt.Fprintf(env.stderr, "smimeproxy demo: %v\n", err)
 			return exitError
 		}
-		fmt.Fprintf(env.stdout, "demo check passed: %d samples read through the proxy on %s\n", len(demo.Samples), d.Addr())
+		fmt.Fprintf(env.stdout, "demo check passed: %d samples read through the proxy on %s; a message sent through %s read back decrypted, signature valid\n",
+			len(demo.Samples), d.Addr(), d.SubmissionAddr())
 		return exitOK
 	}
 	d.Instructions(env.stdout)

@@ -40,10 +40,10 @@ func TestDemoOnce(t *testing.T) {
 	env, out, errb := demoEnv(map[string]string{"HOME": t.TempDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if code := runMain(ctx, env, []string{"demo", "--once", "--listen", "127.0.0.1:0"}); code != exitOK {
+	if code := runMain(ctx, env, []string{"demo", "--once", "--listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0"}); code != exitOK {
 		t.Fatalf("demo --once = %d\nstdout: %s\nstderr: %s", code, out, errb)
 	}
-	if !strings.Contains(out.String(), "demo check passed") {
+	if !strings.Contains(out.String(), "demo check passed") || !strings.Contains(out.String(), "read back decrypted, signature valid") {
 		t.Errorf("stdout = %q", out)
 	}
 }
@@ -57,7 +57,9 @@ func TestDemoRunsUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	go func() { done <- runMain(ctx, env, []string{"demo", "--listen", "127.0.0.1:0"}) }()
+	go func() {
+		done <- runMain(ctx, env, []string{"demo", "--listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0"})
+	}()
 
 	var url string
 	deadline := time.Now().Add(time.Minute)
@@ -75,7 +77,8 @@ func TestDemoRunsUntilCancelled(t *testing.T) {
 			t.Fatalf("no curl line printed:\n%s", out)
 		}
 	}
-	for _, want := range []string{"python3 -c \"import imaplib", "Thunderbird", "X-Smimeproxy-Status"} {
+	for _, want := range []string{"python3 -c \"import imaplib", "Thunderbird", "X-Smimeproxy-Status", "curl --silent --show-error --url smtp://127.0.0.1:",
+		"python3 -c \"import smtplib"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("instructions lack %q", want)
 		}
@@ -107,7 +110,7 @@ func TestDemoVault(t *testing.T) {
 	env, out, errb := demoEnv(vars)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if code := runMain(ctx, env, []string{"demo", "--vault", "--once", "--listen", "127.0.0.1:0"}); code != exitOK {
+	if code := runMain(ctx, env, []string{"demo", "--vault", "--once", "--listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0"}); code != exitOK {
 		t.Fatalf("demo --vault --once = %d\nstdout: %s\nstderr: %s", code, out, errb)
 	}
 	env, out, errb = demoEnv(vars)
@@ -126,6 +129,13 @@ func TestDemoFlags(t *testing.T) {
 	env, _, errb := demoEnv(nil)
 	if code := runMain(context.Background(), env, []string{"demo", "--listen", "0.0.0.0:1143", "--once"}); code != exitError {
 		t.Errorf("non-loopback listen: exit %d, want %d", code, exitError)
+	}
+	if !strings.Contains(errb.String(), "loopback") {
+		t.Errorf("stderr = %q, want a loopback explanation", errb)
+	}
+	env, _, errb = demoEnv(nil)
+	if code := runMain(context.Background(), env, []string{"demo", "--listen", "127.0.0.1:0", "--submission-listen", "0.0.0.0:1587", "--once"}); code != exitError {
+		t.Errorf("non-loopback submission listen: exit %d, want %d", code, exitError)
 	}
 	if !strings.Contains(errb.String(), "loopback") {
 		t.Errorf("stderr = %q, want a loopback explanation", errb)

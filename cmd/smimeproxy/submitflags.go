@@ -17,6 +17,7 @@ type submitFlags struct {
 	upstream string
 	sign     string
 	encrypt  string
+	protect  bool
 }
 
 func addSubmitFlags(fs *flag.FlagSet) *submitFlags {
@@ -25,6 +26,7 @@ func addSubmitFlags(fs *flag.FlagSet) *submitFlags {
 	fs.StringVar(&s.upstream, "submission-upstream", "", "real submission server: smtps://host[:465] (implicit TLS) or smtp://host[:587] (STARTTLS); verified like --upstream, with --upstream-ca-file")
 	fs.StringVar(&s.sign, "submission-sign", submit.SignAlways, "sign outgoing mail: always (a sender without a key is refused) or never; per message [sign]/[nosign] in the subject")
 	fs.StringVar(&s.encrypt, "submission-encrypt", submit.EncryptIfPossible, "encrypt outgoing mail: never, if-possible (every recipient has a certificate) or always (refuse otherwise); per message [encrypt] in the subject")
+	fs.BoolVar(&s.protect, "protect-subject", false, "RFC 9788 header protection of outgoing mail: the real Subject travels inside the encryption, outside it is \"[...]\" (recipients' clients without RFC 9788 show that)")
 	return s
 }
 
@@ -47,7 +49,7 @@ func (s *submitFlags) options(store *vaultcfg.Store, keyUser func(string) string
 		return submit.Options{}, false, errors.New("--submission-listen needs the key store; it cannot be combined with --no-decrypt")
 	}
 	o := submit.Options{Upstream: s.upstream, CAFile: caFile, AllowPlaintext: allowPlaintext, Keys: store,
-		Book: store.Contacts(), KeyUser: keyUser, Logger: logger, Policy: submit.Policy{Sign: s.sign, Encrypt: s.encrypt}}
+		Book: store.Contacts(), KeyUser: keyUser, Logger: logger, Policy: submit.Policy{Sign: s.sign, Encrypt: s.encrypt}, ProtectSubject: s.protect}
 	if _, err := submit.ParseURL(s.upstream); err != nil {
 		return submit.Options{}, false, err
 	}

@@ -35,30 +35,91 @@ func IsProtected(msg []byte) bool {
 
 // splitOuter returns the outer header fields of msg (CRLF line ends) and its MIME entity: the Content-* fields
 // (MIME-Version dropped, it is written again) and the body, canonicalized (Canonicalize).
-func splitOuter(msg []byte) (outer, entity []byte) {
+//
+// With header protection (hp is HPCipher or HPClear, RFC 9788 section 2) the entity is the Cryptographic
+// Payload: its Content-Type gets the hp parameter and its header carries a copy of every outer field (section
+// 4.1). With HPCipher the outer header is then obscured as the hcp_baseline policy does (section 3.2.3): the
+// Subject becomes "[...]", Keywords and Comments are removed, every other field stays as it was; and the
+// payload records each outer field as sent in an HP-Outer field (section 2.2), so the recipient can tell which
+// outer fields the sender wrote.
+func splitOuter(msg []byte, hp string) (outer, entity []byte) {
 	top := parseEntity(msg)
-	var o, inner bytes.Buffer
+	var o, inner, copies, hpOuter bytes.Buffer
+	hasCT := false
 	eachField(top.header, func(f field) {
 		switch {
 		case len(f.name) == 0 || f.is("MIME-Version"):
 		case f.hasPrefix("Content-"):
-			inner.Write(toCRLFBytes(f.raw))
+			raw := withCRLF(f.raw)
+			if hp != "" && f.is("Content-Type") && !hasCT {
+				raw = withHPParam(raw, hp)
+			}
+			hasCT = hasCT || f.is("Content-Type")
+			inner.Write(raw)
 		default:
-			o.Write(toCRLFBytes(f.raw))
+			raw := withCRLF(f.raw)
+			if hp != "" {
+				copies.Write(raw)
+			}
+			if hp == HPCipher {
+				switch {
+				case f.is("Subject"):
+					raw = []byte("Subject: [...]\r\n")
+				case f.is("Keywords"), f.is("Comments"):
+					return
+				}
+				hpOuter.WriteString("HP-Outer: ")
+				hpOuter.Write(raw)
+			}
+			o.Write(raw)
 		}
 	})
-	if inner.Len() == 0 {
+	if !hasCT {
 		// RFC 2045 section 5.2: no Content-Type is text/plain; US-ASCII. 8-bit text without one is taken as UTF-8.
 		cs := "us-ascii"
 		if !is7bit(top.body) {
 			cs = "utf-8"
 		}
-		inner.WriteString("Content-Type: text/plain; charset=" + cs + "\r\n")
+		ct := []byte("Content-Type: text/plain; charset=" + cs + "\r\n")
+		if hp != "" {
+			ct = withHPParam(ct, hp)
+		}
+		inner.Write(ct)
 	}
+	inner.Write(copies.Bytes())
+	inner.Write(hpOuter.Bytes())
 	inner.WriteString("\r\n")
 	inner.Write(top.body)
 	return o.Bytes(), Canonicalize(inner.Bytes())
 }
+
+// withCRLF returns a header field with CRLF line ends, ending in CRLF even when it was the unterminated last
+// line of a message without a body.
+func withCRLF(raw []byte) []byte {
+	raw = toCRLFBytes(raw)
+	if !bytes.HasSuffix(raw, []byte("\r\n")) {
+		raw = append(raw[:len(raw):len(raw)], '\r', '\n')
+	}
+	return raw
+}
+
+// withHPParam returns a Content-Type field (ending in CRLF) with the hp parameter of RFC 9788 section 2.1.1
+// appended.
+func withHPParam(raw []byte, hp string) []byte {
+	v := bytes.TrimRight(raw, " \t\r\n;")
+	out := make([]byte, 0, len(v)+len(hp)+10)
+	out = append(out, v...)
+	return append(out, "; hp=\""+hp+"\"\r\n"...)
+}
+
+// Header protection (RFC 9788): the values of the hp parameter on the Cryptographic Payload's Content-Type
+// (section 2.1.1), for SignProtected.
+const (
+	// HPCipher: the message will be encrypted; the outer header is obscured (hcp_baseline).
+	HPCipher = "cipher"
+	// HPClear: the message is signed only; the outer header stays as it is, the payload carries a signed copy.
+	HPClear = "clear"
+)
 
 // Sign returns msg clear-signed (RFC 8551 section 3.5.3): the outer header fields, then multipart/signed with
 // micalg sha-256 whose first part is msg's MIME entity in canonical form (Canonicalize: CRLF, and 8-bit or
@@ -66,10 +127,26 @@ func splitOuter(msg []byte) (outer, entity []byte) {
 // whose second part is the detached CMS signature (cms.Sign) by signer, whose certificate is chain[0].
 // A message that IsProtected fails with ErrAlreadyProtected.
 func Sign(msg []byte, signer crypto.Signer, chain []*x509.Certificate, opts *cms.SignOptions) ([]byte, error) {
+	return sign(msg, signer, chain, opts, "")
+}
+
+// SignProtected is Sign with RFC 9788 header protection (section 4.1): the signed entity is the Cryptographic
+// Payload, whose Content-Type has hp=hp and whose header carries a copy of msg's header fields (splitOuter).
+// With HPCipher the outer header of the result is obscured (its Subject is "[...]") and the caller encrypts
+// the result next (Encrypt): the real Subject is then only inside the encryption. With HPClear the outer
+// header is unchanged and the payload's copy is covered by the signature.
+func SignProtected(msg []byte, signer crypto.Signer, chain []*x509.Certificate, opts *cms.SignOptions, hp string) ([]byte, error) {
+	if hp != HPCipher && hp != HPClear {
+		return nil, fmt.Errorf("smime: header protection %q: want %q or %q", hp, HPCipher, HPClear)
+	}
+	return sign(msg, signer, chain, opts, hp)
+}
+
+func sign(msg []byte, signer crypto.Signer, chain []*x509.Certificate, opts *cms.SignOptions, hp string) ([]byte, error) {
 	if IsProtected(msg) {
 		return nil, ErrAlreadyProtected
 	}
-	outer, entity := splitOuter(msg)
+	outer, entity := splitOuter(msg, hp)
 	sig, err := cms.Sign(entity, signer, chain, opts)
 	if err != nil {
 		return nil, err
@@ -102,11 +179,27 @@ func Sign(msg []byte, signer crypto.Signer, chain []*x509.Certificate, opts *cms
 // authEnveloped-data, RFC 8551 section 3.4). A message that is already encrypted fails with
 // ErrAlreadyProtected; a signed one (Sign's result) is encrypted as any other.
 func Encrypt(msg []byte, certs []*x509.Certificate, opts *cms.EncryptOptions) ([]byte, error) {
+	return encrypt(msg, certs, opts, "")
+}
+
+// EncryptProtected is Encrypt with RFC 9788 header protection for a message that is not signed: the encrypted
+// entity is the Cryptographic Payload, with hp="cipher" and a copy of msg's header fields, and the outer header
+// is obscured (splitOuter with HPCipher: Subject "[...]"). A signed message gets its protection from
+// SignProtected with HPCipher and is then encrypted with Encrypt; given one here, EncryptProtected fails.
+func EncryptProtected(msg []byte, certs []*x509.Certificate, opts *cms.EncryptOptions) ([]byte, error) {
+	top := parseEntity(msg)
+	if mt, _ := top.contentType(); mt == "multipart/signed" {
+		return nil, errors.New("smime: header protection of a signed message: use SignProtected, then Encrypt")
+	}
+	return encrypt(msg, certs, opts, HPCipher)
+}
+
+func encrypt(msg []byte, certs []*x509.Certificate, opts *cms.EncryptOptions, hp string) ([]byte, error) {
 	top := parseEntity(msg)
 	if mt, params := top.contentType(); IsSMIMEType(mt, params) {
 		return nil, ErrAlreadyProtected
 	}
-	outer, entity := splitOuter(msg)
+	outer, entity := splitOuter(msg, hp)
 	der, err := cms.Encrypt(entity, certs, opts)
 	if err != nil {
 		return nil, err
