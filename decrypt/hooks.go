@@ -135,6 +135,7 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 	if alreadyEncrypted(msg) {
 		return msg, nil
 	}
+	msg = convertBinaryParts(msg) // as Dovecot stores a literal8 APPEND (binary.go)
 	login := user
 	user = d.storeUser(user)
 	entries, err := d.store.List(ctx, user)

@@ -29,6 +29,8 @@ type command struct {
 	forward bool // continuation requests are the client's to answer (IDLE, AUTHENTICATE)
 	// tagged, when set, rewrites the tagged response line.
 	tagged func(line []byte) []byte
+	// untagged, when set, rewrites the command's "* SEARCH" response (nil drops it; sort.go).
+	untagged func(line []byte) []byte
 	// uidValidity is the UIDVALIDITY seen while a SELECT or EXAMINE ran.
 	uidValidity uint32
 	// rewrites counts this FETCH's responses being rewritten; expunged is set when one of their messages

@@ -88,6 +88,14 @@ func (r *relay) untagged(line []byte) error {
 			r.sawBye = true
 			r.mu.Unlock()
 		}
+	case "":
+		if isSearchResponse(line) {
+			if h := r.searchHook(); h != nil {
+				if line = h(line); line == nil {
+					return nil
+				}
+			}
+		}
 	case "CAPABILITY":
 		line = r.filterCaps(line)
 	case "ENABLED":

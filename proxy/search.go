@@ -14,10 +14,12 @@ import (
 //
 //	BODY x   becomes   (OR UID <M> (BODY x NOT UID <E>))
 //
-// where M is the subset of E whose served copy matches. Everything else (the other keys, sequence numbers,
-// RETURN options, SAVE and $, sorting, threading, CONTEXT updates) stays the upstream's. Messages that arrive
-// after the rewrite (CONTEXT=UPDATE) are matched by the upstream alone. SORT (SIZE) orders encrypted messages
-// by their upstream (ciphertext) size.
+// where M is the subset of E whose served copy matches. LARGER n and SMALLER n are rewritten the same way,
+// M being the subset of E whose served copy (RFC822.SIZE as served, the length of BODY[]) is larger or
+// smaller than n: the upstream server would compare the stored ciphertext's size. Everything else (the other
+// keys, sequence numbers, RETURN options, SAVE and $, threading, CONTEXT updates) stays the upstream's.
+// Messages that arrive after the rewrite (CONTEXT=UPDATE) are matched by the upstream alone. A SORT with a
+// SIZE key over a mailbox with candidates is ordered by the relay with served sizes (sort.go).
 //
 // HEADER keys on the Rewriter's own fields (HeaderMatcher.OwnsField: X-Smimeproxy-*) are never answered by the
 // upstream server alone, which would find forged fields and never the status fields the proxy adds. For a
@@ -42,13 +44,16 @@ var searchArity = map[string]int{
 	"HEADER": 2,
 }
 
-// textKey is one BODY or TEXT key of a search program, or a HEADER key on a field the Rewriter owns: its bytes
-// [start,end), its string, and for HEADER the field name.
+// textKey is one BODY or TEXT key of a search program, a HEADER key on a field the Rewriter owns, or a LARGER
+// or SMALLER key: its bytes [start,end), its string, for HEADER the field name, for LARGER and SMALLER the
+// comparison.
 type textKey struct {
 	start, end int
 	needle     string
 	headerToo  bool
 	field      string // HEADER key: the field name; "" for BODY and TEXT
+	sizeOp     string // "LARGER" or "SMALLER" (then size is the number); "" for the others
+	size       uint64
 }
 
 // errSearchSyntax stops the rewrite: the command goes upstream unchanged (and the server says what is wrong).
@@ -165,6 +170,12 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 		last = a
 	}
 	switch {
+	case name == "LARGER" || name == "SMALLER":
+		n, err := strconv.ParseUint(string(first.val), 10, 32)
+		if err != nil {
+			return nil, nil // the upstream server says what is wrong
+		}
+		return []textKey{{start: t.start, end: last.end, sizeOp: name, size: n}}, nil
 	case name == "BODY" || name == "TEXT":
 		return []textKey{{start: t.start, end: last.end, needle: string(last.val), headerToo: name == "TEXT"}}, nil
 	case name == "HEADER" && owns != nil && owns(string(first.val)):
@@ -229,18 +240,18 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 	return s, true
 }
 
-// prepareSearch rewrites the text keys and the HEADER keys on the Rewriter's own fields of a search command
-// (see above); it returns u unchanged when there is nothing to rewrite.
+// prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
+// search command (see above), and a SORT by SIZE (sort.go); it returns u unchanged when there is nothing to
+// rewrite.
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.Rewriter.(TextMatcher)
 	hm, headerOK := r.srv.opts.Rewriter.(HeaderMatcher)
-	if !textOK && !headerOK {
-		return u, nil
-	}
 	s, ok := searchProgram(u, c.name)
 	if !ok {
 		return u, nil
 	}
+	progStart := s.pos
+	sortBy := sortBySize(u, c.name)
 	var owns func(string) bool
 	if headerOK {
 		owns = hm.OwnsField
@@ -259,13 +270,13 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	var keys []textKey
 	onlyCandidates := false // some key matches only candidates
 	for _, k := range all {
-		if k.field == "" && !textOK {
+		if k.field == "" && k.sizeOp == "" && !textOK {
 			continue
 		}
 		keys = append(keys, k)
 		onlyCandidates = onlyCandidates || k.field != "" && written[strings.ToLower(k.field)]
 	}
-	if len(keys) == 0 {
+	if len(keys) == 0 && sortBy == nil {
 		return u, nil
 	}
 	// The selected mailbox is known once every earlier command completed.
@@ -289,6 +300,9 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, uid := range enc {
+		if len(keys) == 0 {
+			break // SORT by SIZE only: the sort reads the served copies itself
+		}
 		r.srv.rewriteSem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -300,9 +314,14 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 			}
 			for i, k := range keys {
 				var hit bool
-				if k.field != "" {
+				switch {
+				case k.sizeOp == "LARGER":
+					hit = uint64(len(served)) > k.size
+				case k.sizeOp == "SMALLER":
+					hit = uint64(len(served)) < k.size
+				case k.field != "":
 					hit = hm.MatchHeader(served, k.field, k.needle)
-				} else {
+				default:
 					hit = tm.MatchText(served, k.needle, k.headerToo)
 				}
 				if hit {
@@ -348,7 +367,11 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		}
 		out = append(out, ')')
 	}
-	return append(out, u[prev:]...), nil
+	out = append(out, u[prev:]...)
+	if sortBy != nil && len(enc) > 0 {
+		return r.prepareSort(c, out, progStart, sortBy, m, enc), nil
+	}
+	return out, nil
 }
 
 func sortedUnique(l []uint32) []uint32 {

@@ -1,0 +1,374 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/backend"
+)
+
+// SORT (RFC 5256) by SIZE must order encrypted messages by their served size (RFC822.SIZE as served), not by
+// the stored ciphertext's size the upstream server sees. When the selected mailbox has candidates, the relay
+// answers a SORT or UID SORT whose criteria include SIZE itself:
+//
+//  1. The client's command goes upstream, on the client's connection, as
+//     tag UID SEARCH CHARSET <charset> <program>
+//     with the program rewritten as for SEARCH (search.go), so that sequence numbers, $ and the session's
+//     state mean what they mean to the client. Its "* SEARCH" answer (the set X) is replaced by the sorted
+//     "* SORT" response; "Search completed" in the tagged response says "Sort completed".
+//  2. Over a side connection: RFC822.SIZE of X (UID FETCH), served sizes of the candidates in X, and for every
+//     other key K a rank with ties from UID SORT (K) and UID SORT (REVERSE K) over X. Both lists break ties by
+//     ascending UID (RFC 5256: by sequence number, which ascends with the UID), so two messages tie under K
+//     exactly when they are adjacent in ascending UID order in both lists.
+//  3. X is sorted lexicographically by the criteria (REVERSE reversing one key), ties by UID. A SORT (not UID
+//     SORT) answers with sequence numbers, mapped from UIDs with the side connection's UID SEARCH ALL: they
+//     are the client's as long as the client has been told of every expunge (while it has not, which RFC 9051
+//     section 7.5.1 allows until its next command, the numbers after an unannounced expunge would be off by
+//     one, so the relay answers NO [UNAVAILABLE] when it notices).
+//
+// A SORT without SIZE, over a mailbox without candidates, or in the ESORT form (RETURN options, RFC 5267) is
+// relayed as before.
+
+// sortCrit is one sort criterion (RFC 5256 section 3).
+type sortCrit struct {
+	key     string // upper case: ARRIVAL, CC, DATE, FROM, SIZE, SUBJECT, TO, DISPLAYFROM, DISPLAYTO
+	reverse bool
+}
+
+var sortKeys = map[string]bool{
+	"ARRIVAL": true, "CC": true, "DATE": true, "FROM": true, "SIZE": true, "SUBJECT": true, "TO": true,
+	"DISPLAYFROM": true, "DISPLAYTO": true, // RFC 5957
+}
+
+// sortBySize returns the criteria of a SORT or UID SORT command u when they include SIZE; nil otherwise (no
+// SIZE, another command, the ESORT form, a key the relay does not know).
+func sortBySize(u unit, name string) []sortCrit {
+	if name != "SORT" && name != "UID SORT" {
+		return nil
+	}
+	s := &scanner{b: u}
+	s.next() // tag
+	if name == "UID SORT" {
+		s.next()
+	}
+	s.next() // SORT
+	if t, err := s.next(); err != nil || t.kind != tokOpen {
+		return nil
+	}
+	var out []sortCrit
+	reverse, size := false, false
+	for {
+		t, err := s.next()
+		if err != nil {
+			return nil
+		}
+		if t.kind == tokClose {
+			break
+		}
+		if t.kind != tokAtom {
+			return nil
+		}
+		k := strings.ToUpper(string(t.val))
+		if k == "REVERSE" && !reverse {
+			reverse = true
+			continue
+		}
+		if !sortKeys[k] {
+			return nil
+		}
+		out = append(out, sortCrit{key: k, reverse: reverse})
+		reverse = false
+		size = size || k == "SIZE"
+	}
+	if !size || reverse {
+		return nil
+	}
+	return out
+}
+
+// prepareSort turns a SORT by SIZE (u, its search program already rewritten, starting at progStart) into the
+// UID SEARCH described above and arranges for its answer to be sorted. m is the selected mailbox, enc its
+// candidates.
+func (r *relay) prepareSort(c *command, u unit, progStart int, crit []sortCrit, m mailboxRef, enc []uint32) unit {
+	s := &scanner{b: u[:progStart]}
+	tag, _ := s.next()
+	var charset token
+	for {
+		t, err := s.next()
+		if err != nil || t.kind == tokEOF || t.kind == tokEOL {
+			break
+		}
+		charset = t
+	}
+	if tag.kind != tokAtom || charset.kind == tokEOF || charset.kind == tokClose || charset.kind == tokOpen {
+		return u
+	}
+	out := make(unit, 0, len(u)+32)
+	out = append(out, tag.val...)
+	out = append(out, " UID SEARCH CHARSET "...)
+	out = append(out, u[charset.start:charset.end]...)
+	out = append(out, ' ')
+	out = append(out, bytes.TrimLeft(u[progStart:], " ")...)
+
+	var failed bool
+	byUID := c.name == "UID SORT"
+	c.untagged = func(line []byte) []byte {
+		uids, suffix, ok := parseSearchResponse(line)
+		if !ok {
+			return line
+		}
+		order, err := r.sortOrder(r.ctx, m, enc, uids, crit, byUID)
+		if err != nil {
+			r.log.Warn("cannot sort by served size", "err", err)
+			failed = true
+			return nil
+		}
+		resp := []byte("* SORT")
+		for _, n := range order {
+			resp = append(resp, ' ')
+			resp = strconv.AppendUint(resp, uint64(n), 10)
+		}
+		resp = append(resp, suffix...)
+		return append(resp, "\r\n"...)
+	}
+	c.tagged = func(line []byte) []byte {
+		if failed {
+			return []byte(c.tag + " NO [UNAVAILABLE] Cannot sort now, try again\r\n")
+		}
+		if i := bytes.Index(line, []byte("Search completed")); i >= 0 {
+			return slices.Concat(line[:i], []byte("Sort"), line[i+len("Search"):])
+		}
+		return line
+	}
+	return out
+}
+
+// parseSearchResponse reads "* SEARCH n n ... [(MODSEQ m)]": the numbers, and the rest before CRLF (the
+// MODSEQ part, RFC 7162 section 3.1.5, which a SORT response carries the same way).
+func parseSearchResponse(line []byte) (nums []uint32, suffix []byte, ok bool) {
+	rest := trimEOL(line)
+	if len(rest) < 8 || !bytes.EqualFold(rest[:8], []byte("* SEARCH")) {
+		return nil, nil, false
+	}
+	rest = rest[8:]
+	for {
+		rest = bytes.TrimLeft(rest, " ")
+		if len(rest) == 0 || rest[0] == '(' {
+			break
+		}
+		end := bytes.IndexByte(rest, ' ')
+		if end < 0 {
+			end = len(rest)
+		}
+		n, err := strconv.ParseUint(string(rest[:end]), 10, 32)
+		if err != nil {
+			return nil, nil, false
+		}
+		nums = append(nums, uint32(n))
+		rest = rest[end:]
+	}
+	if len(rest) > 0 {
+		suffix = append([]byte(" "), rest...)
+	}
+	return nums, suffix, true
+}
+
+// errSortStale reports that the client's session knows a message the side connection no longer sees.
+var errSortStale = errors.New("proxy: mailbox changed while sorting")
+
+// sortOrder sorts the messages uids of mailbox m (enc its candidates) by crit with served sizes, and returns
+// their UIDs (byUID) or their sequence numbers in that order.
+func (r *relay) sortOrder(ctx context.Context, m mailboxRef, enc, uids []uint32, crit []sortCrit, byUID bool) ([]uint32, error) {
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	uids = sortedUnique(uids)
+	set := imap.UIDSet{}
+	for _, u := range uids {
+		set.AddNum(imap.UID(u))
+	}
+	var cands []uint32
+	for _, u := range uids {
+		if _, ok := slices.BinarySearch(enc, u); ok {
+			cands = append(cands, u)
+		}
+	}
+	served := r.servedSizes(ctx, m, cands)
+	sizes := map[uint32]int64{}
+	ranks := make([]map[uint32]int, len(crit))
+	var order, all []uint32
+	err := r.side.do(ctx, m, func(c *backend.Conn) error {
+		if err := c.Client.Noop().Wait(); err != nil {
+			return err
+		}
+		if len(served) == 0 {
+			// No candidate in the set: the server's order is the served order.
+			sc := make([]imapclient.SortCriterion, len(crit))
+			for i, k := range crit {
+				sc[i] = imapclient.SortCriterion{Key: imapclient.SortKey(k.key), Reverse: k.reverse}
+			}
+			got, err := c.Client.UIDSort(&imapclient.SortOptions{SearchCriteria: &imap.SearchCriteria{UID: []imap.UIDSet{set}}, SortCriteria: sc}).Wait()
+			if err != nil {
+				return err
+			}
+			order = got
+		} else {
+			cmd := c.Client.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true})
+			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+				buf, err := msg.Collect()
+				if err != nil {
+					cmd.Close()
+					return err
+				}
+				sizes[uint32(buf.UID)] = buf.RFC822Size
+			}
+			if err := cmd.Close(); err != nil {
+				return err
+			}
+			for i, k := range crit {
+				if k.key == "SIZE" {
+					continue
+				}
+				var lists [2][]uint32
+				for j, rev := range []bool{false, true} {
+					got, err := c.Client.UIDSort(&imapclient.SortOptions{
+						SearchCriteria: &imap.SearchCriteria{UID: []imap.UIDSet{set}},
+						SortCriteria:   []imapclient.SortCriterion{{Key: imapclient.SortKey(k.key), Reverse: rev}},
+					}).Wait()
+					if err != nil {
+						return err
+					}
+					lists[j] = got
+				}
+				ranks[i] = tieRanks(lists[0], lists[1])
+			}
+		}
+		if !byUID {
+			got, err := uidSearch(c, &imap.SearchCriteria{})
+			if err != nil {
+				return err
+			}
+			all = make([]uint32, len(got))
+			for i, u := range got {
+				all[i] = uint32(u)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(served) > 0 {
+		for u, n := range served {
+			sizes[u] = n
+		}
+		order = slices.Clone(uids)
+		slices.SortFunc(order, func(a, b uint32) int {
+			for i, k := range crit {
+				var d int
+				if k.key == "SIZE" {
+					d = cmpInt(sizes[a], sizes[b])
+				} else {
+					d = ranks[i][a] - ranks[i][b]
+				}
+				if k.reverse {
+					d = -d
+				}
+				if d != 0 {
+					return d
+				}
+			}
+			return int(int64(a) - int64(b))
+		})
+	}
+	if byUID {
+		return order, nil
+	}
+	seqs := make([]uint32, 0, len(order))
+	for _, u := range order {
+		i, ok := slices.BinarySearch(all, u)
+		if !ok {
+			return nil, errSortStale
+		}
+		seqs = append(seqs, uint32(i+1))
+	}
+	return seqs, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// tieRanks ranks the messages of asc (UID SORT (K)) so that tied messages share a rank: a message ties with
+// the one before it in asc when its UID is higher and it also follows it directly in desc (UID SORT
+// (REVERSE K)), both lists breaking ties by ascending UID.
+func tieRanks(asc, desc []uint32) map[uint32]int {
+	next := make(map[uint32]uint32, len(desc))
+	for i := 0; i+1 < len(desc); i++ {
+		next[desc[i]] = desc[i+1]
+	}
+	ranks := make(map[uint32]int, len(asc))
+	rank := 0
+	for i, u := range asc {
+		if i == 0 || !(asc[i-1] < u && next[asc[i-1]] == u) {
+			rank++
+		}
+		ranks[u] = rank
+	}
+	return ranks
+}
+
+// servedSizes returns the served size (len of the served copy, as RFC822.SIZE is computed, served.go) of each
+// candidate in uids that can be read.
+func (r *relay) servedSizes(ctx context.Context, m mailboxRef, uids []uint32) map[uint32]int64 {
+	out := make(map[uint32]int64, len(uids))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, uid := range uids {
+		r.srv.rewriteSem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-r.srv.rewriteSem }()
+			served, err := r.srv.opts.Rewriter.Rewrite(ctx, r.ref(m, uid), func() ([]byte, error) { return r.fetchRaw(ctx, m, uid) })
+			if err != nil {
+				return // expunged meanwhile, or unreadable: the upstream's size stands
+			}
+			mu.Lock()
+			out[uid] = int64(len(served))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// searchHook returns the untagged-response hook of the oldest pending command: a command that rewrites its
+// SEARCH response waited for every earlier one (prepareSearch), and the server answers commands in order.
+func (r *relay) searchHook() func([]byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) == 0 {
+		return nil
+	}
+	return r.pending[0].untagged
+}
+
+// isSearchResponse reports whether line is a "* SEARCH" response.
+func isSearchResponse(line []byte) bool {
+	return len(line) >= 9 && bytes.EqualFold(line[2:8], []byte("SEARCH")) && (line[8] == ' ' || line[8] == '\r' || line[8] == '\n')
+}
