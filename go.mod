@@ -11,7 +11,7 @@ require (
 	github.com/emersion/go-smtp v0.25.1
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/prometheus/client_golang v1.25.0
-	go.mozilla.org/pkcs7 v0.10.0
+	github.com/smallstep/pkcs7 v0.2.3
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sys v0.50.0
 	golang.org/x/text v0.44.0

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mozilla.org/pkcs7"
+	"github.com/smallstep/pkcs7"
 )
 
 // testIdentity makes a self-signed RSA-2048 certificate for email.

@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
-	"go.mozilla.org/pkcs7"
+	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/keystore"
@@ -25,7 +25,7 @@ func init() {
 }
 
 // encryptedMessage wraps inner (a MIME entity) as an application/pkcs7-mime message encrypted to certs with
-// go.mozilla.org/pkcs7 (RSA PKCS#1 v1.5, AES-256-CBC).
+// github.com/smallstep/pkcs7 (RSA PKCS#1 v1.5, AES-256-CBC).
 func encryptedMessage(t testing.TB, subject, inner string, certs ...*x509.Certificate) []byte {
 	t.Helper()
 	der, err := pkcs7.Encrypt([]byte(inner), certs)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mozilla.org/pkcs7"
+	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 	"github.com/smimeproxy/smimeproxy/keystore"

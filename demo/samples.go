@@ -11,8 +11,7 @@ import (
 	"math/big"
 	"time"
 
-	"go.mozilla.org/pkcs7"
-
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/decrypt"
 )
 
@@ -111,16 +110,7 @@ func buildSamples(me, stranger identity, email string, date time.Time) ([][]byte
 // signedEntity wraps the MIME entity content in multipart/signed with a detached SHA-256 signature by id
 // (RFC 8551 section 3.5.3).
 func signedEntity(content string, id identity) (string, error) {
-	sd, err := pkcs7.NewSignedData([]byte(content))
-	if err != nil {
-		return "", fmt.Errorf("demo: sign: %w", err)
-	}
-	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
-	if err := sd.AddSigner(id.cert, id.key, pkcs7.SignerInfoConfig{}); err != nil {
-		return "", fmt.Errorf("demo: sign: %w", err)
-	}
-	sd.Detach()
-	sig, err := sd.Finish()
+	sig, err := cms.Sign([]byte(content), id.key, []*x509.Certificate{id.cert}, nil)
 	if err != nil {
 		return "", fmt.Errorf("demo: sign: %w", err)
 	}

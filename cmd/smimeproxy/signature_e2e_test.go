@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mozilla.org/pkcs7"
+	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )

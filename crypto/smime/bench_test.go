@@ -97,7 +97,7 @@ func BenchmarkCryptoFloor(b *testing.B) {
 }
 
 // TestProcessMemory: a 50 MB encrypted message is processed with at most 2.5x its size allocated in total
-// (which bounds the peak), for DER (go.mozilla.org/pkcs7) and streamed BER (openssl cms -stream, as NSS and
+// (which bounds the peak), for DER (github.com/smallstep/pkcs7) and streamed BER (openssl cms -stream, as NSS and
 // OpenSSL send it; package cms then rewrites it to DER once).
 func TestProcessMemory(t *testing.T) {
 	const size = 50 << 20

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mozilla.org/pkcs7"
+	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
@@ -102,7 +102,7 @@ func identity(t testing.TB, bits int, cn string) smime.Key {
 
 var pkcs7Mu sync.Mutex
 
-// envelop encrypts content to certs as DER EnvelopedData, RSA PKCS#1 v1.5 and AES-256-CBC (go.mozilla.org/pkcs7).
+// envelop encrypts content to certs as DER EnvelopedData, RSA PKCS#1 v1.5 and AES-256-CBC (github.com/smallstep/pkcs7).
 func envelop(t testing.TB, content []byte, certs ...*x509.Certificate) []byte {
 	t.Helper()
 	pkcs7Mu.Lock()

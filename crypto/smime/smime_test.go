@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"go.mozilla.org/pkcs7"
+	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
