@@ -38,9 +38,7 @@ func (c *Conn) Do(ctx context.Context, f func() error) error {
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
 	err := f()
 	if !stop() {
-		if err == nil {
-			err = ctx.Err()
-		}
+		// ctx ended while f ran and closed the connection: whatever f returned is a consequence of that.
 		return fmt.Errorf("backend: %w", ctx.Err())
 	}
 	return err

@@ -76,7 +76,7 @@ func corruptEncryptedKey(t *testing.T, der []byte) []byte {
 	t.Helper()
 	hdr := []byte{0x04, 0x82, 0x01, 0x00}
 	i := bytes.Index(der, hdr)
-	if i < 0 || bytes.Index(der[i+1:], hdr) >= 0 {
+	if i < 0 || bytes.Contains(der[i+1:], hdr) {
 		t.Fatal("no single 256-byte encryptedKey in the envelope")
 	}
 	out := bytes.Clone(der)

@@ -1,5 +1,7 @@
 package main
 
+//lint:file-ignore SA1019 S/MIME key transport is RSA PKCS #1 v1.5 for most senders (RFC 8551 section 2.3); decryption is constant-time with implicit rejection (crypto/cms keytrans.go)
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,7 @@
 package cms
 
+//lint:file-ignore SA1019 tests build RSA PKCS #1 v1.5 key transport, what most S/MIME senders use (RFC 8551 section 2.3)
+
 import (
 	"bytes"
 	"crypto"

@@ -1,5 +1,7 @@
 package cms
 
+//lint:file-ignore SA1019 tests build RSA PKCS #1 v1.5 key transport, what most S/MIME senders use (RFC 8551 section 2.3)
+
 // A test-only CMS encryptor: builds EnvelopedData / AuthEnvelopedData for the variants OpenSSL 3.0 cannot
 // produce (X25519, X448, ChaCha20-Poly1305) and for large benchmark messages, in DER or streamed BER.
 

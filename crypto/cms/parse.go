@@ -20,15 +20,12 @@ const (
 )
 
 var (
-	tagCtx0       = cbasn1.Tag(0).ContextSpecific()
-	tagCtx0C      = cbasn1.Tag(0).Constructed().ContextSpecific()
-	tagCtx1C      = cbasn1.Tag(1).Constructed().ContextSpecific()
-	tagCtx2C      = cbasn1.Tag(2).Constructed().ContextSpecific()
-	tagCtx1       = cbasn1.Tag(1).ContextSpecific()
-	tagCtx2       = cbasn1.Tag(2).ContextSpecific()
-	tagCtx3C      = cbasn1.Tag(3).Constructed().ContextSpecific()
-	tagCtx4C      = cbasn1.Tag(4).Constructed().ContextSpecific()
-	tagOctetCompd = cbasn1.OCTET_STRING.Constructed()
+	tagCtx0  = cbasn1.Tag(0).ContextSpecific()
+	tagCtx0C = cbasn1.Tag(0).Constructed().ContextSpecific()
+	tagCtx1C = cbasn1.Tag(1).Constructed().ContextSpecific()
+	tagCtx2C = cbasn1.Tag(2).Constructed().ContextSpecific()
+	tagCtx3C = cbasn1.Tag(3).Constructed().ContextSpecific()
+	tagCtx4C = cbasn1.Tag(4).Constructed().ContextSpecific()
 )
 
 // algorithmIdentifier is an AlgorithmIdentifier (RFC 5280 section 4.1.1.2); params is the full TLV of the

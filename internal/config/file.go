@@ -55,7 +55,7 @@ func Parse(path string, data []byte) (*File, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("config: %s:%d: %s", path, pe.Line, pe.Message)
+			return nil, fmt.Errorf("config: %s:%d: %s", path, pe.Position.Line, pe.Message)
 		}
 		return nil, fmt.Errorf("config: %s: %w", path, err)
 	}
