@@ -184,9 +184,11 @@ func (r *relay) dispatch(tag, name string, u unit) error {
 			u = r.prepareFetch(c, u)
 		case "SEARCH", "UID SEARCH", "SORT", "UID SORT", "THREAD", "UID THREAD":
 			var err error
-			if u, err = r.prepareSearch(c, u); err != nil {
-				return err
+			if u, err = r.prepareSearch(c, u); err != nil || u == nil {
+				return err // nil: answered by the relay
 			}
+		case "CANCELUPDATE":
+			r.prepareCancelUpdate(c, u)
 		}
 	}
 	return r.forward(c, u)

@@ -56,6 +56,7 @@ type relay struct {
 	onLogin  func()      // called once when the user logged in
 	failures int         // failed logins (upstreamLoop)
 	itemsBuf []fetchItem // upstreamLoop's reusable FETCH item buffer
+	sctx     contextSet  // CONTEXT=SEARCH contexts the relay keeps (context.go)
 
 	ixMu     sync.Mutex
 	ix       *mailboxIndex // lastIndex

@@ -78,10 +78,44 @@ func (r *relay) untagged(line []byte) error {
 	kind, num := untaggedKind(line)
 	switch kind {
 	case "FETCH":
+		post := r.ctxFetch(line, num)
 		if r.rewriting() && r.selected().ok {
-			return r.fetchResponse(line, num)
+			if err := r.fetchResponse(line, num); err != nil {
+				return err
+			}
+			return r.emitAll(post)
+		}
+		if err := r.passThrough(line); err != nil {
+			return err
+		}
+		return r.emitAll(post)
+	case "EXISTS":
+		if err := r.passThrough(line); err != nil {
+			return err
+		}
+		return r.emitAll(r.ctxExists(num))
+	case "EXPUNGE":
+		if err := r.emitAll(r.ctxExpunge(num)); err != nil {
+			return err
+		}
+	case "VANISHED":
+		if err := r.emitAll(r.ctxVanished(line)); err != nil {
+			return err
+		}
+	case "ESEARCH":
+		if line = r.ctxFilter(line); line == nil {
+			return nil
 		}
 	case "OK", "NO", "BAD", "PREAUTH", "BYE":
+		if i := indexFold(line, "[NOUPDATE "); i >= 0 {
+			// The server keeps no context for this search (RFC 5267 section 4.2): neither does the relay.
+			s := &scanner{b: line, pos: i + len("[NOUPDATE ")}
+			if t, err := s.next(); err == nil {
+				if tag, ok := astring(t); ok {
+					r.dropContexts(func(x *searchCtx) bool { return x.tag == string(tag) })
+				}
+			}
+		}
 		line = r.statusCodes(line)
 		if kind == "BYE" {
 			r.mu.Lock()
@@ -139,7 +173,7 @@ func untaggedKind(line []byte) (string, uint32) {
 
 // upperKind returns the few response kinds the relay looks at without allocating.
 func upperKind(k []byte) string {
-	for _, s := range [...]string{"FETCH", "OK", "NO", "BAD", "PREAUTH", "BYE", "CAPABILITY", "ENABLED"} {
+	for _, s := range [...]string{"FETCH", "OK", "NO", "BAD", "PREAUTH", "BYE", "CAPABILITY", "ENABLED", "EXISTS", "EXPUNGE", "VANISHED", "ESEARCH"} {
 		if bytes.EqualFold(k, []byte(s)) {
 			return s
 		}
@@ -170,6 +204,7 @@ func (r *relay) statusCodes(line []byte) []byte {
 		r.mu.Lock()
 		r.mbox = mailboxRef{}
 		r.mu.Unlock()
+		r.mailboxChanged()
 	}
 	return r.filterCaps(line)
 }
@@ -200,6 +235,12 @@ func (r *relay) tagged(line []byte) error {
 	defer func() { c.cont <- false }()
 	ok := len(rest) >= 2 && bytes.EqualFold(rest[:2], []byte("OK"))
 	r.completed(c, ok)
+	if (c.name == "STORE" || c.name == "UID STORE") && ok {
+		// Flags of encrypted messages a search context judges may have changed silently (STORE.SILENT).
+		if err := r.emitAll(r.ctxRefresh()); err != nil {
+			return err
+		}
+	}
 	if c.tagged != nil {
 		line = c.tagged(line)
 	}
@@ -242,6 +283,16 @@ func (r *relay) tagged(line []byte) error {
 	return r.sendFuture(fut)
 }
 
+// emitAll queues responses the relay composed (search context updates) in stream order.
+func (r *relay) emitAll(lines [][]byte) error {
+	for _, l := range lines {
+		if err := r.emit(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // withExpungeIssued adds the EXPUNGEISSUED response code to a tagged OK or NO that has no code.
 func withExpungeIssued(line []byte) []byte {
 	tag, rest, _ := bytes.Cut(line, []byte(" "))
@@ -266,11 +317,13 @@ func (r *relay) completed(c *command, ok bool) {
 		r.mu.Lock()
 		r.mbox = m
 		r.mu.Unlock()
+		r.dropContexts(func(*searchCtx) bool { return true }) // the count is the new mailbox's (its EXISTS)
 	case "CLOSE", "UNSELECT":
 		if ok {
 			r.mu.Lock()
 			r.mbox = mailboxRef{}
 			r.mu.Unlock()
+			r.mailboxChanged()
 		}
 	case "LOGIN", "AUTHENTICATE":
 		if c.auth == nil {

@@ -18,7 +18,8 @@ import (
 // M being the subset of E whose served copy (RFC822.SIZE as served, the length of BODY[]) is larger or
 // smaller than n: the upstream server would compare the stored ciphertext's size. Everything else (the other
 // keys, sequence numbers, RETURN options, SAVE and $, threading, CONTEXT updates) stays the upstream's.
-// Messages that arrive after the rewrite (CONTEXT=UPDATE) are matched by the upstream alone. A SORT with a
+// Encrypted messages that arrive after the rewrite of a SEARCH RETURN (UPDATE) are judged by the relay, which
+// keeps the context (context.go); other new messages are the upstream's. A SORT with a
 // SIZE key over a mailbox with candidates is ordered by the relay with served sizes (sort.go).
 //
 // HEADER keys on the Rewriter's own fields (HeaderMatcher.OwnsField: X-Smimeproxy-*) are never answered by the
@@ -242,7 +243,7 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 
 // prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
 // search command (see above), and a SORT by SIZE (sort.go); it returns u unchanged when there is nothing to
-// rewrite.
+// rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot keep).
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.Rewriter.(TextMatcher)
 	hm, headerOK := r.srv.opts.Rewriter.(HeaderMatcher)
@@ -279,6 +280,15 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	if len(keys) == 0 && sortBy == nil {
 		return u, nil
 	}
+	// RETURN (UPDATE): the relay keeps the context to judge later encrypted messages (context.go).
+	update, supported := updateSearch(u, c.name)
+	var prog *progNode
+	if update && len(keys) > 0 {
+		var why string
+		if prog, why = r.contextProgram(u, progStart, keys, supported); why != "" {
+			return nil, r.local(c.tag, "NO [CANNOT] "+why)
+		}
+	}
 	// The selected mailbox is known once every earlier command completed.
 	if err := r.waitIdle(); err != nil {
 		return nil, err
@@ -292,6 +302,9 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	if err != nil {
 		r.log.Warn("cannot list encrypted messages; searching upstream only", "err", err)
 		return u, nil
+	}
+	if prog != nil && !r.openContext(c, m, keys, prog) {
+		return nil, r.local(c.tag, "NO [CANNOT] The mailbox is changing; try RETURN (UPDATE) again")
 	}
 	if len(enc) == 0 && !onlyCandidates {
 		return u, nil
@@ -313,18 +326,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 				return // expunged meanwhile, or unreadable: the upstream's answer stands
 			}
 			for i, k := range keys {
-				var hit bool
-				switch {
-				case k.sizeOp == "LARGER":
-					hit = uint64(len(served)) > k.size
-				case k.sizeOp == "SMALLER":
-					hit = uint64(len(served)) < k.size
-				case k.field != "":
-					hit = hm.MatchHeader(served, k.field, k.needle)
-				default:
-					hit = tm.MatchText(served, k.needle, k.headerToo)
-				}
-				if hit {
+				if keyHit(served, k, tm, hm) {
 					mu.Lock()
 					matches[i] = append(matches[i], uid)
 					mu.Unlock()
@@ -372,6 +374,20 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		return r.prepareSort(c, out, progStart, sortBy, m, enc), nil
 	}
 	return out, nil
+}
+
+// keyHit evaluates one rewritten key over a served copy.
+func keyHit(served []byte, k textKey, tm TextMatcher, hm HeaderMatcher) bool {
+	switch {
+	case k.sizeOp == "LARGER":
+		return uint64(len(served)) > k.size
+	case k.sizeOp == "SMALLER":
+		return uint64(len(served)) < k.size
+	case k.field != "":
+		return hm != nil && hm.MatchHeader(served, k.field, k.needle)
+	default:
+		return tm != nil && tm.MatchText(served, k.needle, k.headerToo)
+	}
 }
 
 func sortedUnique(l []uint32) []uint32 {

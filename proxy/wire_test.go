@@ -200,7 +200,8 @@ func TestFilterCaps(t *testing.T) {
 func TestUntaggedKind(t *testing.T) {
 	for line, want := range map[string]string{
 		"* 3 FETCH (UID 1)\r\n": "FETCH", "* OK [UIDVALIDITY 5] x\r\n": "OK", "* CAPABILITY IMAP4rev1\r\n": "CAPABILITY",
-		"* 4 EXISTS\r\n": "", "* SEARCH 1 2\r\n": "", "* BYE\r\n": "BYE",
+		"* 4 EXISTS\r\n": "EXISTS", "* 2 expunge\r\n": "EXPUNGE", "* ESEARCH (TAG \"a\") ADDTO (0 3)\r\n": "ESEARCH",
+		"* SEARCH 1 2\r\n": "", "* 4 RECENT\r\n": "", "* BYE\r\n": "BYE",
 	} {
 		if got, _ := untaggedKind([]byte(line)); got != want {
 			t.Errorf("untaggedKind(%q) = %q, want %q", line, got, want)

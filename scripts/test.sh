@@ -16,5 +16,30 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet" >&2
 go vet ./...
+echo "== go mod tidy -diff" >&2
+go mod tidy -diff
+echo "== staticcheck" >&2
+# Installed into a temporary directory, then renamed into the cache: safe when two runs build at once.
+bin="$HOME/.cache/smimeproxy/bin"
+mkdir -p "$bin"
+if [ ! -x "$bin/staticcheck-v0.8.2" ]; then
+  tmp=$(mktemp -d "$bin/.staticcheck.XXXXXX")
+  GOBIN="$tmp" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+  mv -f "$tmp/staticcheck" "$bin/staticcheck-v0.8.2"
+  rmdir "$tmp"
+fi
+"$bin/staticcheck-v0.8.2" ./...
 echo "== go test" >&2
 go test -count=1 -timeout 40m "$@" ./...
+echo "== go test -race (the packages with goroutines)" >&2
+go test -race -count=1 -timeout 30m "$@" ./proxy/ ./decrypt/ ./backend/ ./vaultcfg/ ./internal/observe/ ./submit/
+echo "== fuzz smoke (every target, a few seconds each)" >&2
+grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do
+  for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$f"); do
+    echo "   $name ($(dirname "$f"))" >&2
+    if ! out=$(go test -run '^$' -fuzz "^$name\$" -fuzztime 4s "$(dirname "$f")" 2>&1); then
+      echo "$out" >&2
+      exit 1
+    fi
+  done
+done

@@ -179,13 +179,12 @@ func (iw *imaptestWorld) dovecot(t *testing.T) *testenv.Dovecot {
 
 // proxy starts 'smimeproxy serve' (decryption on, keys from Vault) in front of d, plaintext on 127.0.0.1, with
 // /metrics on 127.0.0.1; it logs at info level (debug would hold every command of a stress run in memory).
-// Appends are stored as sent (--encrypt-appends=false): imaptest checks that what it appends reads back byte
-// for byte, which an encrypted and then decrypted copy does not (TestServeEncryptsAppendsByDefault covers the
-// default).
+// Appends are encrypted (the default): imaptest checks that what it appends reads back byte for byte, which
+// the proxy guarantees by serving an encrypted append verbatim (decrypt/verbatim.go).
 func (iw *imaptestWorld) proxy(t *testing.T, d *testenv.Dovecot) *serveProc {
 	t.Helper()
 	w := &e2eWorld{t: t, d: d, v: iw.v, vars: iw.vars}
-	return w.serve("imaps://"+d.TLSAddr(), "--log-level", "info", "--metrics-listen", freeLoopback(t), "--encrypt-appends=false")
+	return w.serve("imaps://"+d.TLSAddr(), "--log-level", "info", "--metrics-listen", freeLoopback(t))
 }
 
 func (iw *imaptestWorld) env(extra ...string) []string {
