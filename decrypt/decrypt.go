@@ -16,6 +16,7 @@ import (
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 	"github.com/smimeproxy/smimeproxy/keystore"
+	"github.com/smimeproxy/smimeproxy/metastore"
 )
 
 // DefaultCacheBytes is the cache bound used when Options.CacheBytes is zero.
@@ -67,6 +68,13 @@ type Options struct {
 	CAs   []*x509.Certificate
 	// NoHarvest keeps signer certificates out of the address book (`serve --harvest-certs=false`).
 	NoHarvest bool
+	// ExplainUndecryptable serves a message that cannot be decrypted wrapped with a short text saying why
+	// (smime.Options.Explain, `serve --undecryptable=explain`); false serves the original under the status
+	// field. An APPEND of either gives back the original (StripStatus).
+	ExplainUndecryptable bool
+	// MetaStore keeps the metadata of served copies (meta.go) across restarts and beyond the memory cache
+	// (`serve --metadata-store`); nil: none. Only cacheable outcomes are stored.
+	MetaStore *metastore.Store
 }
 
 // Decrypter serves S/MIME-encrypted messages decrypted. It implements proxy.Rewriter and is safe for
@@ -80,6 +88,9 @@ type Decrypter struct {
 	keyUser   func(string) string
 	cache     *cache
 	sigs      *signatures
+	explain   bool // Options.ExplainUndecryptable
+	meta      *metastore.Store
+	metaGen   [8]byte
 }
 
 // New returns a Decrypter. It fails when opts.Store is nil or a random marker key cannot be made.
@@ -113,6 +124,9 @@ func New(opts Options) (*Decrypter, error) {
 		keyUser:   opts.KeyUser,
 		cache:     newCache(limit, cmp.Or(opts.CacheMaxIdle, DefaultCacheMaxIdle)),
 		sigs:      newSignatures(&opts, log),
+		explain:   opts.ExplainUndecryptable,
+		meta:      opts.MetaStore,
+		metaGen:   metaGeneration(key, opts.ExplainUndecryptable),
 	}, nil
 }
 
@@ -206,7 +220,13 @@ func (d *Decrypter) Rewrite(ctx context.Context, m MessageRef, raw func() ([]byt
 	d.cacheMiss()
 	// A shared call made with a leader's context that was cancelled is retried with ours; bounded.
 	for attempt := 0; ; attempt++ {
-		b, err, shared := d.cache.do(key, func() ([]byte, bool, error) { return d.process(ctx, m, raw) })
+		b, err, shared := d.cache.do(key, func() ([]byte, bool, error) {
+			served, cacheable, err := d.process(ctx, m, raw)
+			if err == nil && cacheable {
+				d.storeMeta(ctx, m, served)
+			}
+			return served, cacheable, err
+		})
 		if err != nil && shared && attempt < 3 && ctx.Err() == nil &&
 			(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			continue
@@ -226,7 +246,7 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 		return pt, true, nil
 	}
 	sigs := d.startSignatures(ctx, kr.user, msg, d.maxMessageBytes()) // signature.go
-	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize}
+	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize, Explain: d.explain}
 	var res smime.Result
 	if int64(len(msg)) > d.maxMessageBytes() {
 		res = processTooLarge(msg, kr, opts)

@@ -104,9 +104,10 @@ func (d *Decrypter) EmbedsServedPlaintext(msg []byte) bool {
 	return false
 }
 
-// StripStatus returns msg without any X-Smimeproxy-* header field (smime.StripStatusHeaders): for an APPEND of
-// a message served undecryptable, that is the original message.
-func (d *Decrypter) StripStatus(msg []byte) []byte { return smime.StripStatusHeaders(msg) }
+// StripStatus returns msg without any X-Smimeproxy-* header field (smime.StripStatusHeaders), or, for an
+// unchanged explanation wrapper of an undecryptable message, the original it wraps (smime.OriginalOf): for an
+// APPEND of a message served undecryptable, in either form, that is the original message.
+func (d *Decrypter) StripStatus(msg []byte) []byte { return smime.OriginalOf(msg) }
 
 // MatchText is the package function MatchText.
 func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool {

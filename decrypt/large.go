@@ -102,7 +102,7 @@ func processTooLarge(msg []byte, kr smime.Keyring, opts *smime.Options) smime.Re
 	}
 	end := bytes.Index(probe.Served, []byte("\r\n"))
 	rest := smime.StripStatusHeaders(msg)
-	if end < 0 || len(rest) != len(msg) || cap(msg)-len(msg) < end+2 {
+	if end < 0 || len(rest) != len(msg) || cap(msg)-len(msg) < end+2 || opts.Explain { // a wrapper: one copy
 		return smime.ServeUndecryptable(msg, smime.ReasonTooLarge, opts)
 	}
 	status := probe.Served[:end+2]

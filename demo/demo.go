@@ -21,6 +21,7 @@ import (
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/keystore"
+	"github.com/smimeproxy/smimeproxy/metastore"
 )
 
 // Defaults of Options.
@@ -135,7 +136,9 @@ func Start(ctx context.Context, opts Options) (d *Demo, err error) {
 	if _, err := book.Add(ctx, DefaultUser, me.cert, keystore.AddOptions{Trust: keystore.TrustUser, Capabilities: cms.DefaultCapabilities()}); err != nil {
 		return nil, fmt.Errorf("demo: address book: %w", err)
 	}
-	rw, err := decrypt.New(decrypt.Options{Store: store, Logger: log, Metrics: opts.Metrics, Contacts: book})
+	meta, _ := metastore.Open(metastore.Options{}) // in memory: the demo writes nothing to disk
+	rw, err := decrypt.New(decrypt.Options{Store: store, Logger: log, Metrics: opts.Metrics, Contacts: book,
+		ExplainUndecryptable: true, MetaStore: meta}) // as serve's default
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +300,7 @@ func (d *Demo) Instructions(w io.Writer) {
 	fmt.Fprintf(w, "Then read it back (the newest message; UID %d is the first one sent), decrypted, with X-Smimeproxy-Signature: valid:\n", len(Samples)+1)
 	fmt.Fprintf(w, "  curl --user %s:%s 'imap://%s:%s/INBOX;UID=%d'\n\n", DefaultUser, DefaultPassword, host, port, len(Samples)+1)
 	fmt.Fprintln(w, "X-Smimeproxy-Status: decrypted means the proxy decrypted the message; undecryptable (with reason=...)")
-	fmt.Fprintln(w, "means it could not, and the message is shown as stored. Press Ctrl-C to stop.")
+	fmt.Fprintln(w, "means it could not: a short text says why, with the message as stored attached. Press Ctrl-C to stop.")
 }
 
 // Check reads every sample through the proxy with an IMAP client and verifies what a client sees: decrypted

@@ -166,8 +166,9 @@ func (r *relay) prepareCachedFetch(c *command, u unit, names []string, listStart
 	if r.side == nil {
 		return nil, false
 	}
-	probe, ok := r.srv.opts.Rewriter.(CacheProbe)
-	if !ok {
+	probe, _ := r.srv.opts.Rewriter.(CacheProbe)
+	ms, _ := r.srv.opts.Rewriter.(MetaSource)
+	if probe == nil && ms == nil {
 		return nil, false
 	}
 	r.mu.Lock()
@@ -202,10 +203,25 @@ func (r *relay) prepareCachedFetch(c *command, u unit, names []string, listStart
 			bodyNames = append(bodyNames, responseName(n))
 		}
 	}
+	metaOK := ms != nil
+	for _, n := range bodyNames {
+		metaOK = metaOK && metaItem(n)
+	}
+	// A message qualifies when its served copy is cached, or when every item asked for is stored metadata.
+	ready := func(ref MessageRef) bool {
+		if probe != nil && probe.Cached(ref) {
+			return true
+		}
+		if !metaOK {
+			return false
+		}
+		_, ok := ms.Meta(ref)
+		return ok
+	}
 	ix := r.srv.index(r.userName(), m)
 	ix.mu.Lock()
 	for _, uid := range uids {
-		if uid > ix.checked || !ix.cands[uid] || !probe.Cached(r.ref(m, uid)) {
+		if uid > ix.checked || !ix.cands[uid] || !ready(r.ref(m, uid)) {
 			ix.mu.Unlock()
 			return nil, false
 		}
@@ -807,6 +823,16 @@ func (r *relay) fetchUnit(u []byte, seq uint32, owned bool) error {
 	if owner != nil {
 		req = owner.fetch
 	}
+	if meta, ok := r.storedMeta(m, uid, items, req); ok {
+		// Every body-dependent item is metadata that is stored: no fetch, no decryption, no goroutine.
+		out, _, _ := buildServed(&servedView{meta: &meta}, u, seq, items, req)
+		for _, b := range out {
+			if err := r.emit(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	// The rewrite runs on after the reader moves on: it gets its own copies.
 	if !owned {
 		u = append([]byte(nil), u...)
@@ -889,7 +915,12 @@ func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []
 		}
 		return [][]byte{stripAdded(u, items, req)}, false, false
 	}
-	v := newServedView(r, m, uid, served)
+	return buildServed(newServedView(r, m, uid, served), u, seq, items, req)
+}
+
+// buildServed builds the FETCH response of a candidate message from v: the items that do not depend on the
+// content as the server sent them, the others computed by v (failed: a BINARY item could not be).
+func buildServed(v *servedView, u []byte, seq uint32, items []fetchItem, req *fetchReq) (out [][]byte, gone, failed bool) {
 	p := &parts{cur: make([]byte, 0, 512)}
 	p.cur = append(p.cur, "* "...)
 	p.cur = strconv.AppendUint(p.cur, uint64(seq), 10)
@@ -930,6 +961,28 @@ func (r *relay) rewriteFetch(ctx context.Context, u []byte, seq uint32, items []
 		return [][]byte{withoutBodyItems(u, seq, items, req)}, false, true
 	}
 	return p.all(), false, false
+}
+
+// storedMeta returns the stored metadata of a candidate when it answers every body-dependent item of its
+// response (and, for a FETCH sent without them, of the command: fetchReq.bodyNames).
+func (r *relay) storedMeta(m mailboxRef, uid uint32, items []fetchItem, req *fetchReq) (ServedMeta, bool) {
+	ms, ok := r.srv.opts.Rewriter.(MetaSource)
+	if !ok {
+		return ServedMeta{}, false
+	}
+	for _, it := range items {
+		if bodyDependentItem(it.name) && !metaItem(string(it.rawName)) {
+			return ServedMeta{}, false
+		}
+	}
+	if req != nil && req.synth {
+		for _, n := range req.bodyNames {
+			if !metaItem(n) {
+				return ServedMeta{}, false
+			}
+		}
+	}
+	return ms.Meta(r.ref(m, uid))
 }
 
 // withoutBodyItems returns the response with only its items that do not depend on the content.

@@ -102,3 +102,18 @@ type DerivedCache interface {
 	// m, computing it at most once while those bytes stay cached.
 	Derived(m MessageRef, served []byte, name string, compute func() any) any
 }
+
+// MetaSource answers the FETCH items that need only a served copy's metadata (RFC822.SIZE, ENVELOPE, BODY,
+// BODYSTRUCTURE, RFC822.HEADER and top-level BODY[HEADER...] sections, RFC 9051 section 6.4.5) from a store
+// that outlives the served bytes, so a header sync neither fetches nor decrypts messages whose metadata is
+// stored. The relay prefers it to Rewrite for a response whose body-dependent items are all of those.
+type MetaSource interface {
+	// Meta returns the stored metadata of m's served copy (MetaOf of the bytes Rewrite returned for it).
+	Meta(m MessageRef) (ServedMeta, bool)
+}
+
+// MetaPruner drops the stored metadata of messages no longer in a mailbox: the relay calls it with every UID
+// of mailbox m (m.UID unused) up to upTo when it has listed them all.
+type MetaPruner interface {
+	PruneMeta(m MessageRef, live func(uid uint32) bool, upTo uint32)
+}

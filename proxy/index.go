@@ -88,7 +88,7 @@ func (r *relay) classOf(ctx context.Context, m mailboxRef, uid uint32) (class, e
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if uid > ix.checked {
-		if err := r.side.do(ctx, m, func(c *backend.Conn) error { return r.classify(c, ix) }); err != nil {
+		if err := r.side.do(ctx, m, func(c *backend.Conn) error { return r.classify(c, m, ix) }); err != nil {
 			return plainMsg, err
 		}
 	}
@@ -117,7 +117,7 @@ func (r *relay) candidates(ctx context.Context, m mailboxRef) ([]uint32, error) 
 	ix := r.srv.index(r.userName(), m)
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if err := r.side.do(ctx, m, func(c *backend.Conn) error { return r.classify(c, ix) }); err != nil {
+	if err := r.side.do(ctx, m, func(c *backend.Conn) error { return r.classify(c, m, ix) }); err != nil {
 		return nil, err
 	}
 	out := make([]uint32, 0, len(ix.cands))
@@ -131,7 +131,7 @@ func (r *relay) candidates(ctx context.Context, m mailboxRef) ([]uint32, error) 
 }
 
 // classify brings ix up to date over side connection c (mailbox open).
-func (r *relay) classify(c *backend.Conn, ix *mailboxIndex) error {
+func (r *relay) classify(c *backend.Conn, m mailboxRef, ix *mailboxIndex) error {
 	if err := c.Client.Noop().Wait(); err != nil {
 		return err
 	}
@@ -145,6 +145,14 @@ func (r *relay) classify(c *backend.Conn, ix *mailboxIndex) error {
 	for _, u := range newer {
 		top = max(top, u)
 		exists[u] = true
+	}
+	if p, ok := r.srv.opts.Rewriter.(MetaPruner); ok && from == 1 {
+		// Every UID of the mailbox is known: stored metadata of any other is of an expunged message.
+		live := make(map[uint32]bool, len(newer))
+		for _, u := range newer {
+			live[uint32(u)] = true
+		}
+		p.PruneMeta(r.ref(m, 0), func(u uint32) bool { return live[u] }, uint32(top))
 	}
 	if top < from {
 		return nil // nothing new ("n:*" names the last message even when its UID is below n)
@@ -180,10 +188,19 @@ func (r *relay) classify(c *backend.Conn, ix *mailboxIndex) error {
 		if err != nil {
 			return err
 		}
+		ms, _ := r.srv.opts.Rewriter.(MetaSource)
 		for _, u := range hits {
-			if !ix.cands[uint32(u)] {
-				confirm.AddNum(u)
+			if ix.cands[uint32(u)] {
+				continue
 			}
+			if ms != nil {
+				// Stored metadata is only of messages served rewritten, in this UIDVALIDITY: a candidate.
+				if _, ok := ms.Meta(r.ref(m, uint32(u))); ok {
+					ix.cands[uint32(u)] = true
+					continue
+				}
+			}
+			confirm.AddNum(u)
 		}
 	} else {
 		confirm = rng

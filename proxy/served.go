@@ -3,6 +3,9 @@ package proxy
 import (
 	"bytes"
 	"strconv"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
 )
@@ -17,6 +20,37 @@ type servedView struct {
 	b         []byte
 	derive    func(name string, compute func() any) any
 	structure *imapfmt.Structure
+	// meta, when set, answers in place of b (which is nil): only the items metaItem accepts.
+	meta *ServedMeta
+}
+
+// ServedMeta is the metadata of a served copy from which the relay answers RFC822.SIZE, ENVELOPE, BODY,
+// BODYSTRUCTURE, RFC822.HEADER and the top-level BODY[HEADER], BODY[HEADER.FIELDS (...)] and
+// BODY[HEADER.FIELDS.NOT (...)] sections (with partials) exactly as from the copy itself (MetaSource).
+type ServedMeta struct {
+	Size int64
+	// Header is the top-level header, with the empty line that ends it (RFC822.HEADER).
+	Header []byte
+	// Envelope, Body and BodyStructure are FETCH values as the relay sends them (internal/imapfmt).
+	Envelope, Body, BodyStructure []byte
+}
+
+// MetaOf computes the metadata of served, a message's served copy.
+func MetaOf(served []byte) ServedMeta {
+	h, _ := splitEntity(served)
+	return ServedMeta{Size: int64(len(served)), Header: h, Envelope: imapfmt.Envelope(served),
+		Body: imapfmt.BodyStructure(served, false), BodyStructure: imapfmt.BodyStructure(served, true)}
+}
+
+// metaItem reports whether a FETCH item (response form, e.g. "BODY[HEADER.FIELDS (FROM)]<0>") can be
+// answered from ServedMeta.
+func metaItem(name string) bool {
+	switch up := strings.ToUpper(name); up {
+	case "RFC822.SIZE", "RFC822.HEADER", "ENVELOPE", "BODY", "BODYSTRUCTURE":
+		return true
+	}
+	sr, ok := parseSectionItem([]byte(name), false)
+	return ok && sr.kind == "BODY" && len(sr.sec.Part) == 0 && sr.sec.Specifier == imap.PartSpecifierHeader
 }
 
 func newServedView(r *relay, m mailboxRef, uid uint32, served []byte) *servedView {
@@ -59,6 +93,26 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 	out := p.cur
 	defer func() { p.cur = out }()
 	b := v.b
+	if m := v.meta; m != nil {
+		switch it.name {
+		case "RFC822.SIZE":
+			out = strconv.AppendInt(out, m.Size, 10)
+			return
+		case "RFC822.HEADER":
+			out = v.literal(p, out, m.Header)
+			return
+		case "ENVELOPE":
+			out = append(out, m.Envelope...)
+			return
+		case "BODY":
+			out = append(out, m.Body...)
+			return
+		case "BODYSTRUCTURE":
+			out = append(out, m.BodyStructure...)
+			return
+		}
+		b = m.Header // a top-level header section (metaItem)
+	}
 	switch it.name {
 	case "RFC822.SIZE":
 		out = strconv.AppendInt(out, int64(len(b)), 10)
@@ -99,6 +153,15 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 			v.failed = true
 			out = append(out, "NIL"...)
 			return
+		}
+		if sr.kind == "BINARY.SIZE" && len(sr.sec.Part) > 0 {
+			// Dovecot answers BINARY.SIZE[n] from the sizes of the whole message converted, so a broken
+			// encoding anywhere fails it, while BINARY[n] converts part n alone.
+			if _, err := binarySection(b, v.exists, nil); err != nil {
+				v.failed = true
+				out = append(out, "NIL"...)
+				return
+			}
 		}
 		if sr.kind == "BINARY.SIZE" {
 			out = strconv.AppendInt(out, int64(len(data)), 10)

@@ -172,7 +172,10 @@ func writeThunderbird(w io.Writer, c *clientSetup) error {
        user_pref("mail.server.default.offline_download", false);
        user_pref("mail.server.default.autosync_offline_stores", false);
        user_pref("mailnews.database.global.indexer.enabled", false);
-     (the last one stops the global search index, which stores message text). See docs/CLIENTS.md. -->
+       user_pref("browser.cache.disk.enable", false);
+     (the indexer pref stops the global search index, which stores message text; the cache pref keeps every
+     opened message out of cache2/). The folder summary (.msf) still keeps a short preview of each message.
+     See docs/CLIENTS.md. -->
 <clientConfig version="1.1">
   <emailProvider id="%[1]s">
     <domain>%[1]s</domain>

@@ -67,7 +67,8 @@ func TestClientConfig(t *testing.T) {
 		if c.Incoming.Hostname != "127.0.0.1" || c.Incoming.Port != 1993 || c.Incoming.SocketType != tc.socket || c.Incoming.Username != "bob@example.org" {
 			t.Errorf("thunderbird %v: %+v, want socket %s", tc.flags, c.Incoming, tc.socket)
 		}
-		if !strings.Contains(out, `user_pref("mail.server.default.offline_download", false);`) {
+		if !strings.Contains(out, `user_pref("mail.server.default.offline_download", false);`) ||
+			!strings.Contains(out, `user_pref("browser.cache.disk.enable", false);`) {
 			t.Errorf("thunderbird config does not switch offline copies off:\n%s", out)
 		}
 	}

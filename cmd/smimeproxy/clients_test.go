@@ -88,6 +88,11 @@ func TestClientNeomutt(t *testing.T) {
 		}
 	}
 	cw := newClientsWorld(t)
+	// A message Bob has no key for: served with the explanation (serve --undecryptable=explain, the default).
+	foreign := p7mMessage(strings.Replace(e2eOuter, "Subject: e2e test", "Subject: not for bob", 1),
+		envelopeTo(t, []byte("Content-Type: text/plain\r\n\r\nfor rsa2 only\r\n"), cmsKeys+"rsa2.pem", "aes-256-cbc"),
+		"enveloped-data")
+	cw.d.Append("bob", "INBOX", foreign, nil, time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	home := t.TempDir()
 	muttrc := filepath.Join(home, "muttrc")
 	conf := fmt.Sprintf("set folder = \"imap://bob@%s/\"\nset spoolfile = \"+INBOX\"\nset imap_pass = \"bob-pw\"\nset certificate_file = \"%s\"\n",
@@ -137,6 +142,18 @@ func TestClientNeomutt(t *testing.T) {
 	if !strings.Contains(s, "X-Smimeproxy-Status: decrypted") {
 		t.Errorf("pager without the proxy's status header:\n%s", s)
 	}
+	tmux("send-keys", "-t", "mutt", "q")
+	// The undecryptable message: the explanation, its reason and the attachment, no key prompt.
+	tmux("send-keys", "-t", "mutt", "l", "~s bob", "Enter")
+	waitFor("limit to the undecryptable message", "not for bob", "encrypted note")
+	tmux("send-keys", "-t", "mutt", "Enter")
+	s = waitFor("pager, undecryptable", "smimeproxy could not decrypt this message (reason: no-matching-key)", "")
+	for _, want := range []string{"X-Smimeproxy-Status: undecryptable; reason=no-matching-key", "smime.p7m"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("undecryptable message: %q not on screen:\n%s", want, s)
+		}
+	}
+	t.Logf("neomutt, undecryptable message:\n%s", s)
 	tmux("send-keys", "-t", "mutt", "q")
 	// Server-side body search (IMAP SEARCH BODY, rewritten by the proxy over the served copies).
 	tmux("send-keys", "-t", "mutt", "l", "all", "Enter")

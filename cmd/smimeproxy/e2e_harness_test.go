@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,10 +144,15 @@ func startServe(t *testing.T, env *cmdEnv, stderr fmt.Stringer, args ...string) 
 	addrCh := make(chan string, 1)
 	sf.onListen = func(a string) { addrCh <- a }
 	p := &serveProc{}
+	store := false
 	for i, a := range args {
 		if a == "--metrics-listen" && i+1 < len(args) {
 			p.metrics = args[i+1]
 		}
+		store = store || a == "--metadata-store" || strings.HasPrefix(a, "--metadata-store=")
+	}
+	if !store { // never the user's own ~/.cache
+		args = append(slices.Clip(args), "--metadata-store", t.TempDir())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)

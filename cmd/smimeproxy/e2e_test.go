@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
 
 // statusFields returns the values of header fields of msg whose name starts with X-Smimeproxy- (any case), as
@@ -512,9 +514,9 @@ func checkServed(t *testing.T, m e2eMsg, body, upstream []byte) {
 		if len(fields) != 1 || !strings.Contains(fields[0], want) {
 			t.Errorf("%s: status fields %q, want %q", m.name, fields, want)
 		}
-		// The rest is the upstream message.
-		if _, rest, _ := bytes.Cut(body, []byte("\r\n")); !bytes.Equal(rest, upstream) {
-			t.Errorf("%s: undecryptable message is not the upstream's below the status field", m.name)
+		// The upstream message, attached under an explanation (serve --undecryptable=explain, the default).
+		if !bytes.Equal(smime.OriginalOf(body), upstream) || !bytes.Contains(body, []byte(smime.Explanation(m.reason))) {
+			t.Errorf("%s: undecryptable message is not the upstream's under an explanation", m.name)
 		}
 	case "not-decrypted":
 		if status(body) == "decrypted" || bytes.Contains(body, []byte("This is a test message from Alice to Bob.")) {

@@ -19,6 +19,7 @@ import (
 	"github.com/smimeproxy/smimeproxy/backend"
 	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/internal/observe"
+	"github.com/smimeproxy/smimeproxy/metastore"
 	"github.com/smimeproxy/smimeproxy/proxy"
 	"github.com/smimeproxy/smimeproxy/tlscert"
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
@@ -46,8 +47,11 @@ type serveFlags struct {
 	keyUserTemplate string
 	cacheBytes      byteSize
 	cacheMaxIdle    time.Duration
+	metadataStore   string
+	metadataBytes   byteSize
 	caBundle        string
 	harvestCerts    bool
+	undecryptable   string // explain | original
 	tls             *tlsFlags
 	vault           *vaultFlags
 	observe         *observeFlags
@@ -68,16 +72,28 @@ func newServeFlagSet() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&s.keyUserTemplate, "key-user-template", "{user}", "key set used for an IMAP login: {user} is the login name, {localpart} and {domain} its parts around the last @")
 	s.cacheBytes = decrypt.DefaultCacheBytes
 	fs.Var(&s.cacheBytes, "cache-bytes", "memory for decrypted messages kept for repeated fetches, e.g. 256MiB (0: none); never written to disk")
+	fs.StringVar(&s.metadataStore, "metadata-store", defaultMetadataStore(), "directory of the metadata store (sizes, structures, envelopes and header fields of decrypted mail, sealed under a per-user key kept in Vault), so header syncs need no decryption after a restart; \"\": none")
+	s.metadataBytes = metastore.DefaultMaxBytes
+	fs.Var(&s.metadataBytes, "metadata-store-bytes", "bound of each user's metadata store, e.g. 256MiB (least recently used entries go first)")
 	fs.DurationVar(&s.cacheMaxIdle, "cache-max-idle", decrypt.DefaultCacheMaxIdle, "a decrypted message not fetched again for this long is dropped from the cache (negative: no time limit)")
 	fs.BoolVar(&s.encryptAppends, "encrypt-appends", true, encryptAppendsUsage)
 	fs.StringVar(&s.caBundle, "ca-bundle", "", "PEM file of CA certificates trusted for S/MIME signatures, in addition to the system roots")
 	fs.BoolVar(&s.harvestCerts, "harvest-certs", true, "add the certificate of every verified signer to the user's address book (trust chain or none)")
+	fs.StringVar(&s.undecryptable, "undecryptable", undecryptableExplain, "how a message that cannot be decrypted is served: explain (a short text saying why, with the original attached as smime.p7m) or original (as stored, for clients that hold the key themselves)")
 	s.tls = addTLSFlags(fs)
 	s.vault = addVaultFlags(fs)
 	s.observe = addObserveFlags(fs)
 	s.submit = addSubmitFlags(fs)
 	return fs, s
 }
+
+// Values of serve --undecryptable. explain is the default: the keys are in Vault, not in the client, so a
+// client shown the original can only fail (Thunderbird's full-page "cannot decrypt" without the header pane,
+// mutt's key prompt) and never sees the reason; original is for clients that also hold keys of their own.
+const (
+	undecryptableExplain  = "explain"
+	undecryptableOriginal = "original"
+)
 
 // encryptAppendsUsage is the help of serve's and doctor's --encrypt-appends (one text, so that the example
 // config file lists the key once for both).
@@ -133,6 +149,9 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	if err != nil {
 		return fail(err)
 	}
+	if sf.undecryptable != undecryptableExplain && sf.undecryptable != undecryptableOriginal {
+		return fail(fmt.Errorf("--undecryptable %q: want explain or original", sf.undecryptable))
+	}
 	metrics := observe.NewMetrics()
 	health := &observe.Health{}
 	opts := proxy.Options{Upstream: up, Logger: logger, Metrics: metrics}
@@ -155,9 +174,17 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		if err != nil {
 			return fail(err)
 		}
-		d, err := decrypt.New(decrypt.Options{Store: store, CacheBytes: sf.cacheBytes.cache(), CacheMaxIdle: sf.cacheMaxIdle, Logger: logger,
+		ms, err := sf.openMetadataStore(store, keyUser, logger)
+		if err != nil {
+			return fail(err)
+		}
+		if ms != nil {
+			defer ms.Close()
+		}
+		d, err := decrypt.New(decrypt.Options{MetaStore: ms, Store: store, CacheBytes: sf.cacheBytes.cache(), CacheMaxIdle: sf.cacheMaxIdle, Logger: logger,
 			Metrics: decryptMetrics{metrics}, KeyUser: keyUser, MarkerKey: markerKey,
-			Contacts: store.Contacts(), CAs: cas, NoHarvest: !sf.harvestCerts})
+			Contacts: store.Contacts(), CAs: cas, NoHarvest: !sf.harvestCerts,
+			ExplainUndecryptable: sf.undecryptable == undecryptableExplain})
 		if err != nil {
 			return fail(err)
 		}

@@ -164,7 +164,11 @@ func validField(f field) bool {
 	if c <= 0 {
 		return false
 	}
-	for _, b := range bytes.TrimRight(f.raw[:c], " \t") {
+	name := bytes.TrimRight(f.raw[:c], " \t")
+	if len(name) == 0 { // " :" would continue the field above it
+		return false
+	}
+	for _, b := range name {
 		if b < 33 || b > 126 {
 			return false
 		}

@@ -37,7 +37,7 @@ const (
 	// Decrypted: the encryption layer was replaced by its plaintext.
 	Decrypted
 	// Undecryptable: an encryption layer the policy allows decrypting, but it could not be decrypted; served
-	// as received with a status header field on top.
+	// as received with a status header field on top, or wrapped with an explanation (Options.Explain).
 	Undecryptable
 )
 
@@ -105,6 +105,10 @@ type Options struct {
 	// must run Process again (not Owned) on the original bytes. A decrypted message, and one Process left
 	// alone without decoding in place, give the same Result as without Owned.
 	Owned bool
+	// Explain serves an undecryptable message as an explanation wrapper: a multipart/mixed whose first part
+	// says why it could not be decrypted and whose second part is the original (undecryptable.go). Without
+	// it the original is served as it is, under the status field.
+	Explain bool
 }
 
 // Process decides whether msg (a whole RFC 5322 message) carries an encryption layer that may be decrypted
@@ -385,8 +389,9 @@ func statusLine(v string, o *Options) []byte {
 }
 
 // ServeUndecryptable returns the Result for msg served as undecryptable for reason (one of the Reason* constants):
-// a status field with the reason (and opts' StatusParams) on top of msg minus its X-Smimeproxy-* fields, which
-// is what Process returns for such messages. A proxy uses it when it cannot even fetch a message whole.
+// a status field with the reason (and opts' StatusParams) on top of msg minus its X-Smimeproxy-* fields (or,
+// with opts.Explain, the explanation wrapper of undecryptable.go), which is what Process returns for such
+// messages. A proxy uses it when it cannot even fetch a message whole.
 func ServeUndecryptable(msg []byte, reason string, opts *Options) Result {
 	var o Options
 	if opts != nil {
@@ -397,6 +402,9 @@ func ServeUndecryptable(msg []byte, reason string, opts *Options) Result {
 
 func undecryptable(msg []byte, reason string, o *Options) Result {
 	status := statusLine("undecryptable; reason="+reason, o)
+	if o.Explain {
+		return Result{Served: explainUndecryptable(msg, reason, status), Status: Undecryptable, Reason: reason}
+	}
 	rest := StripStatusHeaders(msg)
 	served := make([]byte, 0, len(status)+len(rest))
 	served = append(append(served, status...), rest...)

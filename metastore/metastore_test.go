@@ -1,0 +1,315 @@
+package metastore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func keyOf(user string) []byte {
+	k := sha256.Sum256([]byte("test key of " + user))
+	return k[:]
+}
+
+func openDisk(t *testing.T, dir string, max int64) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, Namespace: "imaps://mail.example.org", MaxBytes: max,
+		Key: func(_ context.Context, user string) ([]byte, error) { return keyOf(user), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func val(s string) func() []byte { return func() []byte { return []byte(s) } }
+
+func mustGet(t *testing.T, s *Store, user, mbox string, uv, uid uint32, want string) {
+	t.Helper()
+	got, ok := s.Get(context.Background(), user, mbox, uv, uid)
+	if !ok || string(got) != want {
+		t.Fatalf("Get(%s %s %d %d) = %q, %v; want %q", user, mbox, uv, uid, got, ok, want)
+	}
+}
+
+func mustMiss(t *testing.T, s *Store, user, mbox string, uv, uid uint32) {
+	t.Helper()
+	if got, ok := s.Get(context.Background(), user, mbox, uv, uid); ok {
+		t.Fatalf("Get(%s %s %d %d) = %q; want a miss", user, mbox, uv, uid, got)
+	}
+}
+
+func TestDiskRoundTripAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openDisk(t, dir, 0)
+	s.Put(ctx, "alice", "INBOX", 7, 1, val("Subject: quarterly figures"))
+	s.Put(ctx, "alice", "Archive/Project Falcon", 7, 1, val("Subject: falcon launch"))
+	s.Flush()
+	mustGet(t, s, "alice", "INBOX", 7, 1, "Subject: quarterly figures")
+	mustGet(t, s, "alice", "Archive/Project Falcon", 7, 1, "Subject: falcon launch")
+	mustMiss(t, s, "alice", "INBOX", 8, 1)
+	mustMiss(t, s, "bob", "INBOX", 7, 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openDisk(t, dir, 0)
+	defer s.Close()
+	mustGet(t, s, "alice", "INBOX", 7, 1, "Subject: quarterly figures")
+	st, ok := s.Stats(ctx, "alice")
+	if !ok || st.Entries != 2 || st.Bytes <= 0 {
+		t.Fatalf("stats = %+v, %v", st, ok)
+	}
+}
+
+// TestNoPlaintextOnDisk: values and mailbox names never reach the file in clear.
+func TestNoPlaintextOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openDisk(t, dir, 0)
+	secret := []string{"quarterly", "figures", "Falcon", "alice@example.org", "Project"}
+	s.Put(ctx, "alice", "Archive/Project Falcon", 9, 3, val("From: alice@example.org\r\nSubject: quarterly figures\r\n"))
+	s.Flush()
+	s.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) != 1 || filepath.Base(files[0]) != FileName("alice") {
+		t.Fatalf("files = %v", files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range append(secret, "alice") {
+		if bytes.Contains(bytes.ToLower(b), bytes.ToLower([]byte(w))) {
+			t.Errorf("%q found in the store file", w)
+		}
+	}
+}
+
+// TestOtherUsersKey: a user's file cannot be read with another user's key: the check fails, every sealed
+// value fails to open, and the store starts afresh instead of serving anything.
+func TestOtherUsersKey(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openDisk(t, dir, 0)
+	s.Put(ctx, "alice", "INBOX", 1, 1, val("alice's metadata"))
+	s.Flush()
+	s.Close()
+	path := filepath.Join(dir, FileName("alice"))
+
+	bobs, err := newSealer(keyOf("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	_ = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			n++
+			if _, err := bobs.open(adOf(k), v[tickLen:]); err == nil {
+				t.Errorf("alice's entry opened with bob's key")
+			}
+			return nil
+		})
+	})
+	db.Close()
+	if n != 1 {
+		t.Fatalf("%d entries in alice's file", n)
+	}
+	if _, err := openFile(path, bobs, "imaps://mail.example.org"); err != ErrWrongKey {
+		t.Fatalf("open with bob's key: %v, want ErrWrongKey", err)
+	}
+	// The Store given the wrong key for alice (a replaced key in Vault) serves nothing of the old file.
+	wrong, _ := Open(Options{Dir: dir, Namespace: "imaps://mail.example.org",
+		Key: func(context.Context, string) ([]byte, error) { return keyOf("bob"), nil }})
+	defer wrong.Close()
+	mustMiss(t, wrong, "alice", "INBOX", 1, 1)
+}
+
+func TestNamespaceChangeDiscards(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openDisk(t, dir, 0)
+	s.Put(ctx, "alice", "INBOX", 1, 1, val("x"))
+	s.Flush()
+	s.Close()
+	other, _ := Open(Options{Dir: dir, Namespace: "imaps://other.example.org",
+		Key: func(_ context.Context, u string) ([]byte, error) { return keyOf(u), nil }})
+	defer other.Close()
+	mustMiss(t, other, "alice", "INBOX", 1, 1)
+}
+
+func testInvalidation(t *testing.T, s *Store) {
+	ctx := context.Background()
+	for uid := uint32(1); uid <= 5; uid++ {
+		s.Put(ctx, "alice", "INBOX", 10, uid, val("m"+strconv.Itoa(int(uid))))
+	}
+	s.Put(ctx, "alice", "Sent", 10, 1, val("sent"))
+	s.Flush()
+	// Expunged: 2 and 4; 5 is above upTo and stays.
+	live := map[uint32]bool{1: true, 3: true}
+	s.Prune(ctx, "alice", "INBOX", 10, func(u uint32) bool { return live[u] }, 4)
+	s.Flush()
+	mustGet(t, s, "alice", "INBOX", 10, 1, "m1")
+	mustMiss(t, s, "alice", "INBOX", 10, 2)
+	mustGet(t, s, "alice", "INBOX", 10, 3, "m3")
+	mustMiss(t, s, "alice", "INBOX", 10, 4)
+	mustGet(t, s, "alice", "INBOX", 10, 5, "m5")
+	// A new UIDVALIDITY drops the mailbox's old entries, and only that mailbox's.
+	s.Put(ctx, "alice", "INBOX", 11, 1, val("new"))
+	s.Flush()
+	mustMiss(t, s, "alice", "INBOX", 10, 1)
+	mustMiss(t, s, "alice", "INBOX", 10, 5)
+	mustGet(t, s, "alice", "INBOX", 11, 1, "new")
+	mustGet(t, s, "alice", "Sent", 10, 1, "sent")
+	if st, _ := s.Stats(ctx, "alice"); st.Entries != 2 {
+		t.Fatalf("entries = %d, want 2", st.Entries)
+	}
+}
+
+func TestInvalidationDisk(t *testing.T) {
+	s := openDisk(t, t.TempDir(), 0)
+	defer s.Close()
+	testInvalidation(t, s)
+}
+
+func TestInvalidationMemory(t *testing.T) {
+	s, _ := Open(Options{})
+	testInvalidation(t, s)
+}
+
+func testLRU(t *testing.T, s *Store) {
+	ctx := context.Background()
+	big := string(bytes.Repeat([]byte("v"), 1000))
+	for uid := uint32(1); uid <= 8; uid++ {
+		s.Put(ctx, "alice", "INBOX", 1, uid, val(big))
+		s.Flush()
+		if uid == 6 {
+			mustGet(t, s, "alice", "INBOX", 1, 1, big) // 1 is used again: it stays
+			s.Flush()
+		}
+	}
+	for uid := uint32(9); uid <= 14; uid++ {
+		s.Put(ctx, "alice", "INBOX", 1, uid, val(big))
+		s.Flush()
+	}
+	st, _ := s.Stats(ctx, "alice")
+	if st.Bytes > 10<<10 {
+		t.Fatalf("bytes = %d over the bound", st.Bytes)
+	}
+	mustMiss(t, s, "alice", "INBOX", 1, 2)
+	mustGet(t, s, "alice", "INBOX", 1, 14, big)
+}
+
+func TestLRUDisk(t *testing.T) {
+	s := openDisk(t, t.TempDir(), 10<<10)
+	defer s.Close()
+	testLRU(t, s)
+}
+
+func TestLRUMemory(t *testing.T) {
+	s, _ := Open(Options{MaxBytes: 10 << 10})
+	testLRU(t, s)
+}
+
+// TestKeyFailure: without a key the store serves nothing and drops writes instead of failing.
+func TestKeyFailure(t *testing.T) {
+	s, _ := Open(Options{Dir: t.TempDir(), Key: func(context.Context, string) ([]byte, error) {
+		return nil, fmt.Errorf("vault sealed")
+	}})
+	defer s.Close()
+	s.Put(context.Background(), "alice", "INBOX", 1, 1, val("x"))
+	mustMiss(t, s, "alice", "INBOX", 1, 1)
+}
+
+// TestKill9MidWrite: a process killed while it writes leaves a file that opens and holds what it committed.
+func TestKill9MidWrite(t *testing.T) {
+	if dir := os.Getenv("METASTORE_WRITER_DIR"); dir != "" {
+		s := openDisk(t, dir, 0)
+		ctx := context.Background()
+		for uid := uint32(1); ; uid++ {
+			s.Put(ctx, "alice", "INBOX", 1, uid, val("value of "+strconv.Itoa(int(uid))))
+			if uid%200 == 0 {
+				s.Flush()
+				fmt.Println("flushed", uid)
+			}
+		}
+	}
+	dir := t.TempDir()
+	for round := 0; round < 3; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKill9MidWrite$")
+		cmd.Env = append(os.Environ(), "METASTORE_WRITER_DIR="+dir)
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		var seen []byte
+		deadline := time.Now().Add(20 * time.Second)
+		for !bytes.Contains(seen, []byte("flushed 1000")) && time.Now().Before(deadline) {
+			n, err := out.Read(buf)
+			seen = append(seen, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		time.Sleep(time.Duration(round*7) * time.Millisecond) // land somewhere inside a later write
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		if !bytes.Contains(seen, []byte("flushed 1000")) {
+			t.Fatalf("writer did not get far: %q", seen)
+		}
+		db, err := bolt.Open(filepath.Join(dir, FileName("alice")), 0o600, &bolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatalf("round %d: reopen: %v", round, err)
+		}
+		if err := db.View(func(tx *bolt.Tx) error { return <-tx.Check() }); err != nil {
+			t.Fatalf("round %d: consistency check: %v", round, err)
+		}
+		db.Close()
+		s := openDisk(t, dir, 0)
+		for _, uid := range []uint32{1, 500, 1000} {
+			mustGet(t, s, "alice", "INBOX", 1, uid, "value of "+strconv.Itoa(int(uid)))
+		}
+		s.Close()
+	}
+}
+
+// TestStatAndRemoveFile: `cache stats` reads the counters without the key; `cache clear` refuses while a
+// proxy holds the file and removes it afterwards.
+func TestStatAndRemoveFile(t *testing.T) {
+	dir := t.TempDir()
+	s := openDisk(t, dir, 0)
+	s.Put(context.Background(), "alice", "INBOX", 1, 1, val("x"))
+	s.Put(context.Background(), "alice", "INBOX", 1, 2, val("y"))
+	s.Flush()
+	if err := RemoveFile(dir, "alice"); err == nil {
+		t.Fatal("RemoveFile succeeded while the store is open")
+	}
+	s.Close()
+	st, err := StatFile(dir, "alice")
+	if err != nil || st.Entries != 2 || st.FileBytes == 0 {
+		t.Fatalf("StatFile = %+v, %v", st, err)
+	}
+	if err := RemoveFile(dir, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := StatFile(dir, "alice"); !os.IsNotExist(err) {
+		t.Fatalf("StatFile after RemoveFile: %v", err)
+	}
+	if err := RemoveFile(dir, "bob"); !os.IsNotExist(err) {
+		t.Fatalf("RemoveFile(no file) = %v", err)
+	}
+}

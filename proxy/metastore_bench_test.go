@@ -1,0 +1,131 @@
+package proxy_test
+
+import (
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
+	"github.com/smimeproxy/smimeproxy/metastore"
+)
+
+// BenchmarkHeaderSyncMetaStore measures, side by side in one run, Thunderbird's header sync (UID FETCH 1:*
+// (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (...)])) over a mailbox of encrypted 15 KB messages
+// (SMIMEPROXY_BENCH_MESSAGES, default 5000): Dovecot direct; through the proxy without a metadata store
+// (today: the first sync decrypts everything); with the store: the first sync, a sync after a restart, and one
+// after a restart with a 16 MiB memory cache. Run with -benchtime=1x; the scenario runs once per iteration.
+func BenchmarkHeaderSyncMetaStore(b *testing.B) {
+	n := 5000
+	if v, err := strconv.Atoi(os.Getenv("SMIMEPROXY_BENCH_MESSAGES")); err == nil && v > 0 {
+		n = v
+	}
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(b, "alice")
+	t0 := time.Now()
+	seedMetaMailbox(b, d, id, n, 15<<10)
+	b.Logf("seeded %d encrypted messages in %v", n, time.Since(t0).Round(time.Millisecond))
+	total := n + 2
+	opts := headerSync(false)
+	syncOn := func(c *imapclient.Client) time.Duration {
+		start := time.Now()
+		if _, k := drain(b, c, opts); k != total {
+			b.Fatalf("synced %d messages, want %d", k, total)
+		}
+		return time.Since(start)
+	}
+	open := func(addr string) *imapclient.Client {
+		c := dial(b, addr, "alice", "alice-pw", nil)
+		if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	dc := open(d.Addr())
+	syncOn(dc) // Dovecot's caches warm
+	direct := func() time.Duration {
+		var ts []time.Duration
+		for range 3 {
+			ts = append(ts, syncOn(dc))
+		}
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+		return ts[1]
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ResetTimer()
+	for range b.N {
+		dir := b.TempDir()
+		directT := direct()
+
+		// Today: no metadata store.
+		addr, srv := startProxy(b, d, id.decrypterWith(b, nil, 0, &countMetrics{}))
+		today := syncOn(open(addr))
+		srv.Close()
+
+		// With the store: first sync (fills it).
+		store := openMetaStore(b, dir)
+		addr, srv = startProxy(b, d, id.decrypterWith(b, store, 0, &countMetrics{}))
+		first := syncOn(open(addr))
+		store.Flush()
+		srv.Close()
+		store.Close()
+
+		// After a restart (default memory cache, empty), then with a 16 MiB cache.
+		store = openMetaStore(b, dir)
+		m := &countMetrics{}
+		addr, srv = startProxy(b, d, id.decrypterWith(b, store, 0, m))
+		restart := syncOn(open(addr))
+		again := syncOn(open(addr))
+		srv.Close()
+		addr, srv = startProxy(b, d, id.decrypterWith(b, store, 16<<20, m))
+		restart16 := syncOn(open(addr))
+		srv.Close()
+		if m.decrypted.Load() != 0 {
+			b.Errorf("syncs after the restart decrypted %d messages", m.decrypted.Load())
+		}
+		directAfter := direct()
+		store.Close()
+		b.ReportMetric(ms(directT), "direct-ms")
+		b.ReportMetric(ms(directAfter), "direct-after-ms")
+		b.ReportMetric(ms(today), "today-first-ms")
+		b.ReportMetric(ms(first), "store-first-ms")
+		b.ReportMetric(ms(restart), "restart-ms")
+		b.ReportMetric(ms(again), "restart-again-ms")
+		b.ReportMetric(ms(restart16), "restart-16MiB-ms")
+		b.ReportMetric(float64(restart)/float64(min(directT, directAfter)), "restart/direct")
+		b.ReportMetric(float64(restart16)/float64(min(directT, directAfter)), "restart16/direct")
+		if st, err := metastore.StatFile(dir, "alice"); err == nil {
+			b.ReportMetric(float64(st.FileBytes)/float64(n), "store-B/msg")
+		}
+	}
+}
+
+// BenchmarkHeaderSyncFromStore is the steady state of BenchmarkHeaderSyncMetaStore: the header sync of a
+// proxy whose metadata store holds every message (no memory cache), for profiling.
+func BenchmarkHeaderSyncFromStore(b *testing.B) {
+	n := 2000
+	d := testenv.StartDovecot(b, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(b, "alice")
+	seedMetaMailbox(b, d, id, n, 15<<10)
+	store := openMetaStore(b, b.TempDir())
+	defer store.Close()
+	addr, srv := startProxy(b, d, id.decrypterWith(b, store, 0, &countMetrics{}))
+	c := dial(b, addr, "alice", "alice-pw", nil)
+	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	drain(b, c, headerSync(false))
+	store.Flush()
+	srv.Close()
+	addr, _ = startProxy(b, d, id.decrypterWith(b, store, -1, &countMetrics{}))
+	benchTargets(b, 0, func(b *testing.B, c *imapclient.Client) {
+		if _, k := drain(b, c, headerSync(false)); k != n+2 {
+			b.Fatalf("synced %d", k)
+		}
+	}, func(b *testing.B) *imapclient.Client { return dial(b, d.Addr(), "alice", "alice-pw", nil) },
+		func(b *testing.B) *imapclient.Client { return dial(b, addr, "alice", "alice-pw", nil) })
+}
