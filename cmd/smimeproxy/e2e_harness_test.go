@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,8 +150,10 @@ func startServe(t *testing.T, env *cmdEnv, stderr fmt.Stringer, args ...string) 
 		}
 		store = store || a == "--metadata-store" || strings.HasPrefix(a, "--metadata-store=")
 	}
-	if !store { // never the user's own ~/.cache
-		args = append(slices.Clip(args), "--metadata-store", t.TempDir())
+	// Never the user's own ~/.cache: the default store goes to a temporary XDG_CACHE_HOME, unless the test
+	// already pointed it into the temporary directory itself.
+	if !store && !strings.HasPrefix(os.Getenv("XDG_CACHE_HOME"), os.TempDir()) {
+		t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)

@@ -175,8 +175,14 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 			return fail(err)
 		}
 		ms, err := sf.openMetadataStore(store, keyUser, logger)
-		if err != nil {
+		if err != nil && flagSet(fs, "metadata-store") {
 			return fail(err)
+		}
+		if err != nil {
+			// The default place is not writable (a read-only home or container): header syncs after a
+			// restart decrypt again, nothing else changes. A store that was asked for must work.
+			logger.Warn("no metadata store; give --metadata-store DIR or \"\" to silence this", "err", err)
+			ms = nil
 		}
 		if ms != nil {
 			defer ms.Close()

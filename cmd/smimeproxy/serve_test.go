@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +72,35 @@ func TestServeBadFlags(t *testing.T) {
 		if !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("serve %v: stderr %q, want %q", tt.args, stderr, tt.want)
 		}
+	}
+}
+
+// TestServeMetadataStorePlace: a default metadata store that cannot be created (a read-only home, a container)
+// costs only a warning; one asked for with --metadata-store must work or serve does not start.
+func TestServeMetadataStorePlace(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	v := testenv.StartVault(t)
+	notDir := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CACHE_HOME", notDir) // <file>/smimeproxy/metadata cannot be made
+	vars := map[string]string{"HOME": t.TempDir(), "VAULT_ADDR": v.Addr(), "VAULT_TOKEN": v.RootToken(), "VAULT_CACERT": v.CACert()}
+	base := []string{"--listen", "127.0.0.1:0", "--upstream", "imaps://" + d.TLSAddr(), "--upstream-ca-file", d.CAFile(), "--log-level", "warn"}
+
+	env, _, stderr := testEnv(vars)
+	p := startServe(t, env, stderr, base...)
+	p.stop()
+	if !strings.Contains(stderr.String(), "no metadata store") {
+		t.Errorf("serve with an unusable default store: no warning in %q", stderr.String())
+	}
+
+	env, _, stderr = testEnv(vars)
+	fs, sf := newServeFlagSet()
+	if code := sf.run(context.Background(), env, fs, append(base, "--metadata-store", filepath.Join(notDir, "m"))); code == exitOK {
+		t.Errorf("serve with an unusable --metadata-store started (exit %d)", code)
+	}
+	if !strings.Contains(stderr.String(), "--metadata-store") {
+		t.Errorf("serve with an unusable --metadata-store: %q", stderr.String())
 	}
 }
