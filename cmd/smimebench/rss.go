@@ -123,7 +123,9 @@ func rssOnce(tb testenv.TB, logDir, bin string, env []string, dovecotAddr string
 		return rssResult{}, fmt.Errorf("smimebench: %w", err)
 	}
 	defer logf.Close()
-	child := exec.Command(bin, "serve", "--listen", addr, "--upstream", "imap://"+dovecotAddr)
+	// The metadata store as deployed (on), in the run's own directory rather than the user's ~/.cache.
+	child := exec.Command(bin, "serve", "--listen", addr, "--upstream", "imap://"+dovecotAddr,
+		"--metadata-store", filepath.Join(logDir, fmt.Sprintf("metadata%d", run)))
 	child.Env = env
 	child.Stdout, child.Stderr = logf, logf
 	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
