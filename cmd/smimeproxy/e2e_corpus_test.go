@@ -121,10 +121,11 @@ func bobCorpus(t *testing.T) []e2eMsg {
 	msgs = append(msgs, e2eMsg{name: "gen/header-protection", want: "decrypted", marker: "kangaroo-3", secret: true,
 		raw: p7mMessage(hpOuter, envelopeTo(t, hp, cmsKeys+"p384.pem", "aes-128-cbc"), "enveloped-data")})
 
-	// Corrupt: the last ciphertext byte flipped (CBC padding breaks), a truncated DER, a body that is not base64.
+	// Corrupt: a flipped ciphertext bit that always breaks the CBC padding, a truncated DER, a body that is not
+	// base64.
 	der := readFile(t, cmsFixtures+"rsa-v15-aes128-cbc.der")
 	flipped := append([]byte(nil), der...)
-	flipped[len(flipped)-1] ^= 0x5a
+	flipped[len(flipped)-17] ^= 0x80 // the last plaintext byte's high bit (CBC): the padding is always invalid
 	msgs = append(msgs,
 		e2eMsg{name: "corrupt/flipped", want: "undecryptable", reason: "corrupt", raw: p7mMessage(e2eOuter, flipped, "enveloped-data")},
 		e2eMsg{name: "corrupt/truncated", want: "undecryptable", reason: "corrupt", raw: p7mMessage(e2eOuter, der[:len(der)/2], "enveloped-data")},

@@ -100,8 +100,13 @@ func TestTampering(t *testing.T) {
 			}
 			for what, off := range offs {
 				for _, mask := range []byte{0x80, 0x01} {
-					_, _, err := decryptAs(t, flip(in, off, mask), c.who)
-					if err != ErrDecryption {
+					out, _, err := decryptAs(t, flip(in, off, mask), c.who)
+					// CBC without integrity: a garbled last block (a flipped content byte there, or a wrong
+					// key from RSA's implicit rejection) still ends in valid padding about once in 256 tries.
+					// Then the output is garbage, never the message; every other failure is ErrDecryption.
+					// A flip in the next-to-last block always breaks the padding.
+					garbled := !env.auth && err == nil && !bytes.Equal(out, msg) && what != "content penultimate blk"
+					if err != ErrDecryption && !garbled {
 						t.Errorf("flip %#x in %s: Decrypt() = %v, want exactly ErrDecryption", mask, what, err)
 					}
 				}

@@ -202,9 +202,11 @@ func TestProcessUndecryptable(t *testing.T) {
 	der := envelop(t, []byte(plainEntity), other.Cert)
 	truncated := []byte(outerHeader + p7mPart(der[:len(der)-40]))
 	check("truncated CMS", truncated, &ring{keys: []smime.Key{other}}, nil, smime.ReasonCorrupt)
-	// A flipped bit in the last ciphertext block breaks the CBC padding.
+	// The high bit of the next-to-last ciphertext block's last byte flips the same bit of the last plaintext
+	// byte (CBC), so the padding length becomes ≥ 128: always invalid. (Flipping the last block itself
+	// garbles it, and 1 in ~256 garbled blocks still ends in valid padding.)
 	flipped := append([]byte(nil), der...)
-	flipped[len(flipped)-1] ^= 1
+	flipped[len(flipped)-17] ^= 0x80
 	check("flipped ciphertext", []byte(outerHeader+p7mPart(flipped)), &ring{keys: []smime.Key{other}}, nil, smime.ReasonCorrupt)
 	unknownCTE := []byte(outerHeader + "Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n")
 	check("unknown transfer encoding", unknownCTE, &ring{keys: []smime.Key{other}}, nil, smime.ReasonCorrupt)
