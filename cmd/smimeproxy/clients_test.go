@@ -167,6 +167,9 @@ func TestClientNeomutt(t *testing.T) {
 	cw.checkSecrets("serve log", cw.p.stderr.String())
 }
 
+// cacheHomeAtStart is XDG_CACHE_HOME as the test binary found it, where scripts/setup.sh installs things.
+var cacheHomeAtStart = os.Getenv("XDG_CACHE_HOME")
+
 // imapflowDir is where scripts/setup.sh installed imapflow (npm ci into a cache named after the lock file).
 func imapflowDir(t *testing.T) string {
 	t.Helper()
@@ -175,7 +178,7 @@ func imapflowDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(lock)
-	cache := os.Getenv("XDG_CACHE_HOME")
+	cache := cacheHomeAtStart // not the temporary one startServe sets
 	if cache == "" {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache")

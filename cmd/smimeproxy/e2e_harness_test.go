@@ -139,9 +139,6 @@ func (w *e2eWorld) serve(upstream string, args ...string) *serveProc {
 // (or earlier with stop, which expects exit 0). stderr is what env writes to, shown when the test fails.
 func startServe(t *testing.T, env *cmdEnv, stderr fmt.Stringer, args ...string) *serveProc {
 	t.Helper()
-	fs, sf := newServeFlagSet()
-	addrCh := make(chan string, 1)
-	sf.onListen = func(a string) { addrCh <- a }
 	p := &serveProc{}
 	store := false
 	for i, a := range args {
@@ -150,11 +147,14 @@ func startServe(t *testing.T, env *cmdEnv, stderr fmt.Stringer, args ...string) 
 		}
 		store = store || a == "--metadata-store" || strings.HasPrefix(a, "--metadata-store=")
 	}
-	// Never the user's own ~/.cache: the default store goes to a temporary XDG_CACHE_HOME, unless the test
-	// already pointed it into the temporary directory itself.
+	// Never the user's own ~/.cache: the default store (read when the flag set is made) goes to a temporary
+	// XDG_CACHE_HOME, unless the test already pointed it into the temporary directory itself.
 	if !store && !strings.HasPrefix(os.Getenv("XDG_CACHE_HOME"), os.TempDir()) {
 		t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	}
+	fs, sf := newServeFlagSet()
+	addrCh := make(chan string, 1)
+	sf.onListen = func(a string) { addrCh <- a }
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() { code <- sf.run(ctx, env, fs, args) }()
