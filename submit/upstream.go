@@ -2,16 +2,16 @@ package submit
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smimeproxy/smimeproxy/backend"
 )
 
 // Target is a parsed submission upstream URL.
@@ -61,36 +61,10 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// tlsConfig builds the TLS configuration for host, as the IMAP side does (backend): system roots plus
+// tlsConfig builds the TLS configuration for host as the IMAP side does (backend.ClientTLS): system roots plus
 // Options.CAFile, TLS 1.2 at least, the host name verified.
 func (o *Options) tlsConfig(host string) (*tls.Config, error) {
-	cfg := &tls.Config{}
-	if o.TLSConfig != nil {
-		cfg = o.TLSConfig.Clone()
-	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = tls.VersionTLS12
-	}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("submit: upstream CA file: %w", err)
-		}
-		pool := cfg.RootCAs
-		if pool == nil {
-			if pool, err = x509.SystemCertPool(); err != nil || pool == nil {
-				pool = x509.NewCertPool()
-			}
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("submit: upstream CA file %s: no PEM certificate", o.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	return cfg, nil
+	return backend.ClientTLS(o.TLSConfig, host, o.CAFile)
 }
 
 // dial connects to the submission upstream: implicit TLS, or STARTTLS when the server offers it; plaintext only

@@ -2,10 +2,7 @@ package vaultcfg
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
-	"strings"
 )
 
 // metastoreKeyPath is where a one-user proxy (Config.User) keeps the key of its metadata store, inside the
@@ -35,36 +32,5 @@ func (s *Store) MetastoreKey(ctx context.Context, user string) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("vaultcfg: this proxy serves %q only, not %q", s.cfg.User, user)
 	}
-	p := s.apiPath("data", rel)
-	for attempt := 0; attempt < 3; attempt++ {
-		sec, err := s.c.read(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		if sec != nil && sec.Data != nil {
-			data, _ := sec.Data["data"].(map[string]any)
-			v, _ := data["key"].(string)
-			key, err := base64.StdEncoding.DecodeString(v)
-			if err != nil || len(key) < 32 {
-				return nil, fmt.Errorf("vaultcfg: %s: unusable metadata-store key (delete it to have a new one made)", p)
-			}
-			return key, nil
-		}
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("vaultcfg: metadata-store key: %w", err)
-		}
-		_, err = s.c.write(ctx, "write", p, map[string]any{
-			"data":    map[string]any{"key": base64.StdEncoding.EncodeToString(key)},
-			"options": map[string]any{"cas": 0},
-		})
-		if err == nil {
-			return key, nil
-		}
-		if !strings.Contains(err.Error(), "check-and-set") {
-			return nil, err
-		}
-		// Another proxy wrote one first: read it.
-	}
-	return nil, fmt.Errorf("vaultcfg: %s: could not create the metadata-store key", p)
+	return s.stateKey(ctx, s.apiPath("data", rel), "metadata-store key")
 }

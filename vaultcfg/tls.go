@@ -75,7 +75,13 @@ const markerPath = ".proxy/marker-key"
 // secret: whoever holds it can forge the marker (never more than making the proxy copy a message of the
 // same user's mailbox).
 func (s *Store) MarkerKey(ctx context.Context) ([]byte, error) {
-	p := s.apiPath("data", s.statePath(markerPath))
+	return s.stateKey(ctx, s.apiPath("data", s.statePath(markerPath)), "marker key")
+}
+
+// stateKey reads the 32-byte random key kept at the KV data path p, creating it on first use with
+// check-and-set (cas=0), so that proxies starting at once agree on one key: the one whose write lost reads the
+// winner's. what names the key in errors.
+func (s *Store) stateKey(ctx context.Context, p, what string) ([]byte, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		sec, err := s.c.read(ctx, p)
 		if err != nil {
@@ -86,13 +92,13 @@ func (s *Store) MarkerKey(ctx context.Context) ([]byte, error) {
 			v, _ := data["key"].(string)
 			key, err := base64.StdEncoding.DecodeString(v)
 			if err != nil || len(key) < 32 {
-				return nil, fmt.Errorf("vaultcfg: %s: unusable marker key (delete it to have a new one made)", p)
+				return nil, fmt.Errorf("vaultcfg: %s: unusable %s (delete it to have a new one made)", p, what)
 			}
 			return key, nil
 		}
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("vaultcfg: marker key: %w", err)
+			return nil, fmt.Errorf("vaultcfg: %s: %w", what, err)
 		}
 		_, err = s.c.write(ctx, "write", p, map[string]any{
 			"data":    map[string]any{"key": base64.StdEncoding.EncodeToString(key)},
@@ -106,5 +112,5 @@ func (s *Store) MarkerKey(ctx context.Context) ([]byte, error) {
 		}
 		// Another proxy wrote one first: read it.
 	}
-	return nil, fmt.Errorf("vaultcfg: %s: could not create the marker key", p)
+	return nil, fmt.Errorf("vaultcfg: %s: could not create the %s", p, what)
 }

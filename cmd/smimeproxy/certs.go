@@ -23,7 +23,7 @@ func init() {
 }
 
 // certsSub are the subcommands of certs.
-var certsSub = map[string]func(ctx context.Context, env *cmdEnv, args []string) int{
+var certsSub = map[string]subcommand{
 	"import": runCertsImport,
 	"list":   runCertsList,
 	"remove": runCertsRemove,
@@ -39,21 +39,7 @@ func certsUsage(env *cmdEnv) {
 }
 
 func runCerts(ctx context.Context, env *cmdEnv, args []string) int {
-	if len(args) == 0 {
-		certsUsage(env)
-		return exitError
-	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		certsUsage(env)
-		return exitOK
-	}
-	sub, ok := certsSub[args[0]]
-	if !ok {
-		fmt.Fprintf(env.stderr, "smimeproxy certs: unknown subcommand %q\n", args[0])
-		certsUsage(env)
-		return exitError
-	}
-	return sub(ctx, env, args[1:])
+	return runSubcommand(ctx, env, "certs", certsSub, certsUsage, args)
 }
 
 func newCertsFlagSet(sub string, env *cmdEnv, usage string) (*flag.FlagSet, *keysFlags) {

@@ -28,7 +28,7 @@ func init() {
 }
 
 // keysSub are the subcommands of keys.
-var keysSub = map[string]func(ctx context.Context, env *cmdEnv, args []string) int{
+var keysSub = map[string]subcommand{
 	"import": runKeysImport,
 	"list":   runKeysList,
 	"remove": runKeysRemove,
@@ -44,18 +44,27 @@ func keysUsage(env *cmdEnv) {
 }
 
 func runKeys(ctx context.Context, env *cmdEnv, args []string) int {
+	return runSubcommand(ctx, env, "keys", keysSub, keysUsage, args)
+}
+
+// subcommand is one subcommand of a command group (keys, certs, cache).
+type subcommand = func(ctx context.Context, env *cmdEnv, args []string) int
+
+// runSubcommand runs the subcommand of group that args name: usage and exit 2 without one or with an unknown
+// one, usage and exit 0 for -h.
+func runSubcommand(ctx context.Context, env *cmdEnv, group string, subs map[string]subcommand, usage func(*cmdEnv), args []string) int {
 	if len(args) == 0 {
-		keysUsage(env)
+		usage(env)
 		return exitError
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		keysUsage(env)
+		usage(env)
 		return exitOK
 	}
-	sub, ok := keysSub[args[0]]
+	sub, ok := subs[args[0]]
 	if !ok {
-		fmt.Fprintf(env.stderr, "smimeproxy keys: unknown subcommand %q\n", args[0])
-		keysUsage(env)
+		fmt.Fprintf(env.stderr, "smimeproxy %s: unknown subcommand %q\n", group, args[0])
+		usage(env)
 		return exitError
 	}
 	return sub(ctx, env, args[1:])
