@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -105,7 +104,7 @@ func TestUpstreamLoss(t *testing.T) {
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	seed(t, d, "alice")
 	addr, _ := startProxy(t, d, nil)
-	base := runtime.NumGoroutine()
+	leaks := testenv.LeakCheck(t)
 
 	bye := make(chan string, 1)
 	c, err := imapclient.DialInsecure(addr, nil)
@@ -127,7 +126,7 @@ func TestUpstreamLoss(t *testing.T) {
 		t.Fatal("client connection still open 15 s after the upstream died")
 	}
 	c.Close()
-	testenv.WaitGoroutines(t, base, 10*time.Second)
+	leaks(10*time.Second)
 }
 
 // TestUpstreamLossBye checks the BYE text on the wire with a raw client: the server's own BYE when it says

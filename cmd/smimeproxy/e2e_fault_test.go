@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +38,7 @@ func TestE2EUpstreamDrop(t *testing.T) {
 		t.Fatalf("warm-up: %q", statusFields(b))
 	}
 	time.Sleep(200 * time.Millisecond)
-	base := runtime.NumGoroutine()
+	leaks := testenv.LeakCheck(t)
 
 	conn, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
 	if err != nil {
@@ -84,7 +83,7 @@ func TestE2EUpstreamDrop(t *testing.T) {
 		t.Error("plaintext of the cut message reached the client")
 	}
 	conn.Close()
-	testenv.WaitGoroutines(t, base, 15*time.Second)
+	leaks(15*time.Second)
 
 	// The proxy still serves new sessions through the (re-opened) upstream path.
 	relay.CutAfter(-1)

@@ -1,21 +1,28 @@
 package testenv
 
 import (
-	"runtime"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
-// WaitGoroutines waits up to timeout for the number of goroutines to fall back to base (taken before the
-// code under test started some), and fails with every goroutine's stack when it does not: a leak.
-func WaitGoroutines(t TB, base int, timeout time.Duration) {
+// LeakCheck snapshots the goroutines running now (the test's own helpers, servers started before the code
+// under test) and returns a check to call when that code has stopped: it waits up to timeout for every
+// goroutine started since to end, and fails with the stacks of those that did not (go.uber.org/goleak).
+func LeakCheck(t TB) func(timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), base, buf[:n])
+	before := goleak.IgnoreCurrent()
+	return func(timeout time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for {
+			err := goleak.Find(before) // retries for about 2 s itself
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("goroutines left running: %v", err)
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
