@@ -222,6 +222,10 @@ func (d *Decrypter) Rewrite(ctx context.Context, m MessageRef, raw func() ([]byt
 	for attempt := 0; ; attempt++ {
 		b, err, shared := d.cache.do(key, func() ([]byte, bool, error) {
 			served, cacheable, err := d.process(ctx, m, raw)
+			if err == nil && !cacheable && ctx.Err() != nil {
+				// Our client went away in the middle (a Transit call cut short): waiters retry with theirs.
+				err = ctx.Err()
+			}
 			if err == nil && cacheable {
 				d.storeMeta(ctx, m, served)
 			}
@@ -347,7 +351,8 @@ func (k *keyring) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) {
 	}
 	out := make([]smime.Key, 0, len(keys))
 	for _, key := range keys {
-		out = append(out, smime.Key{Cert: key.Cert, Private: key.Private})
+		// A Transit key's Decrypt (a fixed crypto.Decrypter signature) runs under this request's context.
+		out = append(out, smime.Key{Cert: key.Cert, Private: keystore.BindContext(k.ctx, key.Private)})
 	}
 	k.lastKeys, k.lastErr = out, nil
 	return out, nil

@@ -61,3 +61,18 @@ type PutOptions struct {
 	// Transit stores an RSA key in Vault Transit instead of KV. Stores that have no Transit refuse it.
 	Transit bool
 }
+
+// ContextBinder is implemented by private keys whose operations are remote calls (a Vault Transit key):
+// crypto.Decrypter and crypto.Signer take no context, so BindContext returns the same key with its calls bound
+// to ctx, cancelled when the request that needs them goes away.
+type ContextBinder interface {
+	BindContext(ctx context.Context) crypto.PrivateKey
+}
+
+// BindContext returns key bound to ctx when it is a ContextBinder, else key itself.
+func BindContext(ctx context.Context, key crypto.PrivateKey) crypto.PrivateKey {
+	if b, ok := key.(ContextBinder); ok {
+		return b.BindContext(ctx)
+	}
+	return key
+}

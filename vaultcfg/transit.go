@@ -331,3 +331,38 @@ func isNotFound(err error) bool {
 	var ve *vaultError
 	return errors.As(err, &ve) && ve.class == ErrVault && ve.status == 404
 }
+
+// WithContext returns k bound to ctx: its Decrypt and Sign (the fixed signatures of crypto.Decrypter and
+// crypto.Signer, which take no context) run their Vault call under ctx, within the Store's request timeout, so
+// that a caller that goes away (a mail client that disconnects) cancels it. It is the same idea as
+// tls.ClientHelloInfo.Context: the callback's signature is fixed, the value carries the cancellation.
+func (k *TransitKey) WithContext(ctx context.Context) *BoundTransitKey {
+	return &BoundTransitKey{k: k, ctx: ctx}
+}
+
+// BindContext implements keystore.ContextBinder: WithContext as a crypto.PrivateKey.
+func (k *TransitKey) BindContext(ctx context.Context) crypto.PrivateKey { return k.WithContext(ctx) }
+
+// BoundTransitKey is a TransitKey whose calls run under one context (TransitKey.WithContext). It implements
+// crypto.Decrypter and crypto.Signer.
+type BoundTransitKey struct {
+	k   *TransitKey
+	ctx context.Context
+}
+
+// Public implements crypto.Decrypter and crypto.Signer.
+func (b *BoundTransitKey) Public() crypto.PublicKey { return b.k.pub }
+
+// Decrypt implements crypto.Decrypter under the bound context; see TransitKey.DecryptContext.
+func (b *BoundTransitKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.k.timeout)
+	defer cancel()
+	return b.k.DecryptContext(ctx, random, ciphertext, opts)
+}
+
+// Sign implements crypto.Signer under the bound context; see TransitKey.SignContext.
+func (b *BoundTransitKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.k.timeout)
+	defer cancel()
+	return b.k.SignContext(ctx, digest, opts)
+}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -210,5 +212,44 @@ func TestLookupSkipsUnparsableSecret(t *testing.T) {
 	}
 	if !strings.Contains(e.log.String(), "skipping unusable key") || !strings.Contains(e.log.String(), "00ff") {
 		t.Errorf("the unusable secret was not logged:\n%s", e.log.String())
+	}
+}
+
+// TestTransitKeyBoundContext: a Transit key bound to a request's context (keystore.BindContext, as decrypt
+// binds it) stops its Vault call when that context ends, and works like the key itself while it lives.
+func TestTransitKeyBoundContext(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.open(e.config(e.v.RootToken()))
+	key := rsaKey(t, 0)
+	e.addKey(key)
+	cert := newCert(t, key, "dora@example.com", time.Now())
+	if _, err := s.Put(ctx, "dora", []*x509.Certificate{cert}, key, keystore.PutOptions{Transit: true}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Lookup(ctx, "dora", cms.RecipientIDsOf(cert))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("Lookup(dora) = %v, %v", keys, err)
+	}
+	cek := []byte("0123456789abcdef0123456789abcdef")
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &key.PublicKey, cek, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oaep := &rsa.OAEPOptions{Hash: crypto.SHA256}
+
+	live := keystore.BindContext(ctx, keys[0].Private).(crypto.Decrypter)
+	if got, err := live.Decrypt(rand.Reader, ct, oaep); err != nil || !bytes.Equal(got, cek) {
+		t.Fatalf("bound key, live context: Decrypt() = %x, %v", got, err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	dead := keystore.BindContext(gone, keys[0].Private).(crypto.Decrypter)
+	start := time.Now()
+	if _, err := dead.Decrypt(rand.Reader, ct, oaep); !errors.Is(err, context.Canceled) {
+		t.Errorf("bound key, cancelled context: Decrypt() = %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("cancelled call took %v", d)
 	}
 }
