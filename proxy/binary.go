@@ -28,6 +28,9 @@ func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBo
 	if len(sec.Part) > 0 && !exists(sec.Part) {
 		return nil
 	}
+	if b, ok := headerFields(msg, sec); ok {
+		return b
+	}
 	whole := *sec
 	whole.Partial = nil
 	return imapserver.ExtractBodySection(bytes.NewReader(msg), &whole)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -30,6 +31,37 @@ type fetchReq struct {
 	bodyNames []string
 	uids      map[uint32]bool
 	answered  map[uint32]bool
+
+	// parsedMu guards parsed: the response forms of section items (BODY[HEADER.FIELDS (...)] ...) parsed
+	// once per command instead of once per message (responseSection).
+	parsedMu sync.Mutex
+	parsed   map[string]parsedSection
+}
+
+type parsedSection struct {
+	sr sectionReq
+	ok bool
+}
+
+// responseSection is parseSectionItem(name, false), remembered in req (which may be nil) for the command's
+// other messages: a header sync names the same section in every response.
+func responseSection(req *fetchReq, name []byte) (sectionReq, bool) {
+	if req == nil {
+		return parseSectionItem(name, false)
+	}
+	req.parsedMu.Lock()
+	defer req.parsedMu.Unlock()
+	if p, ok := req.parsed[string(name)]; ok {
+		return p.sr, p.ok
+	}
+	sr, ok := parseSectionItem(name, false)
+	if req.parsed == nil {
+		req.parsed = map[string]parsedSection{}
+	}
+	if len(req.parsed) < 64 {
+		req.parsed[string(name)] = parsedSection{sr, ok}
+	}
+	return sr, ok
 }
 
 // sectionReq is one requested section.

@@ -138,7 +138,7 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 		out = append(out, v.derive("imap-bodystructure", func() any { return imapfmt.BodyStructure(b, true) }).([]byte)...)
 		return
 	}
-	sr, ok := parseSectionItem(it.rawName, false)
+	sr, ok := responseSection(req, it.rawName)
 	if !ok {
 		out = append(out, "NIL"...)
 		return
