@@ -126,7 +126,7 @@ func TestUpstreamLoss(t *testing.T) {
 		t.Fatal("client connection still open 15 s after the upstream died")
 	}
 	c.Close()
-	leaks(10*time.Second)
+	leaks(10 * time.Second)
 }
 
 // TestUpstreamLossBye checks the BYE text on the wire with a raw client: the server's own BYE when it says

@@ -83,7 +83,7 @@ func TestE2EUpstreamDrop(t *testing.T) {
 		t.Error("plaintext of the cut message reached the client")
 	}
 	conn.Close()
-	leaks(15*time.Second)
+	leaks(15 * time.Second)
 
 	// The proxy still serves new sessions through the (re-opened) upstream path.
 	relay.CutAfter(-1)
