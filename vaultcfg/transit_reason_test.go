@@ -120,6 +120,13 @@ func TestTransitReasons(t *testing.T) {
 	check := func(name string, kr fixedKeyring, msg []byte, wantStatus smime.Status, wantReason string) {
 		t.Helper()
 		res := smime.Process(msg, kr, nil)
+		// A PKCS #1 v1.5 key transport that fails yields a random content key (implicit rejection, RFC 3218
+		// section 2.3.2), and a CBC body decrypted with it ends in valid padding about once in 256: then the
+		// message is "decrypted" to garbage, as in every S/MIME client. Never to the secret.
+		if wantReason == smime.ReasonCorrupt && strings.HasPrefix(name, "pkcs1v15 ") && res.Status == smime.Decrypted &&
+			!bytes.Contains(res.Served, []byte("secret meeting")) {
+			return
+		}
 		if res.Status != wantStatus || res.Reason != wantReason {
 			t.Errorf("%s: status %v reason %q, want %v %q", name, res.Status, res.Reason, wantStatus, wantReason)
 		}
