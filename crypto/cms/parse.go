@@ -350,6 +350,26 @@ func (e *Envelope) readRecipientInfos(ris cryptobyte.String) error {
 	return nil
 }
 
+// readCertID reads a RecipientIdentifier or SignerIdentifier (RFC 5652 sections 6.2.1 and 5.3), the same
+// CHOICE of issuerAndSerialNumber and [0] SubjectKeyIdentifier; who ("recipient", "signer") names it in errors.
+func readCertID(s *cryptobyte.String, who string) (RecipientID, error) {
+	switch {
+	case s.PeekASN1Tag(cbasn1.SEQUENCE):
+		id, ok := readIssuerAndSerial(s)
+		if !ok {
+			return RecipientID{}, malformed("bad %s issuer and serial number", who)
+		}
+		return id, nil
+	case s.PeekASN1Tag(tagCtx0):
+		var ski cryptobyte.String
+		if !s.ReadASN1(&ski, tagCtx0) || len(ski) == 0 {
+			return RecipientID{}, malformed("bad %s subject key identifier", who)
+		}
+		return RecipientID{SubjectKeyID: []byte(ski)}, nil
+	}
+	return RecipientID{}, malformed("bad %s identifier", who)
+}
+
 // readKeyTrans reads a KeyTransRecipientInfo (RFC 5652 section 6.2.1).
 func readKeyTrans(s cryptobyte.String) (recipientInfo, error) {
 	ri := recipientInfo{kind: kindKeyTrans}
@@ -357,21 +377,9 @@ func readKeyTrans(s cryptobyte.String) (recipientInfo, error) {
 	if !s.ReadASN1Integer(&version) {
 		return ri, malformed("bad key transport recipient info version")
 	}
-	switch {
-	case s.PeekASN1Tag(cbasn1.SEQUENCE):
-		id, ok := readIssuerAndSerial(&s)
-		if !ok {
-			return ri, malformed("bad issuer and serial number")
-		}
-		ri.id = id
-	case s.PeekASN1Tag(tagCtx0):
-		var ski cryptobyte.String
-		if !s.ReadASN1(&ski, tagCtx0) || len(ski) == 0 {
-			return ri, malformed("bad subject key identifier")
-		}
-		ri.id = RecipientID{SubjectKeyID: []byte(ski)}
-	default:
-		return ri, malformed("bad recipient identifier")
+	var err error
+	if ri.id, err = readCertID(&s, "recipient"); err != nil {
+		return ri, err
 	}
 	var ok bool
 	if ri.keyAlg, ok = readAlgorithm(&s); !ok {

@@ -305,21 +305,9 @@ func readSignerInfo(s cryptobyte.String) (signerInfo, error) {
 	if !s.ReadASN1Integer(&version) {
 		return si, malformed("bad signer info version")
 	}
-	switch {
-	case s.PeekASN1Tag(cbasn1.SEQUENCE):
-		id, ok := readIssuerAndSerial(&s)
-		if !ok {
-			return si, malformed("bad signer issuer and serial number")
-		}
-		si.sid = id
-	case s.PeekASN1Tag(tagCtx0):
-		var ski cryptobyte.String
-		if !s.ReadASN1(&ski, tagCtx0) || len(ski) == 0 {
-			return si, malformed("bad signer subject key identifier")
-		}
-		si.sid = RecipientID{SubjectKeyID: []byte(ski)}
-	default:
-		return si, malformed("bad signer identifier")
+	var err error
+	if si.sid, err = readCertID(&s, "signer"); err != nil {
+		return si, err
 	}
 	var ok bool
 	if si.digestAlg, ok = readAlgorithm(&s); !ok {
