@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -204,27 +205,13 @@ service imap-login {
 		}
 		d.Stop()
 	})
-	deadline := time.Now().Add(dovecotStartTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", d.addr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "* OK") {
-				return d
-			}
-		}
-		select {
-		case <-d.exited:
-			t.Fatalf("testenv: dovecot exited at start:\n%s", d.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: dovecot did not greet on %s within %v: %v\n%s", d.addr, dovecotStartTimeout, err, d.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
+	switch err := awaitGreeting(d.addr, "* OK", dovecotStartTimeout, d.exited); {
+	case errors.Is(err, errExited):
+		t.Fatalf("testenv: dovecot exited at start:\n%s", d.Log())
+	case err != nil:
+		t.Fatalf("testenv: dovecot did not greet on %s: %v\n%s", d.addr, err, d.Log())
 	}
+	return d
 }
 
 func dovecotPort(t TB) int {
@@ -386,5 +373,35 @@ func (d *Dovecot) SeedMaildir(user, mailbox string, msgs [][]byte) {
 		if err := os.Chown(p, d.uid, d.gid); err != nil {
 			d.t.Fatalf("testenv: %v", err)
 		}
+	}
+}
+
+// errExited is awaitGreeting's error when the server process ended first.
+var errExited = errors.New("the server exited")
+
+// awaitGreeting dials addr until the server's first line starts with prefix ("* OK" for IMAP, "220" for
+// SMTP), the server process ends (exited is closed; nil when not watched), or timeout passes.
+func awaitGreeting(addr, prefix string, timeout time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, prefix) {
+				return nil
+			}
+			err = fmt.Errorf("greeting %q", line)
+		}
+		select {
+		case <-exited:
+			return errExited
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no greeting within %v: %w", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

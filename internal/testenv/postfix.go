@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -11,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // PostfixBin is the postfix control command (apt: postfix).
@@ -151,22 +148,10 @@ smtpd_relay_restrictions = %[4]s
 		}
 		p.Stop()
 	})
-	deadline := time.Now().Add(dovecotStartTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", p.addr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "220") {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: postfix did not greet on %s: %v\n%s", p.addr, err, p.Log())
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := awaitGreeting(p.addr, "220", dovecotStartTimeout, nil); err != nil {
+		t.Fatalf("testenv: postfix did not greet on %s: %v\n%s", p.addr, err, p.Log())
 	}
+	return p
 }
 
 // Addr is the smtpd listener, 127.0.0.1:port.
