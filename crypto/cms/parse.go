@@ -122,10 +122,10 @@ func ContentType(ber []byte) (asn1.ObjectIdentifier, error) {
 	return oid, err
 }
 
-// SignedContent returns the encapsulated content (eContent, RFC 5652 section 5.2) of a SignedData ContentInfo
-// (opaque signed-data), WITHOUT verifying any signature. It returns ErrNotSigned (wrapped) for other content
-// types, ErrMalformed when the structure is broken or has no eContent (detached signature).
-func SignedContent(ber []byte) ([]byte, error) {
+// openSignedData reads ber (DER or BER) as a ContentInfo of type SignedData and returns the contents of its
+// SignedData SEQUENCE (RFC 5652 section 5.1): ErrNotSigned (wrapped) for another content type, ErrMalformed
+// for a broken structure.
+func openSignedData(ber []byte) (cryptobyte.String, error) {
 	der, _, err := toDER(ber)
 	if err != nil {
 		return nil, err
@@ -137,12 +137,26 @@ func SignedContent(ber []byte) ([]byte, error) {
 	if !oid.Equal(OIDSignedData) {
 		return nil, fmt.Errorf("%w: content type %v", ErrNotSigned, oid)
 	}
+	var sd cryptobyte.String
+	if !content.ReadASN1(&sd, cbasn1.SEQUENCE) || !content.Empty() {
+		return nil, malformed("bad signed-data")
+	}
+	return sd, nil
+}
+
+// SignedContent returns the encapsulated content (eContent, RFC 5652 section 5.2) of a SignedData ContentInfo
+// (opaque signed-data), WITHOUT verifying any signature. It returns ErrNotSigned (wrapped) for other content
+// types, ErrMalformed when the structure is broken or has no eContent (detached signature).
+func SignedContent(ber []byte) ([]byte, error) {
+	sd, err := openSignedData(ber)
+	if err != nil {
+		return nil, err
+	}
 	// SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo, ... } (RFC 5652 section 5.1)
-	var sd, eci, eContent cryptobyte.String
+	var eci, eContent cryptobyte.String
 	var version int64
 	var eType asn1.ObjectIdentifier
-	if !content.ReadASN1(&sd, cbasn1.SEQUENCE) || !content.Empty() ||
-		!sd.ReadASN1Integer(&version) || !sd.SkipASN1(cbasn1.SET) ||
+	if !sd.ReadASN1Integer(&version) || !sd.SkipASN1(cbasn1.SET) ||
 		!sd.ReadASN1(&eci, cbasn1.SEQUENCE) || !eci.ReadASN1ObjectIdentifier(&eType) {
 		return nil, malformed("bad signed-data")
 	}

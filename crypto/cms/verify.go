@@ -215,21 +215,13 @@ func Verify(ber []byte, detached []byte, opts *VerifyOptions) (*Signed, error) {
 }
 
 func parseSignedData(ber []byte) (*signedData, error) {
-	der, _, err := toDER(ber)
+	sd, err := openSignedData(ber)
 	if err != nil {
 		return nil, err
 	}
-	oid, content, err := contentInfo(der)
-	if err != nil {
-		return nil, err
-	}
-	if !oid.Equal(OIDSignedData) {
-		return nil, fmt.Errorf("%w: content type %v", ErrNotSigned, oid)
-	}
-	var sd, digestAlgs, eci cryptobyte.String
+	var digestAlgs, eci cryptobyte.String
 	var version int64
-	if !content.ReadASN1(&sd, cbasn1.SEQUENCE) || !content.Empty() || !sd.ReadASN1Integer(&version) ||
-		!sd.ReadASN1(&digestAlgs, cbasn1.SET) || !sd.ReadASN1(&eci, cbasn1.SEQUENCE) {
+	if !sd.ReadASN1Integer(&version) || !sd.ReadASN1(&digestAlgs, cbasn1.SET) || !sd.ReadASN1(&eci, cbasn1.SEQUENCE) {
 		return nil, malformed("bad signed-data")
 	}
 	if version < 1 || version > 5 {
