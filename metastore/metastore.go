@@ -243,6 +243,25 @@ func RemoveFile(dir, user string) error {
 	if _, err := os.Stat(path); err != nil {
 		return err
 	}
+	return Rotate(dir, user, nil)
+}
+
+// Rotate is the key rotation of user's store (`smimeproxy cache rotate-key`): holding the file's lock, so
+// that no proxy can be writing under the old key, it calls replaceKey (which replaces the user's key in
+// Vault), then deletes the file. The store is derived data: the proxy rebuilds it under the new key on the
+// next sync. The order is crash-safe: killed after the new key is written but before the file is gone, the
+// file no longer opens under the new key and the next open starts it afresh. With no file only replaceKey
+// runs; with a nil replaceKey the file is only deleted. It refuses while a running proxy holds the file.
+func Rotate(dir, user string, replaceKey func() error) error {
+	path := filepath.Join(dir, FileName(user))
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if replaceKey == nil {
+			return nil
+		}
+		return replaceKey()
+	} else if err != nil {
+		return fmt.Errorf("metastore: %w", err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -250,9 +269,13 @@ func RemoveFile(dir, user string) error {
 		}
 		return fmt.Errorf("metastore: %w", err)
 	}
-	err = os.Remove(path)
-	db.Close()
-	if err != nil {
+	defer db.Close()
+	if replaceKey != nil {
+		if err := replaceKey(); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("metastore: %w", err)
 	}
 	return nil

@@ -313,3 +313,53 @@ func TestStatAndRemoveFile(t *testing.T) {
 		t.Fatalf("RemoveFile(no file) = %v", err)
 	}
 }
+
+// TestRotate: a key rotation refuses while a proxy holds the file (without touching the key), keeps the file
+// when replacing the key fails, and otherwise leaves no entry readable: the next store under the new key
+// starts empty and works.
+func TestRotate(t *testing.T) {
+	dir := t.TempDir()
+	key := keyOf("alice")
+	open := func() *Store {
+		s, err := Open(Options{Dir: dir, Namespace: "ns",
+			Key: func(context.Context, string) ([]byte, error) { return bytes.Clone(key), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	s.Put(context.Background(), "alice", "INBOX", 1, 1, val("secret subject"))
+	s.Flush()
+	called := false
+	newKey := func() error { called = true; key = keyOf("alice, rotated"); return nil }
+	if err := Rotate(dir, "alice", newKey); err == nil || called {
+		t.Fatalf("Rotate while the store is open = %v, key replaced: %v", err, called)
+	}
+	s.Close()
+	if err := Rotate(dir, "alice", func() error { return fmt.Errorf("vault down") }); err == nil || err.Error() != "vault down" {
+		t.Fatalf("Rotate with a failing key replacement = %v", err)
+	}
+	s = open()
+	mustGet(t, s, "alice", "INBOX", 1, 1, "secret subject")
+	s.Close()
+	if err := Rotate(dir, "alice", newKey); err != nil || !called {
+		t.Fatalf("Rotate = %v, key replaced: %v", err, called)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName("alice"))); !os.IsNotExist(err) {
+		t.Fatalf("the old file survived the rotation: %v", err)
+	}
+	s = open()
+	mustMiss(t, s, "alice", "INBOX", 1, 1)
+	s.Put(context.Background(), "alice", "INBOX", 1, 2, val("after"))
+	s.Flush()
+	s.Close()
+	s = open()
+	mustGet(t, s, "alice", "INBOX", 1, 2, "after")
+	s.Close()
+	// A user without a file still gets a new key.
+	called = false
+	if err := Rotate(dir, "bob", newKey); err != nil || !called {
+		t.Fatalf("Rotate(no file) = %v, key replaced: %v", err, called)
+	}
+}

@@ -62,3 +62,55 @@ func TestMetastoreKey(t *testing.T) {
 		t.Errorf("alice's token making bob's key: %v, want permission denied", err)
 	}
 }
+
+// TestRotateMetastoreKey: a rotation writes a new key that every proxy then reads; a user's own proxy rotates
+// its own key but not another user's; a user without a key gets one.
+func TestRotateMetastoreKey(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ptok := e.policyToken("smimeproxy-proxy", vaultcfg.ProxyPolicy(vaultcfg.Config{}))
+	shared := e.open(e.config(ptok))
+	a1, err := shared.MetastoreKey(ctx, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := shared.RotateMetastoreKey(ctx, "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	a2, err := e.open(e.config(ptok)).MetastoreKey(ctx, "alice@example.com")
+	if err != nil || len(a2) != 32 || bytes.Equal(a1, a2) {
+		t.Fatalf("key after rotation: %d bytes, %v, unchanged: %v", len(a2), err, bytes.Equal(a1, a2))
+	}
+	if err := shared.RotateMetastoreKey(ctx, "carol@example.com"); err != nil {
+		t.Fatalf("rotating a key never made: %v", err)
+	}
+	if c, err := shared.MetastoreKey(ctx, "carol@example.com"); err != nil || len(c) != 32 {
+		t.Fatalf("carol's key after a first rotation: %d bytes, %v", len(c), err)
+	}
+
+	hcl, err := vaultcfg.UserPolicy(vaultcfg.Config{}, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config(e.policyToken("smimeproxy-alice", hcl))
+	cfg.User = "alice@example.com"
+	own := e.open(cfg)
+	k1, err := own.MetastoreKey(ctx, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := own.RotateMetastoreKey(ctx, "alice@example.com"); err != nil {
+		t.Fatalf("alice rotating her own key: %v", err)
+	}
+	if k2, err := e.open(cfg).MetastoreKey(ctx, "alice@example.com"); err != nil || bytes.Equal(k1, k2) {
+		t.Fatalf("own key after rotation: %v, unchanged %v", err, bytes.Equal(k1, k2))
+	}
+	if err := own.RotateMetastoreKey(ctx, "bob@example.com"); err == nil {
+		t.Error("alice's proxy rotated bob's key")
+	}
+	bobCfg := e.config(cfg.Token)
+	bobCfg.User = "bob@example.com"
+	if err := e.open(bobCfg).RotateMetastoreKey(ctx, "bob@example.com"); !errors.Is(err, vaultcfg.ErrPermissionDenied) {
+		t.Errorf("alice's token rotating bob's key: %v, want permission denied", err)
+	}
+}

@@ -13,29 +13,31 @@ import (
 func init() {
 	register(command{
 		name:    "cache",
-		summary: "show or clear a user's metadata store (serve --metadata-store): cache stats|clear --user U",
+		summary: "show, clear or re-key a user's metadata store (serve --metadata-store): cache stats|clear|rotate-key --user U",
 		run:     runCache,
-		flags:   func() *flag.FlagSet { fs, _, _ := newCacheFlagSet(); return fs },
+		flags:   func() *flag.FlagSet { fs, _, _, _ := newCacheFlagSet(); return fs },
 	})
 }
 
-func newCacheFlagSet() (*flag.FlagSet, *string, *string) {
+func newCacheFlagSet() (*flag.FlagSet, *string, *string, *vaultFlags) {
 	fs := flag.NewFlagSet("cache", flag.ContinueOnError)
-	user := fs.String("user", "", "IMAP login whose store to show or clear")
+	user := fs.String("user", "", "IMAP login whose store to show, clear or re-key")
 	dir := fs.String("metadata-store", defaultMetadataStore(), "directory of the metadata store, as given to serve")
-	return fs, user, dir
+	vf := addVaultFlags(fs)
+	return fs, user, dir, vf
 }
 
-// runCache is `smimeproxy cache stats|clear --user U`. Neither needs Vault: stats reads the store's counters
-// (not secret), clear deletes the user's file (the proxy must not be running; it starts a new one on the
-// user's next fetch).
-func runCache(_ context.Context, env *cmdEnv, args []string) int {
-	fs, user, dir := newCacheFlagSet()
+// runCache is `smimeproxy cache stats|clear|rotate-key --user U`. stats and clear need no Vault: stats reads
+// the store's counters (not secret), clear deletes the user's file (the proxy must not be running; it starts a
+// new one on the user's next fetch). rotate-key replaces the user's store key in Vault (the Vault flags, as
+// given to serve, including --vault-user) and deletes the file sealed under the old one (metastore.Rotate).
+func runCache(ctx context.Context, env *cmdEnv, args []string) int {
+	fs, user, dir, vf := newCacheFlagSet()
 	fs.Usage = func() {
-		fmt.Fprintln(env.stderr, "usage: smimeproxy cache stats|clear --user U [--metadata-store DIR]")
+		fmt.Fprintln(env.stderr, "usage: smimeproxy cache stats|clear|rotate-key --user U [--metadata-store DIR] [Vault flags, for rotate-key]")
 		fs.PrintDefaults()
 	}
-	if len(args) == 0 || (args[0] != "stats" && args[0] != "clear") {
+	if len(args) == 0 || (args[0] != "stats" && args[0] != "clear" && args[0] != "rotate-key") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fs.SetOutput(env.stdout)
 			fs.Usage()
@@ -62,6 +64,19 @@ func runCache(_ context.Context, env *cmdEnv, args []string) int {
 		return fail(errors.New("no user: give --user U (the IMAP login)"))
 	case *dir == "":
 		return fail(errors.New("no metadata store: give --metadata-store DIR"))
+	}
+	if verb == "rotate-key" {
+		store, err := vf.openVault(ctx, env)
+		if err != nil {
+			return fail(err)
+		}
+		defer store.Close()
+		err = metastore.Rotate(*dir, *user, func() error { return store.RotateMetastoreKey(ctx, *user) })
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(env.stdout, "metadata store key of %s replaced in Vault; the store is rebuilt under the new key on the next sync\n", *user)
+		return exitOK
 	}
 	if verb == "clear" {
 		if err := metastore.RemoveFile(*dir, *user); err != nil && !os.IsNotExist(err) {
