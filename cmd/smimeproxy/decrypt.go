@@ -24,13 +24,14 @@ const (
 // maxDecryptInput bounds what decrypt reads; smime.Options.MaxSize bounds what it decrypts.
 const maxDecryptInput = 1 << 30
 
-func init() {
-	register(command{
+// decryptCommand is the 'decrypt' subcommand (main.go lists it).
+func decryptCommand() command {
+	return command{
 		name:    "decrypt",
 		summary: "decrypt one S/MIME message (file or stdin) as the proxy would serve it",
 		run:     runDecrypt,
 		flags:   func() *flag.FlagSet { fs, _ := newDecryptFlagSet(nil); return fs },
-	})
+	}
 }
 
 // listFlag is a repeatable string flag.

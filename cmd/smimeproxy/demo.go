@@ -11,12 +11,13 @@ import (
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
-func init() {
-	register(command{
+// demoCommand is the 'demo' subcommand (main.go lists it).
+func demoCommand() command {
+	return command{
 		name:    "demo",
 		summary: "run a self-contained demo: in-memory mail server with encrypted samples behind the proxy",
 		run:     runDemo,
-	})
+	}
 }
 
 // runDemo starts the demo and serves until ctx ends (Ctrl-C, SIGTERM); with --once it checks the demo through

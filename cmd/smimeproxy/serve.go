@@ -28,13 +28,14 @@ import (
 // defaultServeListen is where serve listens for mail clients unless --listen says otherwise.
 const defaultServeListen = "127.0.0.1:1143"
 
-func init() {
-	register(command{
+// serveCommand is the 'serve' subcommand (main.go lists it).
+func serveCommand() command {
+	return command{
 		name:    "serve",
 		summary: "run the IMAP proxy: mail clients connect here, mail stays on the upstream server",
 		run:     runServe,
 		flags:   func() *flag.FlagSet { fs, _ := newServeFlagSet(); return fs },
-	})
+	}
 }
 
 type serveFlags struct {
@@ -194,7 +195,10 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		if err != nil {
 			return fail(err)
 		}
-		opts.Rewriter = d
+		// The Decrypter is the Rewriter and every one of its helpers (proxy/hooks.go).
+		opts.Rewriter, opts.CandidateFilter, opts.CacheProbe, opts.DerivedCache = d, d, d, d
+		opts.HeaderGuard, opts.AppendGuard, opts.TextMatcher, opts.HeaderMatcher = d, d, d, d
+		opts.MetaSource, opts.MetaPruner = d, d
 		opts.EncryptAppends = sf.encryptAppends
 		if !sf.encryptAppends {
 			logger.Warn(encryptAppendsOffWarning)
