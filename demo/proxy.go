@@ -32,7 +32,7 @@ func (d *Demo) startProxy(ln net.Listener, rw *decrypt.Decrypter, log *slog.Logg
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			log.Warn("demo: proxy stopped", slog.Any("error", err))
+			log.Warn("demo: proxy stopped", slog.Any("err", err))
 		}
 	}()
 	d.closers = append(d.closers, srv.Close)

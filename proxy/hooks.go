@@ -48,7 +48,7 @@ type CacheProbe interface {
 
 // HeaderGuard names header fields whose presence makes a message a candidate besides its BODYSTRUCTURE: a
 // plain message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
-// removed before a client sees it. The proxy finds such messages with upstream searches (forged.go).
+// removed before a client sees it. The proxy finds such messages with upstream searches (index.go, classify).
 type HeaderGuard interface {
 	// StatusFields names the header fields the Rewriter itself writes into served copies (searched with
 	// HEADER <field> "", RFC 9051 section 6.4.4, which needs exact names). A plain message stored with one of

@@ -134,8 +134,9 @@ type BatchResult struct {
 	Err       error
 }
 
-// DecryptBatch decrypts many ciphertexts with one transit/decrypt call (batch_input), for example the wrapped
-// content-encryption keys of many messages fetched together. padding is PaddingPKCS1v15 or PaddingOAEP. The
+// DecryptBatch decrypts many ciphertexts with one transit/decrypt call (batch_input). The proxy does not batch
+// (each message's key transport is one Decrypt call, under that request's context); DecryptBatch is for bulk
+// tools and measurements. padding is PaddingPKCS1v15 or PaddingOAEP. The
 // error is for the call as a whole (Vault unreachable, permission denied); per-item failures are in the
 // results, which are in the order of ciphertexts. Callers decrypting PKCS #1 v1.5 session keys must treat an
 // item error like a wrong-length plaintext (substitute a random key), as DecryptContext does.
@@ -167,10 +168,13 @@ func (k *TransitKey) decryptBatch(ctx context.Context, cts [][]byte, padding str
 		// When any item fails Vault answers HTTP 400 or 500 for the whole call but still lists per-item results;
 		// only an answer without them is a failure of the call.
 		if err != nil && len(results) != len(part) {
+			k.c.count(err) // a failed call, not per-item results
 			return nil, err
 		}
 		if len(results) != len(part) {
-			return nil, fmt.Errorf("%w: decrypt with %s: %d results for %d ciphertexts", ErrVault, p, len(results), len(part))
+			err := fmt.Errorf("%w: decrypt with %s: %d results for %d ciphertexts", ErrVault, p, len(results), len(part))
+			k.c.count(err)
+			return nil, err
 		}
 		for _, r := range results {
 			m, _ := r.(map[string]any)

@@ -105,9 +105,12 @@ func TestTransitReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	counter := &vaultErrors{} // Config.Metrics: rejected ciphertexts and keys are not failed Vault requests
 	lookup := func() fixedKeyring {
 		t.Helper()
-		s := e.open(e.config(e.v.RootToken())) // a fresh store: no cached keys
+		cfg := e.config(e.v.RootToken())
+		cfg.Metrics = counter
+		s := e.open(cfg) // a fresh store: no cached keys
 		keys, err := s.Lookup(ctx, "dora", cms.RecipientIDsOf(cert))
 		if err != nil || len(keys) != 1 {
 			t.Fatalf("Lookup(dora) = %v, %v", keys, err)
@@ -168,11 +171,18 @@ func TestTransitReasons(t *testing.T) {
 	}
 	writeTransitName(orig)
 
+	if n := counter.n.Load(); n != 0 {
+		t.Errorf("%d Vault errors counted for messages and keys Transit rejected, want 0", n)
+	}
+
 	// Vault unreachable: the key is unavailable, not the message corrupt.
 	kr = lookup()
 	e.v.Stop()
 	for _, padding := range []string{"pkcs1v15", "oaep"} {
 		check(padding+" vault down", kr, msgs[padding][0], smime.Undecryptable, smime.ReasonKeyUnavailable)
+	}
+	if n := counter.n.Load(); n != 2 {
+		t.Errorf("%d Vault errors counted for two Transit calls that failed, want 2", n)
 	}
 	e.v.Restart()
 	check("oaep after restart", kr, msgs["oaep"][0], smime.Decrypted, "")

@@ -159,6 +159,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	var store *vaultcfg.Store
 	if !sf.noDecrypt {
 		sf.vault.logger = logger
+		sf.vault.metrics = metrics
 		if store, err = sf.vault.openVault(ctx, env); err != nil {
 			return fail(fmt.Errorf("%w (to relay without decrypting, give --no-decrypt)", err))
 		}
@@ -203,19 +204,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		if !sf.encryptAppends {
 			logger.Warn(encryptAppendsOffWarning)
 		}
-		go func() { // the cache gauge of /metrics
-			tick := time.NewTicker(5 * time.Second)
-			defer tick.Stop()
-			for {
-				_, n := d.CacheStats()
-				metrics.SetCacheBytes(n)
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		}()
+		metrics.CacheBytesFrom(func() int64 { _, n := d.CacheStats(); return n }) // read at every scrape
 	} else if sf.encryptAppends && flagSet(fs, "encrypt-appends") {
 		return fail(errors.New("--encrypt-appends needs the key store; it cannot be combined with --no-decrypt"))
 	}
