@@ -2,16 +2,17 @@ package decrypt
 
 import (
 	"container/list"
-	"errors"
+	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // entryOverhead approximates the memory of one cache entry beyond its bytes (key, list element, map slot).
 const entryOverhead = 128
-
-var errAborted = errors.New("decrypt: decryption aborted")
 
 // cacheKey is unambiguous: the user and mailbox are length-prefixed.
 func cacheKey(m MessageRef) string {
@@ -20,7 +21,7 @@ func cacheKey(m MessageRef) string {
 }
 
 // cache is a least-recently-used map from cacheKey to served bytes, bounded in bytes and in time since last
-// use, with call deduplication: concurrent do calls for one key run fn once.
+// use, with call deduplication: concurrent do calls for one key run fn once (golang.org/x/sync/singleflight).
 type cache struct {
 	limit   int64         // < 0: store nothing
 	maxIdle time.Duration // an entry unused for longer is dropped; <= 0: no time limit
@@ -30,8 +31,9 @@ type cache struct {
 	used    int64
 	lru     *list.List // of *cacheEntry, most recently used first
 	entries map[string]*list.Element
-	calls   map[string]*call
-	timer   *time.Timer // drops expired entries when nothing else touches the cache
+	flight  singleflight.Group
+	callers map[string]*callers // by key: who waits for the call in flight
+	timer   *time.Timer         // drops expired entries when nothing else touches the cache
 }
 
 type cacheEntry struct {
@@ -88,17 +90,18 @@ func (c *cache) entryLocked(key string, data []byte) *cacheEntry {
 	return e
 }
 
-type call struct {
-	done chan struct{}
-	data []byte
-	err  error
+// callers are the callers of do waiting for one key's call, and the context that call runs under.
+type callers struct {
+	n      int // callers waiting; at 0 the call is cancelled and forgotten
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // newCache returns a cache of limit bytes whose entries expire maxIdle after their last use (never when
 // maxIdle <= 0).
 func newCache(limit int64, maxIdle time.Duration) *cache {
 	return &cache{limit: limit, maxIdle: maxIdle, now: time.Now, lru: list.New(), entries: map[string]*list.Element{},
-		calls: map[string]*call{}}
+		callers: map[string]*callers{}}
 }
 
 func (c *cache) get(key string) ([]byte, bool) {
@@ -185,36 +188,76 @@ func (c *cache) stats() (n int, used int64) {
 	return len(c.entries), c.used
 }
 
-// do runs fn once for all concurrent callers with the same key and caches its result when fn says it is
-// cacheable. shared reports whether this caller received another caller's result.
-func (c *cache) do(key string, fn func() (data []byte, cacheable bool, err error)) (data []byte, err error, shared bool) {
+// do returns the bytes cached under key, or runs fn once for all concurrent callers with the same key and
+// caches its result when fn says it is cacheable.
+//
+// fn runs under a context of its own: context.WithoutCancel of the first caller's (its values stay), cancelled
+// only when every caller waiting for it has gone. So one client that disconnects does not fail the fetches of
+// the others waiting for the same message, and the last one to go cancels the work (a Vault Transit call).
+// A caller whose ctx ends returns ctx's error at once; a call cancelled that way is forgotten, so a later caller
+// starts afresh instead of receiving its cancellation.
+func (c *cache) do(ctx context.Context, key string, fn func(ctx context.Context) (data []byte, cacheable bool, err error)) ([]byte, error) {
 	c.mu.Lock()
 	c.expireLocked()
 	if el, ok := c.entries[key]; ok {
 		c.touchLocked(el)
 		c.mu.Unlock()
-		return el.Value.(*cacheEntry).data, nil, true
+		return el.Value.(*cacheEntry).data, nil
 	}
-	if cl, ok := c.calls[key]; ok {
-		c.mu.Unlock()
-		<-cl.done
-		return cl.data, cl.err, true
+	w := c.callers[key]
+	if w == nil {
+		w = &callers{}
+		w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		c.callers[key] = w
 	}
-	cl := &call{done: make(chan struct{})}
-	c.calls[key] = cl
+	w.n++
 	c.mu.Unlock()
+	defer c.leave(key, w)
 
-	defer func() {
-		c.mu.Lock()
-		delete(c.calls, key)
-		c.mu.Unlock()
-		close(cl.done)
-	}()
-	cl.err = errAborted // seen by waiters if fn panics
-	var cacheable bool
-	cl.data, cacheable, cl.err = fn()
-	if cl.err == nil && cacheable {
-		c.put(key, cl.data)
+	ch := c.flight.DoChan(key, func() (v any, err error) {
+		defer func() {
+			// DoChan would re-panic on a goroutine of its own, which nothing recovers: hand the panic to
+			// the callers instead, which panic on theirs (the proxy recovers there).
+			if p := recover(); p != nil {
+				v, err = nil, panicError{p}
+			}
+		}()
+		if data, ok := c.get(key); ok { // cached by a call that ended after this caller looked
+			return data, nil
+		}
+		data, cacheable, err := fn(w.ctx)
+		if err == nil && cacheable {
+			c.put(key, data)
+		}
+		return data, err
+	})
+	select {
+	case r := <-ch:
+		if p, ok := r.Err.(panicError); ok {
+			panic(p.v)
+		}
+		data, _ := r.Val.([]byte)
+		return data, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return cl.data, cl.err, false
 }
+
+// leave ends one caller's wait for key's call; the last one cancels the call and forgets it.
+func (c *cache) leave(key string, w *callers) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w.n--; w.n > 0 {
+		return
+	}
+	w.cancel()
+	if c.callers[key] == w {
+		delete(c.callers, key)
+		c.flight.Forget(key)
+	}
+}
+
+// panicError carries a panic of fn to the callers of do.
+type panicError struct{ v any }
+
+func (p panicError) Error() string { return fmt.Sprintf("decrypt: panic: %v", p.v) }

@@ -2,6 +2,7 @@ package decrypt
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,7 @@ func TestCacheDoOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err, _ := c.do("k", func() ([]byte, bool, error) {
+			b, err := c.do(context.Background(), "k", func(context.Context) ([]byte, bool, error) {
 				calls.Add(1)
 				<-release
 				return []byte("served"), true, nil
@@ -88,14 +89,14 @@ func TestCacheDoOnce(t *testing.T) {
 func TestCacheDoNotCacheable(t *testing.T) {
 	c := newCache(1<<20, 0)
 	n := 0
-	fn := func() ([]byte, bool, error) { n++; return []byte("x"), false, nil }
-	c.do("k", fn)
-	c.do("k", fn)
+	fn := func(context.Context) ([]byte, bool, error) { n++; return []byte("x"), false, nil }
+	c.do(context.Background(), "k", fn)
+	c.do(context.Background(), "k", fn)
 	if n != 2 {
 		t.Errorf("uncacheable result reused: fn ran %d times, want 2", n)
 	}
 	errFail := errors.New("fail")
-	if _, err, _ := c.do("e", func() ([]byte, bool, error) { return nil, true, errFail }); !errors.Is(err, errFail) {
+	if _, err := c.do(context.Background(), "e", func(context.Context) ([]byte, bool, error) { return nil, true, errFail }); !errors.Is(err, errFail) {
 		t.Errorf("do error = %v, want %v", err, errFail)
 	}
 	if _, ok := c.get("e"); ok {
@@ -164,8 +165,8 @@ func TestCacheMaxIdle(t *testing.T) {
 	if _, ok := c.get("b"); ok {
 		t.Error("b still served after an hour unused")
 	}
-	if _, err, shared := c.do("a", func() ([]byte, bool, error) { return nil, false, errors.New("called") }); err != nil || !shared {
-		t.Errorf("do(a) = %v, shared %v; want the cached entry", err, shared)
+	if b, err := c.do(context.Background(), "a", func(context.Context) ([]byte, bool, error) { return nil, false, errors.New("called") }); err != nil || string(b) != "plaintext a" {
+		t.Errorf("do(a) = %q, %v; want the cached entry", b, err)
 	}
 	now = now.Add(61 * time.Minute)
 	if n, used := c.stats(); n != 0 || used != 0 {
@@ -212,4 +213,114 @@ func TestCacheNoTimeLimit(t *testing.T) {
 	if _, ok := c.get("a"); !ok {
 		t.Error("entry expired without a time limit")
 	}
+}
+
+// TestCacheDoCancel: the shared call runs under a context of its own. A caller whose context ends returns at
+// once while the call goes on for the others (and its result is cached); when the last caller has gone the call
+// is cancelled, and a caller arriving then starts a new call instead of receiving that cancellation.
+func TestCacheDoCancel(t *testing.T) {
+	c := newCache(1<<20, 0)
+	started := make(chan context.Context, 4)
+	release := make(chan struct{})
+	fn := func(ctx context.Context) ([]byte, bool, error) {
+		started <- ctx
+		select {
+		case <-release:
+			return []byte("served"), true, nil
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	call := func(ctx context.Context) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			b, err := c.do(ctx, "k", fn)
+			ch <- result{b, err}
+		}()
+		return ch
+	}
+	waitResult := func(name string, ch chan result) result {
+		t.Helper()
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: do did not return", name)
+			return result{}
+		}
+	}
+
+	// A leader that goes away: the waiter still gets the result, computed once.
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	leader := call(leaderCtx)
+	shared := <-started
+	waiter := call(context.Background())
+	for !waiting(c, "k", 2) {
+		time.Sleep(time.Millisecond)
+	}
+	cancelLeader()
+	if r := waitResult("leader", leader); !errors.Is(r.err, context.Canceled) {
+		t.Errorf("cancelled leader: do() = %q, %v; want context.Canceled at once", r.b, r.err)
+	}
+	if shared.Err() != nil {
+		t.Fatal("the shared call was cancelled while a caller still waited for it")
+	}
+	close(release)
+	if r := waitResult("waiter", waiter); r.err != nil || string(r.b) != "served" {
+		t.Errorf("waiter: do() = %q, %v; want the shared result", r.b, r.err)
+	}
+	if b, ok := c.get("k"); !ok || string(b) != "served" {
+		t.Error("the shared result was not cached")
+	}
+
+	// Every caller goes away: the call is cancelled, and the next caller runs its own.
+	c2 := newCache(1<<20, 0)
+	c = c2
+	release2 := make(chan struct{})
+	release = release2
+	gone, cancel := context.WithCancel(context.Background())
+	first := call(gone)
+	doomed := <-started
+	cancel()
+	if r := waitResult("only caller", first); !errors.Is(r.err, context.Canceled) {
+		t.Errorf("cancelled only caller: do() = %v, want context.Canceled", r.err)
+	}
+	select {
+	case <-doomed.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shared call was not cancelled when its last caller went away")
+	}
+	later := call(context.Background())
+	if fresh := <-started; fresh.Err() != nil {
+		t.Fatal("a later caller joined the cancelled call")
+	}
+	close(release2)
+	if r := waitResult("later", later); r.err != nil || string(r.b) != "served" {
+		t.Errorf("later caller: do() = %q, %v; want a fresh result", r.b, r.err)
+	}
+}
+
+// waiting reports whether n callers wait for key's call.
+func waiting(c *cache, key string, n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.callers[key]
+	return w != nil && w.n == n
+}
+
+// TestCacheDoPanic: a panic in the shared call reaches its callers as a panic on their own goroutines (where
+// the proxy recovers it), not on singleflight's, which nothing recovers.
+func TestCacheDoPanic(t *testing.T) {
+	c := newCache(1<<20, 0)
+	defer func() {
+		if v := recover(); v != "boom" {
+			t.Errorf("recovered %v, want the call's panic", v)
+		}
+	}()
+	c.do(context.Background(), "k", func(context.Context) ([]byte, bool, error) { panic("boom") })
+	t.Error("do returned after a panic")
 }

@@ -27,7 +27,7 @@ const DefaultCacheBytes = 256 << 20
 const DefaultCacheMaxIdle = time.Hour
 
 // ReasonKeyUnavailable is the undecryptable reason served when the key store failed (e.g. Vault unreachable).
-const ReasonKeyUnavailable = smime.ReasonKeyUnavailable
+const ReasonKeyUnavailable = string(smime.ReasonKeyUnavailable)
 
 // Metrics receives counters. Every method must be safe for concurrent use; a nil Metrics counts nothing.
 type Metrics interface {
@@ -218,25 +218,17 @@ func (d *Decrypter) Rewrite(ctx context.Context, m MessageRef, raw func() ([]byt
 		return b, nil
 	}
 	d.cacheMiss()
-	// A shared call made with a leader's context that was cancelled is retried with ours; bounded.
-	for attempt := 0; ; attempt++ {
-		b, err, shared := d.cache.do(key, func() ([]byte, bool, error) {
-			served, cacheable, err := d.process(ctx, m, raw)
-			if err == nil && !cacheable && ctx.Err() != nil {
-				// Our client went away in the middle (a Transit call cut short): waiters retry with theirs.
-				err = ctx.Err()
-			}
-			if err == nil && cacheable {
-				d.storeMeta(ctx, m, served)
-			}
-			return served, cacheable, err
-		})
-		if err != nil && shared && attempt < 3 && ctx.Err() == nil &&
-			(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-			continue
+	return d.cache.do(ctx, key, func(ctx context.Context) ([]byte, bool, error) {
+		served, cacheable, err := d.process(ctx, m, raw)
+		if err == nil && !cacheable && ctx.Err() != nil {
+			// Every client waiting went away in the middle (a Transit call cut short): nobody is served this.
+			err = ctx.Err()
 		}
-		return b, err
-	}
+		if err == nil && cacheable {
+			d.storeMeta(ctx, m, served)
+		}
+		return served, cacheable, err
+	})
 }
 
 // process decrypts m; cacheable is false when the outcome depends on a transient failure.
@@ -245,18 +237,18 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	if err != nil {
 		return nil, false, fmt.Errorf("decrypt: fetch %s uid %d: %w", m.Mailbox, m.UID, err)
 	}
-	kr := &keyring{ctx: ctx, store: d.store, user: d.storeUser(m.User)}
-	if pt, ok := d.servedVerbatim(m, msg, kr); ok { // an APPEND this proxy encrypted, served as appended
+	kr := &keyring{store: d.store, user: d.storeUser(m.User)}
+	if pt, ok := d.servedVerbatim(ctx, m, msg, kr); ok { // an APPEND this proxy encrypted, served as appended
 		return pt, true, nil
 	}
 	sigs := d.startSignatures(ctx, kr.user, msg, d.maxMessageBytes()) // signature.go
 	opts := &smime.Options{StatusParams: d.markerParams(m), MaxSize: d.maxSize, Explain: d.explain}
 	var res smime.Result
 	if int64(len(msg)) > d.maxMessageBytes() {
-		res = processTooLarge(msg, kr, opts)
+		res = processTooLarge(ctx, msg, kr, opts)
 	} else {
-		opts.Owned = len(msg) >= ownedMin && kr.holdsKeyFor(msg)
-		res = smime.Process(msg, kr, opts)
+		opts.Owned = len(msg) >= ownedMin && kr.holdsKeyFor(ctx, msg)
+		res = smime.Process(ctx, msg, kr, opts)
 	}
 	if res.Spent {
 		// Decoded in place although its recipients include a key of the user, and then not decrypted
@@ -266,7 +258,7 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 			return nil, false, fmt.Errorf("decrypt: fetch %s uid %d again: %w", m.Mailbox, m.UID, err)
 		}
 		opts.Owned = false
-		res = smime.Process(msg, kr, opts)
+		res = smime.Process(ctx, msg, kr, opts)
 	}
 	served = res.Served
 	if served == nil {
@@ -280,14 +272,12 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 		d.log.Debug("decrypted", append(attrs, slog.String("cipher", res.Info.ContentCipher),
 			slog.String("key", res.Fingerprint))...)
 	case smime.Undecryptable:
-		reason := res.Reason
-		if kr.err != nil {
-			reason = ReasonKeyUnavailable
-			d.log.Warn("key store unavailable", append(attrs, slog.Any("error", kr.err))...)
+		if cause, ok := errors.AsType[*smime.UndecryptableError](res.Err); ok && cause.Reason == smime.ReasonKeyUnavailable {
+			d.log.Warn("key store unavailable", append(attrs, slog.Any("err", cause.Err))...)
 		} else {
-			d.log.Info("undecryptable", append(attrs, slog.String("reason", reason))...)
+			d.log.Info("undecryptable", append(attrs, slog.String("reason", string(res.Reason)))...)
 		}
-		d.metricsUndecryptable(reason)
+		d.metricsUndecryptable(string(res.Reason))
 	default:
 		served = smime.StripStatusHeaders(served)
 	}
@@ -296,8 +286,8 @@ func (d *Decrypter) process(ctx context.Context, m MessageRef, raw func() ([]byt
 	// Not cached: outcomes of a failing key store (Vault unreachable, sealed or denying: reason key-unavailable,
 	// whether Lookup failed or a Transit key's decryption did), retried on the next fetch; and undecryptable
 	// copies of large messages (uncachedMin).
-	cacheable = kr.err == nil && sigCacheable && (res.Status != smime.Undecryptable ||
-		res.Reason != ReasonKeyUnavailable && len(served) < uncachedMin)
+	cacheable = sigCacheable && (res.Status != smime.Undecryptable ||
+		res.Reason != smime.ReasonKeyUnavailable && len(served) < uncachedMin)
 	return served, cacheable, nil
 }
 
@@ -320,19 +310,19 @@ func (d *Decrypter) storeUser(login string) string {
 // CacheStats returns how many served messages the cache holds and the bytes it accounts for them.
 func (d *Decrypter) CacheStats() (entries int, bytes int64) { return d.cache.stats() }
 
-// keyring gives smime the session user's keys only, remembering a store failure.
+// keyring gives smime the keys of one user (the session's) from the store. It remembers its last lookup, so
+// that the checks before smime.Process (holdsKeyFor, servedVerbatim) and Process itself ask the store once per
+// message, also when it fails. It lives for one message.
 type keyring struct {
-	ctx   context.Context
-	store keystore.Store
-	user  string
-	err   error
-	// the last lookup, reused for the same identifiers (holdsKeyFor asks before smime.Process does)
+	store    keystore.Store
+	user     string
 	lastIDs  string
 	lastKeys []smime.Key
 	lastErr  error
 }
 
-func (k *keyring) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) {
+// KeysFor implements smime.Keyring. The store binds remote keys (Vault Transit) to ctx, the request's.
+func (k *keyring) KeysFor(ctx context.Context, ids []cms.RecipientID) ([]smime.Key, error) {
 	var b strings.Builder
 	for _, id := range ids {
 		b.WriteString(id.Key())
@@ -343,16 +333,14 @@ func (k *keyring) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) {
 		return k.lastKeys, k.lastErr
 	}
 	k.lastIDs = idKey
-	keys, err := k.store.Lookup(k.ctx, k.user, ids)
+	keys, err := k.store.Lookup(ctx, k.user, ids)
 	if err != nil {
-		k.err = err
-		k.lastKeys, k.lastErr = nil, fmt.Errorf("decrypt: %s: %w", ReasonKeyUnavailable, err)
+		k.lastKeys, k.lastErr = nil, fmt.Errorf("decrypt: keys of %q: %w", k.user, err)
 		return nil, k.lastErr
 	}
 	out := make([]smime.Key, 0, len(keys))
 	for _, key := range keys {
-		// A Transit key's Decrypt (a fixed crypto.Decrypter signature) runs under this request's context.
-		out = append(out, smime.Key{Cert: key.Cert, Private: keystore.BindContext(k.ctx, key.Private)})
+		out = append(out, smime.Key{Cert: key.Cert, Private: key.Private})
 	}
 	k.lastKeys, k.lastErr = out, nil
 	return out, nil

@@ -134,7 +134,7 @@ func TestEndToEndVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + up.addr}, Rewriter: d})
+	srv, err := proxy.New(proxyOptions(d, proxy.Options{Upstream: backend.Options{URL: "imap://" + up.addr}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,20 +1,11 @@
 package decrypt
 
-//lint:file-ignore SA1019 S/MIME key transport is RSA PKCS #1 v1.5 for most senders (RFC 8551 section 2.3); decryption is constant-time with implicit rejection (crypto/cms keytrans.go)
-
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math/big"
 	"mime"
 	"mime/multipart"
 	"strings"
@@ -23,51 +14,14 @@ import (
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
 
-var (
-	oidData          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
-	oidEnvelopedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 3}
-	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
-	oidAES256CBC     = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
-)
-
-// ASN.1 shapes of RFC 5652 (sections 3, 6.1, 6.2.1), only as far as encoding needs.
-type contentInfo struct {
-	ContentType asn1.ObjectIdentifier
-	Content     asn1.RawValue // [0] EXPLICIT, built by hand: Marshal ignores tags on a RawValue
-}
-
-type envelopedData struct {
-	Version              int
-	RecipientInfos       []keyTransRecipientInfo `asn1:"set"`
-	EncryptedContentInfo encryptedContentInfo
-}
-
-type keyTransRecipientInfo struct {
-	Version                int
-	IssuerAndSerialNumber  issuerAndSerialNumber
-	KeyEncryptionAlgorithm pkix.AlgorithmIdentifier
-	EncryptedKey           []byte
-}
-
-type issuerAndSerialNumber struct {
-	Issuer       asn1.RawValue
-	SerialNumber *big.Int
-}
-
-type encryptedContentInfo struct {
-	ContentType                asn1.ObjectIdentifier
-	ContentEncryptionAlgorithm pkix.AlgorithmIdentifier
-	EncryptedContent           []byte `asn1:"tag:0,optional"`
-}
-
 // EncryptToSelf encrypts msg to certs (normally the user's own certificates) as an S/MIME enveloped-data
 // message (RFC 8551 section 3.3): the MIME entity made of msg's Content-* fields and body, in canonical CRLF
-// form, becomes the content of a CMS EnvelopedData (RFC 5652 section 6) with AES-256-CBC content encryption
-// and RSA PKCS#1 v1.5 key transport (RFC 3370 section 4.2.1) to each certificate, named by issuer and serial
-// number. The other header fields (From, Subject, Date, ...) stay in the clear in the outer header; fields
+// form, becomes the content of a CMS EnvelopedData (RFC 5652 section 6) made by cms.Encrypt: AES-256-CBC
+// content encryption and, for an RSA certificate, PKCS#1 v1.5 key transport (RFC 3370 section 4.2.1), each
+// certificate named by issuer and serial number. The other header fields (From, Subject, Date, ...) stay in the clear in the outer header; fields
 // named X-Smimeproxy-* are dropped. A message that is already encrypted (alreadyEncrypted) is returned
 // unchanged; signed-only S/MIME (opaque signed-data, multipart/signed) is encrypted like any other message.
-// It fails when certs is empty or holds a non-RSA key.
+// It fails when certs is empty or holds a key cms.Encrypt cannot encrypt to (cms.ErrRecipientKey).
 //
 // A message whose header was protected (RFC 9788: its Content-Type, or that of the first part of a top-level
 // multipart/signed, has the hp parameter, or the older protected-headers) is typically a served copy of such
@@ -122,9 +76,9 @@ func encryptToSelf(msg []byte, certs []*x509.Certificate, verbatim func(content 
 		content = inner.Bytes()
 	}
 
-	der, err := envelope(content, certs)
+	der, err := cms.Encrypt(content, certs, nil) // AES-256-CBC, the widest read (RFC 8551 section 2.7)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
 	}
 	outer.WriteString("MIME-Version: 1.0\r\n")
 	outer.WriteString("Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n")
@@ -304,71 +258,6 @@ func alreadyEncrypted(msg []byte) bool {
 	}
 	oid, err := cms.ContentType(der)
 	return err == nil && (oid.Equal(cms.OIDEnvelopedData) || oid.Equal(cms.OIDAuthEnvelopedData))
-}
-
-// envelope returns the DER ContentInfo of an EnvelopedData holding content for certs.
-func envelope(content []byte, certs []*x509.Certificate) ([]byte, error) {
-	key := make([]byte, 32)
-	iv := make([]byte, aes.BlockSize)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
-	}
-	if _, err := rand.Read(iv); err != nil {
-		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
-	}
-	// PKCS #7 padding (RFC 5652 section 6.3).
-	pad := aes.BlockSize - len(content)%aes.BlockSize
-	padded := make([]byte, len(content)+pad)
-	copy(padded, content)
-	for i := len(content); i < len(padded); i++ {
-		padded[i] = byte(pad)
-	}
-	cipher.NewCBCEncrypter(block, iv).CryptBlocks(padded, padded)
-
-	ivParam, err := asn1.Marshal(iv)
-	if err != nil {
-		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
-	}
-	ed := envelopedData{
-		Version: 0, // RFC 5652 section 6.1: only version-0 KeyTransRecipientInfo, no originator info
-		EncryptedContentInfo: encryptedContentInfo{
-			ContentType: oidData,
-			ContentEncryptionAlgorithm: pkix.AlgorithmIdentifier{
-				Algorithm: oidAES256CBC, Parameters: asn1.RawValue{FullBytes: ivParam},
-			},
-			EncryptedContent: padded,
-		},
-	}
-	for _, c := range certs {
-		pub, ok := c.PublicKey.(*rsa.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("decrypt: encrypt: certificate %q: only RSA keys are supported", c.Subject)
-		}
-		wrapped, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key)
-		if err != nil {
-			return nil, fmt.Errorf("decrypt: encrypt: certificate %q: %w", c.Subject, err)
-		}
-		ed.RecipientInfos = append(ed.RecipientInfos, keyTransRecipientInfo{
-			Version:                0, // RFC 5652 section 6.2.1: issuerAndSerialNumber
-			IssuerAndSerialNumber:  issuerAndSerialNumber{Issuer: asn1.RawValue{FullBytes: c.RawIssuer}, SerialNumber: c.SerialNumber},
-			KeyEncryptionAlgorithm: pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue},
-			EncryptedKey:           wrapped,
-		})
-	}
-	inner, err := asn1.Marshal(ed)
-	if err != nil {
-		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
-	}
-	out, err := asn1.Marshal(contentInfo{ContentType: oidEnvelopedData, Content: asn1.RawValue{
-		Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: inner}})
-	if err != nil {
-		return nil, fmt.Errorf("decrypt: encrypt: %w", err)
-	}
-	return out, nil
 }
 
 // splitMessage splits msg at the first empty line (RFC 5322 section 2.1); the header keeps its last line end.

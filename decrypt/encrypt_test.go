@@ -3,8 +3,7 @@ package decrypt
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -12,6 +11,7 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"os/exec"
@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 )
 
 // testIdentity makes a self-signed RSA-2048 certificate for email.
@@ -111,12 +113,13 @@ func TestEncryptToSelfErrors(t *testing.T) {
 	if _, err := EncryptToSelf([]byte("Subject: x\r\n\r\nbody"), nil); err == nil {
 		t.Error("no certificate: no error")
 	}
-	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// cms.Encrypt cannot encrypt to an Ed25519 key (a signing-only algorithm).
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := EncryptToSelf([]byte("Subject: x\r\n\r\nbody"), []*x509.Certificate{certFor(t, "ec@example.com", ec, &ec.PublicKey)}); err == nil {
-		t.Error("EC certificate: no error")
+	if _, err := EncryptToSelf([]byte("Subject: x\r\n\r\nbody"), []*x509.Certificate{certFor(t, "ed@example.com", priv, pub)}); !errors.Is(err, cms.ErrRecipientKey) {
+		t.Errorf("Ed25519 certificate: error %v, want cms.ErrRecipientKey", err)
 	}
 }
 

@@ -63,7 +63,7 @@ func newGuardEnv(t *testing.T, encryptAppends bool) *guardEnv {
 		}
 		c.Close()
 	}
-	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + d.Addr(), CAFile: d.CAFile()}, Rewriter: dec, EncryptAppends: encryptAppends})
+	srv, err := proxy.New(proxyOptions(dec, proxy.Options{Upstream: backend.Options{URL: "imap://" + d.Addr(), CAFile: d.CAFile()}, EncryptAppends: encryptAppends}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,29 +4,20 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
-	"math/big"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
-	"github.com/smimeproxy/smimeproxy/proxy"
+	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
-var (
-	_ proxy.AppendGuard     = (*Decrypter)(nil)
-	_ proxy.TextMatcher     = (*Decrypter)(nil)
-	_ proxy.DerivedCache    = (*Decrypter)(nil)
-	_ proxy.CandidateFilter = (*Decrypter)(nil)
-	_ proxy.CacheProbe      = (*Decrypter)(nil)
-	_ proxy.HeaderMatcher   = (*Decrypter)(nil)
-)
-
-// The methods below implement the proxy's optional interfaces (proxy.HeaderGuard, proxy.AppendGuard,
-// proxy.TextMatcher), which the proxy finds with type assertions on its Rewriter.
+// The methods below implement the proxy's hook interfaces (proxy.CandidateFilter, CacheProbe, HeaderGuard,
+// AppendGuard, TextMatcher, HeaderMatcher, DerivedCache; meta.go: MetaSource, MetaPruner), which
+// cmd/smimeproxy sets as fields of proxy.Options next to the Rewriter (checked in hooks_test.go). This package
+// does not import proxy.
 
 // CandidateCriteria implements proxy.CandidateFilter: only a message whose Content-Type names PKCS #7 or
 // smime.p7m (RFC 8551 section 3.2; multipart/signed names it in its protocol parameter) can be encrypted or
@@ -120,8 +111,8 @@ func (d *Decrypter) MatchText(served []byte, needle string, headerToo bool) bool
 func (d *Decrypter) MaxAppendBytes() int64 { return d.maxMessageBytes() }
 
 // ErrNoOwnCertificate is returned (wrapped) by EncryptAppend when the user has no RSA certificate to encrypt to.
-// It wraps proxy.ErrNoCertificate, which the proxy tests for.
-var ErrNoOwnCertificate = fmt.Errorf("decrypt: %w", proxy.ErrNoCertificate)
+// It wraps rewriting.ErrNoCertificate, which the proxy tests for.
+var ErrNoOwnCertificate = fmt.Errorf("decrypt: %w", rewriting.ErrNoCertificate)
 
 // EncryptAppend encrypts msg to all of user's own certificates in the key store (EncryptToSelf), for
 // `serve --encrypt-appends`, on by default. The content is msg itself, byte for byte, with a MAC in the outer
@@ -146,7 +137,7 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 	var ids []cms.RecipientID
 	for _, e := range entries {
 		for _, k := range e.RecipientIDs {
-			if id, ok := parseRecipientKey(k); ok {
+			if id, ok := cms.ParseRecipientKey(k); ok {
 				ids = append(ids, id)
 			}
 		}
@@ -173,22 +164,4 @@ func (d *Decrypter) EncryptAppend(ctx context.Context, user string, msg []byte) 
 		return nil, fmt.Errorf("%w: user %q", ErrNoOwnCertificate, user)
 	}
 	return encryptToSelf(msg, certs, d.verbatimField(login))
-}
-
-// parseRecipientKey inverts cms.RecipientID.Key: "ski:<hex>" or "iss:<issuer DER hex>:<serial hex>".
-func parseRecipientKey(k string) (cms.RecipientID, bool) {
-	switch {
-	case strings.HasPrefix(k, "ski:"):
-		b, err := hex.DecodeString(k[4:])
-		return cms.RecipientID{SubjectKeyID: b}, err == nil && len(b) > 0
-	case strings.HasPrefix(k, "iss:"):
-		iss, serial, ok := strings.Cut(k[4:], ":")
-		if !ok {
-			return cms.RecipientID{}, false
-		}
-		b, err := hex.DecodeString(iss)
-		n, ok2 := new(big.Int).SetString(serial, 16)
-		return cms.RecipientID{IssuerRaw: b, SerialNumber: n}, err == nil && ok2
-	}
-	return cms.RecipientID{}, false
 }

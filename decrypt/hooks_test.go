@@ -12,6 +12,28 @@ import (
 	"github.com/smimeproxy/smimeproxy/proxy"
 )
 
+// The Decrypter implements the Rewriter and each of its helpers (proxy/hooks.go); this package does not import
+// proxy, so the checks are here.
+var (
+	_ proxy.Rewriter        = (*Decrypter)(nil)
+	_ proxy.CandidateFilter = (*Decrypter)(nil)
+	_ proxy.CacheProbe      = (*Decrypter)(nil)
+	_ proxy.HeaderGuard     = (*Decrypter)(nil)
+	_ proxy.AppendGuard     = (*Decrypter)(nil)
+	_ proxy.TextMatcher     = (*Decrypter)(nil)
+	_ proxy.HeaderMatcher   = (*Decrypter)(nil)
+	_ proxy.DerivedCache    = (*Decrypter)(nil)
+	_ proxy.MetaSource      = (*Decrypter)(nil)
+	_ proxy.MetaPruner      = (*Decrypter)(nil)
+)
+
+// proxyOptions is o with d as the Rewriter and every helper, as cmd/smimeproxy serve wires it.
+func proxyOptions(d *Decrypter, o proxy.Options) proxy.Options {
+	o.Rewriter, o.CandidateFilter, o.CacheProbe, o.HeaderGuard, o.AppendGuard = d, d, d, d, d
+	o.TextMatcher, o.HeaderMatcher, o.DerivedCache, o.MetaSource, o.MetaPruner = d, d, d, d, d
+	return o
+}
+
 func TestEncryptAppend(t *testing.T) {
 	f := newFixture(t, 0)
 	plain := []byte("From: alice@example.com\r\nSubject: my draft\r\nContent-Type: text/plain\r\n\r\nnot for the server\r\n")
@@ -66,18 +88,18 @@ func TestEmbedsServedPlaintext(t *testing.T) {
 func TestParseRecipientKey(t *testing.T) {
 	cert, _ := testIdentity(t, "k@example.com")
 	for _, e := range []string{"ski:0102", "iss:3000:ff"} {
-		if _, ok := parseRecipientKey(e); !ok {
-			t.Errorf("parseRecipientKey(%q) failed", e)
+		if _, ok := cms.ParseRecipientKey(e); !ok {
+			t.Errorf("cms.ParseRecipientKey(%q) failed", e)
 		}
 	}
 	for _, e := range []string{"", "ski:", "ski:zz", "iss:30", "iss:30:xyz", "other:1"} {
-		if _, ok := parseRecipientKey(e); ok {
-			t.Errorf("parseRecipientKey(%q) accepted", e)
+		if _, ok := cms.ParseRecipientKey(e); ok {
+			t.Errorf("cms.ParseRecipientKey(%q) accepted", e)
 		}
 	}
 	// Round trip through cms: the parsed ID names the certificate again.
 	for _, id := range cmsIDs(cert) {
-		got, ok := parseRecipientKey(id.Key())
+		got, ok := cms.ParseRecipientKey(id.Key())
 		if !ok || !got.Matches(cert) {
 			t.Errorf("round trip of %s failed", id.Key())
 		}

@@ -2,6 +2,7 @@ package decrypt
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"mime"
 	"net/mail"
@@ -21,9 +22,9 @@ const peekPrefix = 128 << 10
 // holdsKeyFor reports whether msg is a top-level S/MIME message (RFC 8551 section 3.2) with a base64 body whose
 // CMS recipients (read from the first peekPrefix bytes, cms.PeekRecipients) include one the user has a key
 // for. Only then may smime.Process decode it in place (Options.Owned): when that fails the message must be
-// fetched again. Every other message is decoded into a copy. A failing key store gives false (and is
-// remembered in k.err, as smime's own lookup, which the keyring answers from the same result, would).
-func (k *keyring) holdsKeyFor(msg []byte) bool {
+// fetched again. Every other message is decoded into a copy. A failing key store gives false (smime's own
+// lookup, which the keyring answers from the same result, then reports it).
+func (k *keyring) holdsKeyFor(ctx context.Context, msg []byte) bool {
 	hdr, body := splitHeader(msg)
 	if hdr == nil {
 		return false
@@ -52,7 +53,7 @@ func (k *keyring) holdsKeyFor(msg []byte) bool {
 	if err != nil || len(ids) == 0 {
 		return false
 	}
-	keys, err := k.KeysFor(ids)
+	keys, err := k.KeysFor(ctx, ids)
 	if err != nil {
 		return false
 	}
@@ -91,14 +92,14 @@ func splitHeader(msg []byte) (hdr, body []byte) {
 // with the header only); the undecryptable copy, the status field and then msg, is built inside msg's buffer
 // when the caller left room after it (the proxy's fetchRaw does), so the message is never held twice. Any
 // other case is left to smime.Process.
-func processTooLarge(msg []byte, kr smime.Keyring, opts *smime.Options) smime.Result {
+func processTooLarge(ctx context.Context, msg []byte, kr smime.Keyring, opts *smime.Options) smime.Result {
 	hdr, _ := splitHeader(msg)
 	if hdr == nil {
-		return smime.Process(msg, kr, opts)
+		return smime.Process(ctx, msg, kr, opts)
 	}
-	probe := smime.Process(hdr, nil, &smime.Options{StatusParams: opts.StatusParams, MaxSize: 1})
+	probe := smime.Process(ctx, hdr, nil, &smime.Options{StatusParams: opts.StatusParams, MaxSize: 1})
 	if probe.Status != smime.Undecryptable || probe.Reason != smime.ReasonTooLarge {
-		return smime.Process(msg, kr, opts)
+		return smime.Process(ctx, msg, kr, opts)
 	}
 	end := bytes.Index(probe.Served, []byte("\r\n"))
 	rest := smime.StripStatusHeaders(msg)
@@ -110,5 +111,5 @@ func processTooLarge(msg []byte, kr smime.Keyring, opts *smime.Options) smime.Re
 	served := msg[:n+len(status)]
 	copy(served[len(status):], served[:n])
 	copy(served, status)
-	return smime.Result{Served: served, Status: smime.Undecryptable, Reason: smime.ReasonTooLarge}
+	return smime.Result{Served: served, Status: smime.Undecryptable, Reason: smime.ReasonTooLarge, Err: probe.Err}
 }

@@ -6,15 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 
-	"github.com/smimeproxy/smimeproxy/proxy"
+	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
-var (
-	_ proxy.MetaSource = (*Decrypter)(nil)
-	_ proxy.MetaPruner = (*Decrypter)(nil)
-)
-
-// The metadata store (Options.MetaStore, package metastore) keeps, per served message, proxy.MetaOf of its
+// The metadata store (Options.MetaStore, package metastore) keeps, per served message, rewriting.MetaOf of its
 // served copy: what a header sync asks for, so that after a restart, or once the plaintext has left the
 // memory cache, it is answered without fetching or decrypting. A value is
 //
@@ -37,7 +32,7 @@ func metaGeneration(markerKey []byte, explain bool) [8]byte {
 	return g
 }
 
-func (d *Decrypter) encodeMeta(m proxy.ServedMeta) []byte {
+func (d *Decrypter) encodeMeta(m rewriting.Meta) []byte {
 	out := make([]byte, 0, 17+16+len(m.Header)+len(m.Envelope)+len(m.Body)+len(m.BodyStructure))
 	out = append(out, metaVersion)
 	out = append(out, d.metaGen[:]...)
@@ -49,19 +44,19 @@ func (d *Decrypter) encodeMeta(m proxy.ServedMeta) []byte {
 	return out
 }
 
-func (d *Decrypter) decodeMeta(b []byte) (proxy.ServedMeta, bool) {
+func (d *Decrypter) decodeMeta(b []byte) (rewriting.Meta, bool) {
 	if len(b) < 17 || b[0] != metaVersion || !bytes.Equal(b[1:9], d.metaGen[:]) {
-		return proxy.ServedMeta{}, false
+		return rewriting.Meta{}, false
 	}
-	m := proxy.ServedMeta{Size: int64(binary.BigEndian.Uint64(b[9:17]))}
+	m := rewriting.Meta{Size: int64(binary.BigEndian.Uint64(b[9:17]))}
 	b = b[17:]
 	for _, f := range []*[]byte{&m.Header, &m.Envelope, &m.Body, &m.BodyStructure} {
 		if len(b) < 4 {
-			return proxy.ServedMeta{}, false
+			return rewriting.Meta{}, false
 		}
 		n := binary.BigEndian.Uint32(b)
 		if uint64(len(b)-4) < uint64(n) {
-			return proxy.ServedMeta{}, false
+			return rewriting.Meta{}, false
 		}
 		*f, b = b[4:4+n:4+n], b[4+n:]
 	}
@@ -69,13 +64,13 @@ func (d *Decrypter) decodeMeta(b []byte) (proxy.ServedMeta, bool) {
 }
 
 // Meta implements proxy.MetaSource from the metadata store.
-func (d *Decrypter) Meta(m MessageRef) (proxy.ServedMeta, bool) {
+func (d *Decrypter) Meta(m MessageRef) (rewriting.Meta, bool) {
 	if d.meta == nil {
-		return proxy.ServedMeta{}, false
+		return rewriting.Meta{}, false
 	}
 	v, ok := d.meta.Get(context.Background(), m.User, m.Mailbox, m.UIDValidity, m.UID)
 	if !ok {
-		return proxy.ServedMeta{}, false
+		return rewriting.Meta{}, false
 	}
 	return d.decodeMeta(v)
 }
@@ -96,5 +91,5 @@ func (d *Decrypter) storeMeta(ctx context.Context, m MessageRef, served []byte) 
 	if _, ok := d.Meta(m); ok {
 		return
 	}
-	d.meta.Put(ctx, m.User, m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeMeta(proxy.MetaOf(served)) })
+	d.meta.Put(ctx, m.User, m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeMeta(rewriting.MetaOf(served)) })
 }

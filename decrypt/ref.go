@@ -1,8 +1,6 @@
 package decrypt
 
-import "github.com/smimeproxy/smimeproxy/proxy"
+import "github.com/smimeproxy/smimeproxy/internal/rewriting"
 
-// MessageRef names one message of one user's mailbox (the proxy's type).
-type MessageRef = proxy.MessageRef
-
-var _ proxy.Rewriter = (*Decrypter)(nil)
+// MessageRef names one message of one user's mailbox (the type proxy.Rewriter is called with).
+type MessageRef = rewriting.MessageRef

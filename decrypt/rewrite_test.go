@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/smallstep/pkcs7"
@@ -450,5 +451,63 @@ func TestRewriteLargeOwned(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("bob: %d fetches, want 1", n)
+	}
+}
+
+// TestRewriteLeaderCancelled: the client whose fetch started a decryption goes away while another client
+// waits for the same message: the first returns at once with its context's error, the decryption goes on
+// (it runs under a context of its own, cache.go) and the second is served it, fetched and decrypted once.
+func TestRewriteLeaderCancelled(t *testing.T) {
+	f := newFixture(t, 0)
+	msg := encryptedMessage(t, "secret", innerText, f.cert)
+	ref := MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: 1, UID: 9}
+	var calls atomic.Int32
+	fetching := make(chan struct{})
+	gate := make(chan struct{})
+	raw := func() ([]byte, error) {
+		if calls.Add(1) == 1 {
+			close(fetching)
+		}
+		<-gate
+		return msg, nil
+	}
+	leaderCtx, cancel := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := f.d.Rewrite(leaderCtx, ref, raw)
+		leader <- err
+	}()
+	<-fetching
+	waiter := make(chan []byte, 1)
+	go func() {
+		b, err := f.d.Rewrite(context.Background(), ref, raw)
+		if err != nil {
+			t.Error(err)
+		}
+		waiter <- b
+	}()
+	for !waiting(f.d.cache, cacheKey(ref), 2) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-leader:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled Rewrite() = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled Rewrite kept waiting")
+	}
+	close(gate)
+	select {
+	case b := <-waiter:
+		if statusOf(b) != "decrypted" {
+			t.Errorf("waiting Rewrite() status %q, want decrypted", statusOf(b))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shared decryption did not finish")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("raw fetched %d times, want 1", n)
 	}
 }

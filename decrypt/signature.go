@@ -163,7 +163,7 @@ func (r *sigRun) load() {
 	cs, err := r.s.book.Certificates(r.ctx, r.user, addr)
 	if err != nil {
 		r.bookErr = true
-		r.s.log.Warn("address book unavailable for signature verification", slog.String("user", r.user), slog.Any("error", err))
+		r.s.log.Warn("address book unavailable for signature verification", slog.String("user", r.user), slog.Any("err", err))
 		return
 	}
 	for _, c := range cs {
@@ -238,7 +238,7 @@ func (s *signatures) work() {
 		_, err := s.book.Add(ctx, j.user, j.cert, j.opts)
 		cancel()
 		if err != nil {
-			s.log.Debug("certificate not harvested", slog.String("user", j.user), slog.Any("error", err))
+			s.log.Debug("certificate not harvested", slog.String("user", j.user), slog.Any("err", err))
 		} else {
 			s.log.Debug("certificate harvested", slog.String("user", j.user), slog.String("cert", keystore.Fingerprint(j.cert)),
 				slog.String("trust", j.opts.Trust))

@@ -2,6 +2,7 @@ package decrypt
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -93,7 +94,7 @@ func verbatimParams(msg []byte) (nonce, mac []byte, ok bool) {
 // encrypted for m.User (see above) and its mac verifies: what the client appended, to be served as it is. It
 // reports false for every other message, which is then processed as usual; a key store failure is recorded in
 // kr as for any message.
-func (d *Decrypter) servedVerbatim(m MessageRef, msg []byte, kr *keyring) ([]byte, bool) {
+func (d *Decrypter) servedVerbatim(ctx context.Context, m MessageRef, msg []byte, kr *keyring) ([]byte, bool) {
 	nonce, mac, ok := verbatimParams(msg)
 	if !ok || int64(len(msg)) > d.maxMessageBytes() {
 		return nil, false
@@ -120,7 +121,7 @@ func (d *Decrypter) servedVerbatim(m MessageRef, msg []byte, kr *keyring) ([]byt
 	if err != nil {
 		return nil, false
 	}
-	keys, err := kr.KeysFor(env.Recipients())
+	keys, err := kr.KeysFor(ctx, env.Recipients())
 	if err != nil {
 		return nil, false
 	}

@@ -15,14 +15,24 @@ func (d *Demo) startProxy(ln net.Listener, rw *decrypt.Decrypter, log *slog.Logg
 	srv, err := proxy.New(proxy.Options{
 		Upstream: backend.Options{URL: "imap://" + d.upstream},
 		Logger:   log,
-		Rewriter: rw,
+		// The Decrypter is the Rewriter and every one of its helpers (proxy/hooks.go).
+		Rewriter:        rw,
+		CandidateFilter: rw,
+		CacheProbe:      rw,
+		HeaderGuard:     rw,
+		AppendGuard:     rw,
+		TextMatcher:     rw,
+		HeaderMatcher:   rw,
+		DerivedCache:    rw,
+		MetaSource:      rw,
+		MetaPruner:      rw,
 	})
 	if err != nil {
 		return err
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			log.Warn("demo: proxy stopped", slog.Any("error", err))
+			log.Warn("demo: proxy stopped", slog.Any("err", err))
 		}
 	}()
 	d.closers = append(d.closers, srv.Close)

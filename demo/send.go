@@ -145,7 +145,7 @@ func (d *Demo) startSending(ctx context.Context, listen string, store keystore.S
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil {
-			log.Warn("demo: submission listener stopped", slog.Any("error", err))
+			log.Warn("demo: submission listener stopped", slog.Any("err", err))
 		}
 	}()
 	d.closers = append(d.closers, srv.Close)

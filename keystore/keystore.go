@@ -45,7 +45,9 @@ type Entry struct {
 // for concurrent use.
 type Store interface {
 	// Lookup returns user's keys whose certificate matches any of ids (RFC 5652 section 6.2.1), in no
-	// particular order; none is not an error.
+	// particular order; none is not an error. A key whose operations are remote calls (a Vault Transit key:
+	// crypto.Decrypter and crypto.Signer take no context) comes bound to ctx, so its calls stop when the
+	// request that looked it up goes away: use the keys within that request.
 	Lookup(ctx context.Context, user string, ids []cms.RecipientID) ([]Key, error)
 	// List returns all of user's keys.
 	List(ctx context.Context, user string) ([]Entry, error)
@@ -60,19 +62,4 @@ type Store interface {
 type PutOptions struct {
 	// Transit stores an RSA key in Vault Transit instead of KV. Stores that have no Transit refuse it.
 	Transit bool
-}
-
-// ContextBinder is implemented by private keys whose operations are remote calls (a Vault Transit key):
-// crypto.Decrypter and crypto.Signer take no context, so BindContext returns the same key with its calls bound
-// to ctx, cancelled when the request that needs them goes away.
-type ContextBinder interface {
-	BindContext(ctx context.Context) crypto.PrivateKey
-}
-
-// BindContext returns key bound to ctx when it is a ContextBinder, else key itself.
-func BindContext(ctx context.Context, key crypto.PrivateKey) crypto.PrivateKey {
-	if b, ok := key.(ContextBinder); ok {
-		return b.BindContext(ctx)
-	}
-	return key
 }

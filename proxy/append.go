@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
 // APPEND through the relay (RFC 9051 section 6.3.12, RFC 3502 MULTIAPPEND, RFC 4469 CATENATE, RFC 3516
@@ -43,7 +44,7 @@ var errAppendRefused = errors.New("proxy: append refused")
 // ErrNoCertificate is returned (wrapped) by AppendGuard.EncryptAppend when the user has no certificate to
 // encrypt to. The relay then stores a message that shows no sign of being decrypted plaintext as sent, and
 // refuses one that does; any other EncryptAppend error refuses the APPEND.
-var ErrNoCertificate = errors.New("no certificate of the user to encrypt to")
+var ErrNoCertificate = rewriting.ErrNoCertificate
 
 // plaintextFinder is implemented by an AppendGuard that can find a served decrypted copy inside a message
 // (e.g. forwarded as a message/rfc822 attachment, RFC 2046 section 5.2.1), not only in its top-level header.
@@ -89,7 +90,7 @@ type appendState struct {
 // appendCmd relays an APPEND command whose first line is line.
 func (r *relay) appendCmd(tag string, line []byte) error {
 	a := &appendState{c: newCommand(tag, "APPEND")}
-	a.guard, _ = r.srv.opts.Rewriter.(AppendGuard)
+	a.guard = r.srv.opts.AppendGuard
 	first := true
 	for {
 		m, ok := literalAt(line)

@@ -368,8 +368,8 @@ func (r *relay) matchKeys(m mailboxRef, uid uint32, keys []textKey) []bool {
 	if err != nil {
 		return hits
 	}
-	tm, _ := r.srv.opts.Rewriter.(TextMatcher)
-	hm, _ := r.srv.opts.Rewriter.(HeaderMatcher)
+	tm := r.srv.opts.TextMatcher
+	hm := r.srv.opts.HeaderMatcher
 	for i, k := range keys {
 		hits[i] = keyHit(served, k, tm, hm)
 	}

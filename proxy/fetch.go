@@ -198,8 +198,8 @@ func (r *relay) prepareCachedFetch(c *command, u unit, names []string, listStart
 	if r.side == nil {
 		return nil, false
 	}
-	probe, _ := r.srv.opts.Rewriter.(CacheProbe)
-	ms, _ := r.srv.opts.Rewriter.(MetaSource)
+	probe := r.srv.opts.CacheProbe
+	ms := r.srv.opts.MetaSource
 	if probe == nil && ms == nil {
 		return nil, false
 	}
@@ -998,7 +998,7 @@ func buildServed(v *servedView, u []byte, seq uint32, items []fetchItem, req *fe
 // storedMeta returns the stored metadata of a candidate when it answers every body-dependent item of its
 // response (and, for a FETCH sent without them, of the command: fetchReq.bodyNames).
 func (r *relay) storedMeta(m mailboxRef, uid uint32, items []fetchItem, req *fetchReq) (ServedMeta, bool) {
-	ms, ok := r.srv.opts.Rewriter.(MetaSource)
+	ms, ok := r.srv.opts.MetaSource, r.srv.opts.MetaSource != nil
 	if !ok {
 		return ServedMeta{}, false
 	}

@@ -33,11 +33,13 @@ func startProxyAt(t testing.TB, url, caFile string, rw proxy.Rewriter) (string, 
 	if os.Getenv("SMIMEPROXY_TEST_DEBUG") != "" {
 		lvl = slog.LevelDebug
 	}
-	srv, err := proxy.New(proxy.Options{
+	opts := proxy.Options{
 		Upstream: backend.Options{URL: url, CAFile: caFile},
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 		Rewriter: rw,
-	})
+	}
+	wireHooks(&opts, rw)
+	srv, err := proxy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +56,20 @@ func startProxyAt(t testing.TB, url, caFile string, rw proxy.Rewriter) (string, 
 		}
 	})
 	return ln.Addr().String(), srv
+}
+
+// wireHooks sets every helper of proxy.Options (proxy/hooks.go) that rw implements, as cmd/smimeproxy wires a
+// decrypt.Decrypter.
+func wireHooks(o *proxy.Options, rw proxy.Rewriter) {
+	o.CandidateFilter, _ = rw.(proxy.CandidateFilter)
+	o.CacheProbe, _ = rw.(proxy.CacheProbe)
+	o.HeaderGuard, _ = rw.(proxy.HeaderGuard)
+	o.AppendGuard, _ = rw.(proxy.AppendGuard)
+	o.TextMatcher, _ = rw.(proxy.TextMatcher)
+	o.HeaderMatcher, _ = rw.(proxy.HeaderMatcher)
+	o.DerivedCache, _ = rw.(proxy.DerivedCache)
+	o.MetaSource, _ = rw.(proxy.MetaSource)
+	o.MetaPruner, _ = rw.(proxy.MetaPruner)
 }
 
 // dial logs user in at addr (the proxy or Dovecot) and closes the client at cleanup.

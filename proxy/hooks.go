@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/emersion/go-imap/v2"
+
+	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
 // Rewriter decides which messages are served rewritten (decrypted) instead of relayed.
@@ -23,16 +25,13 @@ type Rewriter interface {
 	Rewrite(ctx context.Context, m MessageRef, raw func() ([]byte, error)) ([]byte, error)
 }
 
-// MessageRef names one message of one user's mailbox on the upstream server. UIDValidity and UID are the
-// upstream's (RFC 9051 section 2.3.1.1), so a (User, Mailbox, UIDValidity, UID) tuple never names two
-// different messages.
-type MessageRef struct {
-	User, Mailbox    string
-	UIDValidity, UID uint32
-}
+// MessageRef names one message of one user's mailbox on the upstream server (internal/rewriting, shared with
+// the Rewriter's implementation so that it need not import this package).
+type MessageRef = rewriting.MessageRef
 
-// The optional interfaces below are implemented by a Rewriter that decrypts (package decrypt). The proxy finds
-// them with type assertions, so a Rewriter that only rewrites FETCH (tests) need not implement them.
+// The interfaces below are implemented by a Rewriter that decrypts (package decrypt) and set as fields of
+// Options next to Rewriter (cmd/smimeproxy serve and demo wire them); each nil field turns its feature off, so
+// a Rewriter that only rewrites FETCH (tests) needs none of them.
 
 // CandidateFilter narrows which messages the proxy asks Rewriter.Candidate about: only messages matching the
 // criteria (searched upstream, RFC 9051 section 6.4.4) can be candidates, so the BODYSTRUCTURE of only those
@@ -49,7 +48,7 @@ type CacheProbe interface {
 
 // HeaderGuard names header fields whose presence makes a message a candidate besides its BODYSTRUCTURE: a
 // plain message that arrives with a forged status field (X-Smimeproxy-Status) is rewritten too, so the field is
-// removed before a client sees it. The proxy finds such messages with upstream searches (forged.go).
+// removed before a client sees it. The proxy finds such messages with upstream searches (index.go, classify).
 type HeaderGuard interface {
 	// StatusFields names the header fields the Rewriter itself writes into served copies (searched with
 	// HEADER <field> "", RFC 9051 section 6.4.4, which needs exact names). A plain message stored with one of

@@ -146,7 +146,7 @@ func (r *relay) classify(c *backend.Conn, m mailboxRef, ix *mailboxIndex) error 
 		top = max(top, u)
 		exists[u] = true
 	}
-	if p, ok := r.srv.opts.Rewriter.(MetaPruner); ok && from == 1 {
+	if p := r.srv.opts.MetaPruner; p != nil && from == 1 {
 		// Every UID of the mailbox is known: stored metadata of any other is of an expunged message.
 		live := make(map[uint32]bool, len(newer))
 		for _, u := range newer {
@@ -158,7 +158,7 @@ func (r *relay) classify(c *backend.Conn, m mailboxRef, ix *mailboxIndex) error 
 		return nil // nothing new ("n:*" names the last message even when its UID is below n)
 	}
 	rng := imap.UIDSet{imap.UIDRange{Start: from, Stop: top}}
-	if hg, ok := r.srv.opts.Rewriter.(HeaderGuard); ok {
+	if hg := r.srv.opts.HeaderGuard; hg != nil {
 		var anyField *imap.SearchCriteria
 		for _, f := range hg.StatusFields() {
 			one := imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: f, Value: ""}}}
@@ -181,14 +181,14 @@ func (r *relay) classify(c *backend.Conn, m mailboxRef, ix *mailboxIndex) error 
 		}
 	}
 	var confirm imap.UIDSet
-	if cf, ok := r.srv.opts.Rewriter.(CandidateFilter); ok {
+	if cf := r.srv.opts.CandidateFilter; cf != nil {
 		crit := *cf.CandidateCriteria()
 		crit.UID = append(slices.Clip(crit.UID), rng)
 		hits, err := uidSearch(c, &crit)
 		if err != nil {
 			return err
 		}
-		ms, _ := r.srv.opts.Rewriter.(MetaSource)
+		ms := r.srv.opts.MetaSource
 		for _, u := range hits {
 			if ix.cands[uint32(u)] {
 				continue

@@ -245,8 +245,8 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 // search command (see above), and a SORT by SIZE (sort.go); it returns u unchanged when there is nothing to
 // rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot keep).
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
-	tm, textOK := r.srv.opts.Rewriter.(TextMatcher)
-	hm, headerOK := r.srv.opts.Rewriter.(HeaderMatcher)
+	tm, textOK := r.srv.opts.TextMatcher, r.srv.opts.TextMatcher != nil
+	hm, headerOK := r.srv.opts.HeaderMatcher, r.srv.opts.HeaderMatcher != nil
 	s, ok := searchProgram(u, c.name)
 	if !ok {
 		return u, nil
@@ -262,7 +262,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		return u, nil
 	}
 	var written map[string]bool // fields no plain message has as served
-	if hg, ok := r.srv.opts.Rewriter.(HeaderGuard); ok {
+	if hg := r.srv.opts.HeaderGuard; hg != nil {
 		written = map[string]bool{}
 		for _, f := range hg.StatusFields() {
 			written[strings.ToLower(f)] = true

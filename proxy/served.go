@@ -8,10 +8,11 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
+	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
 // servedView computes FETCH items of one served (rewritten) message. Derived values are kept with the
-// Rewriter's cached bytes when it implements DerivedCache, so a message is parsed once.
+// Rewriter's cached bytes when Options.DerivedCache is set, so a message is parsed once.
 type servedView struct {
 	// failed is set when a BINARY item could not be computed (a part's transfer encoding cannot be undone):
 	// the server then answers the whole command NO [PARSE] (Dovecot) or NO [UNKNOWN-CTE] (RFC 3516 section
@@ -24,23 +25,11 @@ type servedView struct {
 	meta *ServedMeta
 }
 
-// ServedMeta is the metadata of a served copy from which the relay answers RFC822.SIZE, ENVELOPE, BODY,
-// BODYSTRUCTURE, RFC822.HEADER and the top-level BODY[HEADER], BODY[HEADER.FIELDS (...)] and
-// BODY[HEADER.FIELDS.NOT (...)] sections (with partials) exactly as from the copy itself (MetaSource).
-type ServedMeta struct {
-	Size int64
-	// Header is the top-level header, with the empty line that ends it (RFC822.HEADER).
-	Header []byte
-	// Envelope, Body and BodyStructure are FETCH values as the relay sends them (internal/imapfmt).
-	Envelope, Body, BodyStructure []byte
-}
+// ServedMeta is the metadata of a served copy (MetaSource); MetaOf computes it.
+type ServedMeta = rewriting.Meta
 
 // MetaOf computes the metadata of served, a message's served copy.
-func MetaOf(served []byte) ServedMeta {
-	h, _ := splitEntity(served)
-	return ServedMeta{Size: int64(len(served)), Header: h, Envelope: imapfmt.Envelope(served),
-		Body: imapfmt.BodyStructure(served, false), BodyStructure: imapfmt.BodyStructure(served, true)}
-}
+func MetaOf(served []byte) ServedMeta { return rewriting.MetaOf(served) }
 
 // metaItem reports whether a FETCH item (response form, e.g. "BODY[HEADER.FIELDS (FROM)]<0>") can be
 // answered from ServedMeta.
@@ -55,7 +44,7 @@ func metaItem(name string) bool {
 
 func newServedView(r *relay, m mailboxRef, uid uint32, served []byte) *servedView {
 	v := &servedView{b: served, derive: func(_ string, compute func() any) any { return compute() }}
-	if dc, ok := r.srv.opts.Rewriter.(DerivedCache); ok {
+	if dc := r.srv.opts.DerivedCache; dc != nil {
 		ref := r.ref(m, uid)
 		v.derive = func(name string, compute func() any) any { return dc.Derived(ref, served, name, compute) }
 	}

@@ -36,12 +36,34 @@ type Options struct {
 	Logger *slog.Logger
 	// Rewriter, if set, decides which messages are served rewritten (see Rewriter); nil relays everything.
 	Rewriter Rewriter
+	// The Rewriter's helpers (hooks.go), each optional: nil turns its feature off. Package decrypt's
+	// Decrypter implements them all.
+	//
+	// CandidateFilter narrows the messages whose BODYSTRUCTURE is fetched to classify them; nil: all.
+	CandidateFilter CandidateFilter
+	// CacheProbe lets a UID FETCH of cached encrypted messages go upstream without their body items.
+	CacheProbe CacheProbe
+	// HeaderGuard names the status fields: messages stored with one are rewritten, SEARCH HEADER on them is
+	// answered from served copies.
+	HeaderGuard HeaderGuard
+	// AppendGuard keeps served plaintext from going upstream on APPEND; nil relays APPEND unchanged.
+	AppendGuard AppendGuard
+	// TextMatcher evaluates SEARCH BODY and TEXT over served copies; nil leaves them to the server.
+	TextMatcher TextMatcher
+	// HeaderMatcher answers SEARCH HEADER on the Rewriter's own fields from served copies.
+	HeaderMatcher HeaderMatcher
+	// DerivedCache keeps what the relay derives from a served copy next to the Rewriter's cached bytes.
+	DerivedCache DerivedCache
+	// MetaSource answers metadata-only FETCH items from stored metadata, MetaPruner drops that of expunged
+	// messages.
+	MetaSource MetaSource
+	MetaPruner MetaPruner
 	// CommandTimeout bounds each upstream command; 0 means DefaultCommandTimeout.
 	CommandTimeout time.Duration
 	// ShutdownTimeout bounds Close; 0 means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// EncryptAppends makes APPEND encrypt every message to the user's own certificates before it goes
-	// upstream (see Session.Append); it needs a Rewriter implementing AppendGuard.
+	// upstream (see Session.Append); it needs AppendGuard.
 	EncryptAppends bool
 	// Metrics, if set, counts sessions, logins and upstream failures.
 	Metrics Metrics
@@ -104,8 +126,8 @@ func New(opts Options) (*Server, error) {
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	if _, ok := opts.Rewriter.(AppendGuard); opts.EncryptAppends && !ok {
-		return nil, errors.New("proxy: EncryptAppends needs a Rewriter that implements AppendGuard")
+	if opts.EncryptAppends && opts.AppendGuard == nil {
+		return nil, errors.New("proxy: EncryptAppends needs an AppendGuard")
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = nopMetrics{}

@@ -211,7 +211,7 @@ func (e *e2e) ring(user string) *ring { return &ring{id: e.keys[user]} }
 
 type ring struct{ id identity }
 
-func (r *ring) KeysFor([]cms.RecipientID) ([]smime.Key, error) {
+func (r *ring) KeysFor(context.Context, []cms.RecipientID) ([]smime.Key, error) {
 	return []smime.Key{{Cert: r.id.chain[0], Private: r.id.key}}, nil
 }
 
@@ -293,7 +293,7 @@ func TestSubmitE2E(t *testing.T) {
 			t.Errorf("dave's copy is for %v, want alice and dave", got)
 		}
 		// bob reads it with his key: decrypted, with a valid signature by alice.
-		res := smime.Process(bob, e.ring("bob"), nil)
+		res := smime.Process(context.Background(), bob, e.ring("bob"), nil)
 		if res.Status != smime.Decrypted || !bytes.Contains(res.Served, []byte("launch code")) {
 			t.Fatalf("bob: Process() = %v %s", res.Status, res.Reason)
 		}
@@ -301,13 +301,13 @@ func TestSubmitE2E(t *testing.T) {
 			t.Errorf("bob: signature %+v", sig)
 		}
 		// alice's own key decrypts her copy too; dave's key his.
-		if r := smime.Process(bob, e.ring("alice"), nil); r.Status != smime.Decrypted {
+		if r := smime.Process(context.Background(), bob, e.ring("alice"), nil); r.Status != smime.Decrypted {
 			t.Errorf("alice's key on bob's copy: %v %s", r.Status, r.Reason)
 		}
-		if r := smime.Process(dave, e.ring("dave"), nil); r.Status != smime.Decrypted || !bytes.Contains(r.Served, []byte("launch code")) {
+		if r := smime.Process(context.Background(), dave, e.ring("dave"), nil); r.Status != smime.Decrypted || !bytes.Contains(r.Served, []byte("launch code")) {
 			t.Errorf("dave: %v %s", r.Status, r.Reason)
 		}
-		if r := smime.Process(bob, e.ring("dave"), nil); r.Status == smime.Decrypted {
+		if r := smime.Process(context.Background(), bob, e.ring("dave"), nil); r.Status == smime.Decrypted {
 			t.Error("dave's key decrypts bob's copy")
 		}
 		// OpenSSL reads the raw stored message: decrypt with bob's key, then verify alice's signature.
@@ -328,7 +328,7 @@ func TestSubmitE2E(t *testing.T) {
 		if !bytes.Contains(m, []byte("Subject: lunch?\r\n")) || bytes.Contains(m, []byte("[nosign]")) {
 			t.Errorf("tag not removed:\n%.500s", m)
 		}
-		res := smime.Process(m, e.ring("bob"), nil)
+		res := smime.Process(context.Background(), m, e.ring("bob"), nil)
 		if res.Status != smime.Decrypted || smime.Verify(res.Served, nil) != nil {
 			t.Errorf("[nosign]: want encrypted and unsigned, got %v, signature layer %v", res.Status, smime.Verify(res.Served, nil) != nil)
 		}

@@ -24,7 +24,9 @@ func (e *e2e) startIMAPProxy() string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + e.d.Addr(), CAFile: e.d.CAFile()}, Rewriter: dec})
+	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + e.d.Addr(), CAFile: e.d.CAFile()},
+		Rewriter: dec, CandidateFilter: dec, CacheProbe: dec, HeaderGuard: dec, AppendGuard: dec, TextMatcher: dec,
+		HeaderMatcher: dec, DerivedCache: dec, MetaSource: dec, MetaPruner: dec})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -6,11 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -383,18 +381,8 @@ func (ss *session) ownKey(ctx context.Context, from string, now time.Time) (*key
 func recipientIDs(keys []string) []cms.RecipientID {
 	var ids []cms.RecipientID
 	for _, k := range keys {
-		switch {
-		case strings.HasPrefix(k, "ski:"):
-			if b, err := hex.DecodeString(k[4:]); err == nil {
-				ids = append(ids, cms.RecipientID{SubjectKeyID: b})
-			}
-		case strings.HasPrefix(k, "iss:"):
-			iss, serial, ok := strings.Cut(k[4:], ":")
-			b, err := hex.DecodeString(iss)
-			n, nok := new(big.Int).SetString(serial, 16)
-			if ok && err == nil && nok {
-				ids = append(ids, cms.RecipientID{IssuerRaw: b, SerialNumber: n})
-			}
+		if id, ok := cms.ParseRecipientKey(k); ok {
+			ids = append(ids, id)
 		}
 	}
 	return ids

@@ -80,14 +80,15 @@ func (c *client) write(ctx context.Context, op, path string, body map[string]any
 
 // writeKeepBody POSTs body to path and returns the parsed answer even when Vault reports an error status with a
 // JSON body (Transit batch decryption answers 500 with per-item results when any item failed); err is then
-// the classified status error.
+// the classified status error. Its failures are not counted (Config.Metrics): the caller knows whether an error
+// status with results was a failure of the call.
 func (c *client) writeKeepBody(ctx context.Context, op, path string, body map[string]any) (*api.Secret, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	var sec *api.Secret
-	err = c.do(ctx, func() error {
+	err = c.doUncounted(ctx, func() error {
 		ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 		defer cancel()
 		sec = nil

@@ -245,6 +245,7 @@ func (c *client) keepLoggedIn(ctx context.Context, secret *api.Secret) {
 				secret = s
 				break
 			}
+			c.count(err)
 			backoff := min(time.Second<<min(attempt, 5), 30*time.Second)
 			c.log.Warn("vault login failed, retrying", "err", err, "in", backoff)
 			select {
@@ -286,10 +287,32 @@ func (c *client) watch(ctx context.Context, secret *api.Secret) {
 	}
 }
 
-// do runs op; with AppRole, a permission-denied answer caused by an expired token (the renewer lost the race,
-// or Vault was down past the token's TTL) leads to one new login and one retry. A genuine permission problem
-// costs one token lookup, which succeeds, so no login follows.
+// do runs op (doUncounted) and counts its failure (count).
 func (c *client) do(ctx context.Context, op func() error) error {
+	err := c.doUncounted(ctx, op)
+	c.count(err)
+	return err
+}
+
+// count reports a failed Vault request to Config.Metrics: no answer (ErrUnreachable, timeouts included, but not
+// a caller that went away), sealed, permission denied, a missing mount, or an error of Vault itself (HTTP 5xx,
+// an answer that does not parse). Answers about the request itself (other 4xx: a key that is not there, a
+// ciphertext Transit rejects) are not failures of Vault.
+func (c *client) count(err error) {
+	if err == nil || c.cfg.Metrics == nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	var ve *vaultError
+	if errors.As(err, &ve) && ve.class == ErrVault && ve.status >= 400 && ve.status < 500 {
+		return
+	}
+	c.cfg.Metrics.VaultError()
+}
+
+// doUncounted runs op; with AppRole, a permission-denied answer caused by an expired token (the renewer lost
+// the race, or Vault was down past the token's TTL) leads to one new login and one retry. A genuine permission
+// problem costs one token lookup, which succeeds, so no login follows.
+func (c *client) doUncounted(ctx context.Context, op func() error) error {
 	before := c.api.Token()
 	err := op()
 	if err == nil || c.cfg.AppRole == nil || !errors.Is(err, ErrPermissionDenied) {

@@ -66,6 +66,15 @@ type Config struct {
 	// Logger receives login, renewal and fallback events (never tokens, secret ids or key material); nil
 	// discards them.
 	Logger *slog.Logger
+	// Metrics counts failed Vault requests; nil counts nothing.
+	Metrics Metrics
+}
+
+// Metrics receives a count of every Vault request that failed (client.count says which do): no answer in
+// time, sealed, permission denied, a missing mount, an error of Vault itself. observe.Metrics implements it.
+// It must be safe for concurrent use.
+type Metrics interface {
+	VaultError()
 }
 
 // AppRole is the AppRole auth method's credentials (Vault's auth/approle/login).

@@ -1,6 +1,9 @@
-// Package vaultcfg keeps users' S/MIME keys in HashiCorp Vault: it connects to Vault the way Vault's own tools do
-// (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE, ~/.vault-token, AppRole with renewal and re-login;
-// renewable user tokens are renewed too) and implements keystore.Store on top of it.
+// Package vaultcfg is the proxy's whole Vault side, not only its configuration (the name is historical): it
+// connects to Vault the way Vault's own tools do (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE,
+// ~/.vault-token, AppRole with renewal and re-login; renewable user tokens are renewed too) and on top of that
+// holds the key store (Store, a keystore.Store), the users' address books (contacts.go, a
+// keystore.AddressBook), the proxy's own state (TLS certificates, the APPEND-marker and metadata-store keys)
+// and the Vault policies for all of it.
 //
 // Layout: one KV v2 secret per key at <kv-mount>/data/<prefix>/<user>/<key-id> holding the certificate chain
 // (PEM), the private key (PKCS#8 PEM) unless the key lives in Transit, and metadata (fingerprint, subject,
@@ -19,8 +22,12 @@
 // Unsupported: EC keys and RSA-OAEP with SHA-1 (or any parameters other than SHA-256/MGF1-SHA-256/no label) in
 // Transit, because Transit has no ECDH and fixes OAEP to SHA-256; such keys must stay in KV.
 //
-// Implementation notes: every Vault call takes the caller's context; errors are single-line, name the Vault
-// path and the failure class (ErrUnreachable, ErrSealed, ErrPermissionDenied, ErrMountNotFound) and never carry
-// a token, secret id or key material. Parsed keys are cached in memory (bounded TTL and size) so a busy session
-// does not ask Vault per message and cached keys keep working while Vault is unreachable.
+// Implementation notes: every Vault call takes the caller's context, bounded by Config.Timeout; Transit keys
+// from Lookup are bound to the lookup's context (TransitKey.WithContext), since crypto.Decrypter takes none.
+// The one exception is the load of a user's keys that concurrent lookups share (singleflight): it runs under
+// context.WithoutCancel, so one caller that goes away does not fail the others. Failed requests are counted
+// (Config.Metrics, the vault_errors_total metric). Errors are single-line, name the Vault path and the failure
+// class (ErrUnreachable, ErrSealed, ErrPermissionDenied, ErrMountNotFound) and never carry a token, secret id or
+// key material. Parsed keys are cached in memory (bounded TTL and size) so a busy session does not ask Vault
+// per message and cached keys keep working while Vault is unreachable.
 package vaultcfg

@@ -16,9 +16,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/keystore"
@@ -32,8 +33,7 @@ type Store struct {
 	cache *cache
 	now   func() time.Time
 
-	loadMu  sync.Mutex
-	loading map[string]*loadCall // user -> in-flight load
+	loads singleflight.Group // by user: one Vault load at a time
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -62,7 +62,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{c: c, cfg: cfg, log: cfg.Logger, cache: newCache(cfg.CacheTTL, cfg.CacheMaxStale, cfg.CacheSize), now: time.Now, loading: map[string]*loadCall{}}
+	s := &Store{c: c, cfg: cfg, log: cfg.Logger, cache: newCache(cfg.CacheTTL, cfg.CacheMaxStale, cfg.CacheSize), now: time.Now}
 	if err := s.checkKVMount(ctx); err != nil {
 		c.close()
 		return nil, err
@@ -155,6 +155,7 @@ func (s *Store) apiPath(kind, p string) string { return s.cfg.KVMount + "/" + ki
 
 // Lookup implements keystore.Store. Keys come from the cache while fresh; a miss refreshes from Vault at most
 // every missRefresh. When Vault is unreachable or sealed, keys cached up to CacheMaxStale ago still answer.
+// Transit keys are returned bound to ctx (TransitKey.WithContext).
 func (s *Store) Lookup(ctx context.Context, user string, ids []cms.RecipientID) ([]keystore.Key, error) {
 	if err := ValidateUser(user); err != nil {
 		return nil, err
@@ -166,64 +167,54 @@ func (s *Store) Lookup(ctx context.Context, user string, ids []cms.RecipientID) 
 	now := s.now()
 	cachedKeys, fresh, age, ok := s.cache.get(user, now)
 	if ok && fresh {
-		if m := matchKeys(cachedKeys, ids); len(m) > 0 || age < missRefresh {
+		if m := matchKeys(ctx, cachedKeys, ids); len(m) > 0 || age < missRefresh {
 			return m, nil
 		}
 	}
 	keys, err := s.loadShared(ctx, user)
 	if err != nil {
 		if ok && (errors.Is(err, ErrUnreachable) || errors.Is(err, ErrSealed)) {
-			if m := matchKeys(cachedKeys, ids); len(m) > 0 {
+			if m := matchKeys(ctx, cachedKeys, ids); len(m) > 0 {
 				s.log.Warn("vault unavailable, using cached keys", "user", user, "age", age.Round(time.Second), "err", err)
 				return m, nil
 			}
 		}
 		return nil, err
 	}
-	return matchKeys(keys, ids), nil
-}
-
-// loadCall is one in-flight load of a user's keys that concurrent lookups wait for.
-type loadCall struct {
-	done chan struct{}
-	keys []keystore.Key
-	err  error
+	return matchKeys(ctx, keys, ids), nil
 }
 
 // loadShared loads user's keys into the cache, sharing one Vault round trip among concurrent callers (a mail
-// client opening a folder fetches many messages at once).
+// client opening a folder fetches many messages at once; golang.org/x/sync/singleflight). The load runs under
+// context.WithoutCancel(ctx), each request bounded by Config.Timeout, so a caller that goes away returns at
+// once while the others still get the keys and the cache is filled.
 func (s *Store) loadShared(ctx context.Context, user string) ([]keystore.Key, error) {
-	s.loadMu.Lock()
-	if c := s.loading[user]; c != nil {
-		s.loadMu.Unlock()
-		select {
-		case <-c.done:
-			return c.keys, c.err
-		case <-ctx.Done():
-			return nil, s.c.classify(ctx.Err(), "list", s.apiPath("metadata", s.userDir(user)))
+	ch := s.loads.DoChan(user, func() (any, error) {
+		now := s.now()
+		keys, err := s.load(context.WithoutCancel(ctx), user)
+		if err == nil {
+			s.cache.put(user, keys, now)
 		}
+		return keys, err
+	})
+	select {
+	case r := <-ch:
+		keys, _ := r.Val.([]keystore.Key)
+		return keys, r.Err
+	case <-ctx.Done():
+		return nil, s.c.classify(ctx.Err(), "list", s.apiPath("metadata", s.userDir(user)))
 	}
-	c := &loadCall{done: make(chan struct{})}
-	s.loading[user] = c
-	s.loadMu.Unlock()
-
-	now := s.now()
-	c.keys, c.err = s.load(ctx, user)
-	if c.err == nil {
-		s.cache.put(user, c.keys, now)
-	}
-	s.loadMu.Lock()
-	delete(s.loading, user)
-	s.loadMu.Unlock()
-	close(c.done)
-	return c.keys, c.err
 }
 
-func matchKeys(keys []keystore.Key, ids []cms.RecipientID) []keystore.Key {
+// matchKeys returns the keys that match any of ids, Transit keys bound to ctx.
+func matchKeys(ctx context.Context, keys []keystore.Key, ids []cms.RecipientID) []keystore.Key {
 	var out []keystore.Key
 	for _, k := range keys {
 		for _, id := range ids {
 			if id.Matches(k.Cert) {
+				if tk, ok := k.Private.(*TransitKey); ok {
+					k.Private = tk.WithContext(ctx)
+				}
 				out = append(out, k)
 				break
 			}

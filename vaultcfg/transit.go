@@ -43,6 +43,7 @@ type TransitKey struct {
 	name    string
 	pub     *rsa.PublicKey
 	timeout time.Duration
+	ctx     context.Context // WithContext; nil: context.Background
 }
 
 // Public implements crypto.Decrypter.
@@ -51,9 +52,10 @@ func (k *TransitKey) Public() crypto.PublicKey { return k.pub }
 // Name returns the Transit key's name (not secret), for logs.
 func (k *TransitKey) Name() string { return k.name }
 
-// Decrypt implements crypto.Decrypter with the request timeout of the Store; see DecryptContext.
+// Decrypt implements crypto.Decrypter under k's context (WithContext) and the request timeout of the Store;
+// see DecryptContext.
 func (k *TransitKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.timeout)
+	ctx, cancel := k.callContext()
 	defer cancel()
 	return k.DecryptContext(ctx, random, ciphertext, opts)
 }
@@ -132,8 +134,9 @@ type BatchResult struct {
 	Err       error
 }
 
-// DecryptBatch decrypts many ciphertexts with one transit/decrypt call (batch_input), for example the wrapped
-// content-encryption keys of many messages fetched together. padding is PaddingPKCS1v15 or PaddingOAEP. The
+// DecryptBatch decrypts many ciphertexts with one transit/decrypt call (batch_input). The proxy does not batch
+// (each message's key transport is one Decrypt call, under that request's context); DecryptBatch is for bulk
+// tools and measurements. padding is PaddingPKCS1v15 or PaddingOAEP. The
 // error is for the call as a whole (Vault unreachable, permission denied); per-item failures are in the
 // results, which are in the order of ciphertexts. Callers decrypting PKCS #1 v1.5 session keys must treat an
 // item error like a wrong-length plaintext (substitute a random key), as DecryptContext does.
@@ -165,10 +168,13 @@ func (k *TransitKey) decryptBatch(ctx context.Context, cts [][]byte, padding str
 		// When any item fails Vault answers HTTP 400 or 500 for the whole call but still lists per-item results;
 		// only an answer without them is a failure of the call.
 		if err != nil && len(results) != len(part) {
+			k.c.count(err) // a failed call, not per-item results
 			return nil, err
 		}
 		if len(results) != len(part) {
-			return nil, fmt.Errorf("%w: decrypt with %s: %d results for %d ciphertexts", ErrVault, p, len(results), len(part))
+			err := fmt.Errorf("%w: decrypt with %s: %d results for %d ciphertexts", ErrVault, p, len(results), len(part))
+			k.c.count(err)
+			return nil, err
 		}
 		for _, r := range results {
 			m, _ := r.(map[string]any)
@@ -332,37 +338,23 @@ func isNotFound(err error) bool {
 	return errors.As(err, &ve) && ve.class == ErrVault && ve.status == 404
 }
 
-// WithContext returns k bound to ctx: its Decrypt and Sign (the fixed signatures of crypto.Decrypter and
-// crypto.Signer, which take no context) run their Vault call under ctx, within the Store's request timeout, so
-// that a caller that goes away (a mail client that disconnects) cancels it. It is the same idea as
-// tls.ClientHelloInfo.Context: the callback's signature is fixed, the value carries the cancellation.
-func (k *TransitKey) WithContext(ctx context.Context) *BoundTransitKey {
-	return &BoundTransitKey{k: k, ctx: ctx}
+// WithContext returns a copy of k bound to ctx: its Decrypt and Sign (the fixed signatures of
+// crypto.Decrypter and crypto.Signer, which take no context) run their Vault call under ctx, within the Store's
+// request timeout, so that a caller that goes away (a mail client that disconnects) cancels it. It is the same
+// idea as tls.ClientHelloInfo.Context: the callback's signature is fixed, the value carries the cancellation.
+// Store.Lookup returns Transit keys bound to its context.
+func (k *TransitKey) WithContext(ctx context.Context) *TransitKey {
+	b := *k
+	b.ctx = ctx
+	return &b
 }
 
-// BindContext implements keystore.ContextBinder: WithContext as a crypto.PrivateKey.
-func (k *TransitKey) BindContext(ctx context.Context) crypto.PrivateKey { return k.WithContext(ctx) }
-
-// BoundTransitKey is a TransitKey whose calls run under one context (TransitKey.WithContext). It implements
-// crypto.Decrypter and crypto.Signer.
-type BoundTransitKey struct {
-	k   *TransitKey
-	ctx context.Context
-}
-
-// Public implements crypto.Decrypter and crypto.Signer.
-func (b *BoundTransitKey) Public() crypto.PublicKey { return b.k.pub }
-
-// Decrypt implements crypto.Decrypter under the bound context; see TransitKey.DecryptContext.
-func (b *BoundTransitKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(b.ctx, b.k.timeout)
-	defer cancel()
-	return b.k.DecryptContext(ctx, random, ciphertext, opts)
-}
-
-// Sign implements crypto.Signer under the bound context; see TransitKey.SignContext.
-func (b *BoundTransitKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(b.ctx, b.k.timeout)
-	defer cancel()
-	return b.k.SignContext(ctx, digest, opts)
+// callContext is the context of one Vault call of Decrypt or Sign: the bound context (WithContext), or the
+// background, within the request timeout.
+func (k *TransitKey) callContext() (context.Context, context.CancelFunc) {
+	ctx := k.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return context.WithTimeout(ctx, k.timeout)
 }

@@ -28,7 +28,7 @@ import (
 // fixedKeyring hands smime the keys a Lookup returned.
 type fixedKeyring []keystore.Key
 
-func (k fixedKeyring) KeysFor([]cms.RecipientID) ([]smime.Key, error) {
+func (k fixedKeyring) KeysFor(context.Context, []cms.RecipientID) ([]smime.Key, error) {
 	var out []smime.Key
 	for _, key := range k {
 		out = append(out, smime.Key{Cert: key.Cert, Private: key.Private})
@@ -105,9 +105,12 @@ func TestTransitReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	counter := &vaultErrors{} // Config.Metrics: rejected ciphertexts and keys are not failed Vault requests
 	lookup := func() fixedKeyring {
 		t.Helper()
-		s := e.open(e.config(e.v.RootToken())) // a fresh store: no cached keys
+		cfg := e.config(e.v.RootToken())
+		cfg.Metrics = counter
+		s := e.open(cfg) // a fresh store: no cached keys
 		keys, err := s.Lookup(ctx, "dora", cms.RecipientIDsOf(cert))
 		if err != nil || len(keys) != 1 {
 			t.Fatalf("Lookup(dora) = %v, %v", keys, err)
@@ -117,9 +120,9 @@ func TestTransitReasons(t *testing.T) {
 		}
 		return fixedKeyring(keys)
 	}
-	check := func(name string, kr fixedKeyring, msg []byte, wantStatus smime.Status, wantReason string) {
+	check := func(name string, kr fixedKeyring, msg []byte, wantStatus smime.Status, wantReason smime.Reason) {
 		t.Helper()
-		res := smime.Process(msg, kr, nil)
+		res := smime.Process(context.Background(), msg, kr, nil)
 		// A PKCS #1 v1.5 key transport that fails yields a random content key (implicit rejection, RFC 3218
 		// section 2.3.2), and a CBC body decrypted with it ends in valid padding about once in 256: then the
 		// message is "decrypted" to garbage, as in every S/MIME client. Never to the secret.
@@ -168,11 +171,18 @@ func TestTransitReasons(t *testing.T) {
 	}
 	writeTransitName(orig)
 
+	if n := counter.n.Load(); n != 0 {
+		t.Errorf("%d Vault errors counted for messages and keys Transit rejected, want 0", n)
+	}
+
 	// Vault unreachable: the key is unavailable, not the message corrupt.
 	kr = lookup()
 	e.v.Stop()
 	for _, padding := range []string{"pkcs1v15", "oaep"} {
 		check(padding+" vault down", kr, msgs[padding][0], smime.Undecryptable, smime.ReasonKeyUnavailable)
+	}
+	if n := counter.n.Load(); n != 2 {
+		t.Errorf("%d Vault errors counted for two Transit calls that failed, want 2", n)
 	}
 	e.v.Restart()
 	check("oaep after restart", kr, msgs["oaep"][0], smime.Decrypted, "")
@@ -222,8 +232,8 @@ func TestLookupSkipsUnparsableSecret(t *testing.T) {
 	}
 }
 
-// TestTransitKeyBoundContext: a Transit key bound to a request's context (keystore.BindContext, as decrypt
-// binds it) stops its Vault call when that context ends, and works like the key itself while it lives.
+// TestTransitKeyBoundContext: a Transit key comes from Lookup bound to the lookup's context (the request's, as
+// decrypt passes it), stops its Vault call when that context ends, and works like the key itself while it lives.
 func TestTransitKeyBoundContext(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -245,13 +255,18 @@ func TestTransitKeyBoundContext(t *testing.T) {
 	}
 	oaep := &rsa.OAEPOptions{Hash: crypto.SHA256}
 
-	live := keystore.BindContext(ctx, keys[0].Private).(crypto.Decrypter)
+	live := keys[0].Private.(crypto.Decrypter)
 	if got, err := live.Decrypt(rand.Reader, ct, oaep); err != nil || !bytes.Equal(got, cek) {
 		t.Fatalf("bound key, live context: Decrypt() = %x, %v", got, err)
 	}
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	dead := keystore.BindContext(gone, keys[0].Private).(crypto.Decrypter)
+	// The keys are cached now: Lookup answers without Vault, and binds them to the dead context all the same.
+	keys, err = s.Lookup(gone, "dora", cms.RecipientIDsOf(cert))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("Lookup(dora, cancelled context) from the cache = %v, %v", keys, err)
+	}
+	dead := keys[0].Private.(crypto.Decrypter)
 	start := time.Now()
 	if _, err := dead.Decrypt(rand.Reader, ct, oaep); !errors.Is(err, context.Canceled) {
 		t.Errorf("bound key, cancelled context: Decrypt() = %v, want context.Canceled", err)

@@ -22,9 +22,10 @@ var transitHashNames = map[crypto.Hash]string{
 	crypto.SHA512: "sha2-512",
 }
 
-// Sign implements crypto.Signer with the request timeout of the Store; see SignContext.
+// Sign implements crypto.Signer under k's context (WithContext) and the request timeout of the Store; see
+// SignContext.
 func (k *TransitKey) Sign(random io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.timeout)
+	ctx, cancel := k.callContext()
 	defer cancel()
 	return k.SignContext(ctx, digest, opts)
 }

@@ -314,9 +314,18 @@ func fetchRound(ctx context.Context, tb testenv.TB, cfg config, r int, d *testen
 		return rd, 0, err
 	}
 	srv, err := proxy.New(proxy.Options{
-		Upstream: backend.Options{URL: "imap://" + d.Addr()},
-		Logger:   slog.New(slog.NewTextHandler(progressOut, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Rewriter: dec,
+		Upstream:        backend.Options{URL: "imap://" + d.Addr()},
+		Logger:          slog.New(slog.NewTextHandler(progressOut, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Rewriter:        dec,
+		CandidateFilter: dec,
+		CacheProbe:      dec,
+		HeaderGuard:     dec,
+		AppendGuard:     dec,
+		TextMatcher:     dec,
+		HeaderMatcher:   dec,
+		DerivedCache:    dec,
+		MetaSource:      dec,
+		MetaPruner:      dec,
 	})
 	if err != nil {
 		return rd, 0, fmt.Errorf("smimebench: %w", err)

@@ -10,13 +10,14 @@ import (
 	"github.com/smimeproxy/smimeproxy/metastore"
 )
 
-func init() {
-	register(command{
+// cacheCommand is the 'cache' subcommand (main.go lists it).
+func cacheCommand() command {
+	return command{
 		name:    "cache",
 		summary: "show, clear or re-key a user's metadata store (serve --metadata-store): cache stats|clear|rotate-key --user U",
 		run:     runCache,
 		flags:   func() *flag.FlagSet { fs, _, _, _ := newCacheFlagSet(); return fs },
-	})
+	}
 }
 
 func newCacheFlagSet() (*flag.FlagSet, *string, *string, *vaultFlags) {

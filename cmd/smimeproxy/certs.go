@@ -14,20 +14,24 @@ import (
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
-func init() {
-	register(command{
+// certsCommand is the 'certs' subcommand (main.go lists it).
+func certsCommand() command {
+	return command{
 		name:    "certs",
 		summary: "manage a user's address book of correspondents' certificates in Vault: certs import|list|remove|trust",
 		run:     runCerts,
-	})
+	}
 }
 
-// certsSub are the subcommands of certs.
-var certsSub = map[string]subcommand{
-	"import": runCertsImport,
-	"list":   runCertsList,
-	"remove": runCertsRemove,
-	"trust":  runCertsTrust,
+// certsSub returns the subcommands of certs (a function, like commandTable: a package-level map of them
+// would be an initialization cycle).
+func certsSub() map[string]subcommand {
+	return map[string]subcommand{
+		"import": runCertsImport,
+		"list":   runCertsList,
+		"remove": runCertsRemove,
+		"trust":  runCertsTrust,
+	}
 }
 
 func certsUsage(env *cmdEnv) {
@@ -39,7 +43,7 @@ func certsUsage(env *cmdEnv) {
 }
 
 func runCerts(ctx context.Context, env *cmdEnv, args []string) int {
-	return runSubcommand(ctx, env, "certs", certsSub, certsUsage, args)
+	return runSubcommand(ctx, env, "certs", certsSub(), certsUsage, args)
 }
 
 func newCertsFlagSet(sub string, env *cmdEnv, usage string) (*flag.FlagSet, *keysFlags) {

@@ -19,12 +19,13 @@ import (
 	"strings"
 )
 
-func init() {
-	register(command{
+// clientConfigCommand is the 'client-config' subcommand (main.go lists it).
+func clientConfigCommand() command {
+	return command{
 		name:    "client-config",
 		summary: "print a ready mail client configuration (thunderbird, mutt, mbsync, apple) for this proxy",
 		run:     runClientConfig,
-	})
+	}
 }
 
 // clientConfigs are the clients client-config writes for (mutt and neomutt share one format).

@@ -9,12 +9,13 @@ import (
 	"github.com/smimeproxy/smimeproxy/internal/config"
 )
 
-func init() {
-	register(command{
+// configCommand is the 'config' subcommand (main.go lists it).
+func configCommand() command {
+	return command{
 		name:    "config",
 		summary: "configuration file: config example|path",
 		run:     runConfig,
-	})
+	}
 }
 
 func configUsage(env *cmdEnv) {
@@ -46,14 +47,14 @@ func runConfigExample(env *cmdEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "smimeproxy config example: unexpected argument %q\n", args[0])
 		return exitError
 	}
-	names := make([]string, 0, len(commands))
-	for n := range commands {
+	names := make([]string, 0, len(commands()))
+	for n := range commands() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	var cmds []config.ExampleCommand
 	for _, n := range names {
-		c := commands[n]
+		c := commands()[n]
 		if n == "config" {
 			continue
 		}

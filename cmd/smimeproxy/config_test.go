@@ -172,7 +172,7 @@ func TestConfigExample(t *testing.T) {
 		t.Fatalf("config example exit %d, stderr %q", code, stderr)
 	}
 	out := stdout.String()
-	for n, c := range commands {
+	for n, c := range commands() {
 		if n == "config" {
 			continue
 		}

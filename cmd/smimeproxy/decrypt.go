@@ -24,13 +24,14 @@ const (
 // maxDecryptInput bounds what decrypt reads; smime.Options.MaxSize bounds what it decrypts.
 const maxDecryptInput = 1 << 30
 
-func init() {
-	register(command{
+// decryptCommand is the 'decrypt' subcommand (main.go lists it).
+func decryptCommand() command {
+	return command{
 		name:    "decrypt",
 		summary: "decrypt one S/MIME message (file or stdin) as the proxy would serve it",
 		run:     runDecrypt,
 		flags:   func() *flag.FlagSet { fs, _ := newDecryptFlagSet(nil); return fs },
-	})
+	}
 }
 
 // listFlag is a repeatable string flag.
@@ -99,7 +100,7 @@ func runDecrypt(ctx context.Context, env *cmdEnv, args []string) int {
 		}
 	}
 
-	kr := &cliKeyring{ctx: ctx, user: df.user}
+	kr := &cliKeyring{user: df.user}
 	if len(df.keys) > 0 {
 		pw, err := readPassword(env, df.pwEnv, df.pwFile)
 		if err != nil {
@@ -139,7 +140,7 @@ func runDecrypt(ctx context.Context, env *cmdEnv, args []string) int {
 		kr.store = store
 	}
 
-	res := smime.Process(msg, kr, nil)
+	res := smime.Process(ctx, msg, kr, nil)
 	if _, err := env.stdout.Write(res.Served); err != nil {
 		return fail("writing the message: %v", err)
 	}
@@ -151,8 +152,8 @@ func runDecrypt(ctx context.Context, env *cmdEnv, args []string) int {
 		return exitNotEncrypted
 	default:
 		detail := ""
-		if kr.err != nil {
-			detail = " (" + kr.err.Error() + ")"
+		if cause, ok := errors.AsType[*smime.UndecryptableError](res.Err); ok && cause.Reason == smime.ReasonKeyUnavailable && cause.Err != nil {
+			detail = " (" + cause.Err.Error() + ")"
 		}
 		fmt.Fprintf(env.stderr, "smimeproxy decrypt: %s: cannot decrypt: %s%s\n", name, res.Reason, detail)
 		return exitUndecryptable
@@ -194,22 +195,19 @@ func loadDecryptKeys(keyFiles, certFiles []string, password []byte) ([]smime.Key
 
 // cliKeyring offers the --key files' keys and, with --user, the user's keys from Vault.
 type cliKeyring struct {
-	ctx   context.Context
 	files []smime.Key
 	store keystore.Store
 	user  string
-	err   error // the Vault lookup error, for the message on stderr
 }
 
 // KeysFor implements smime.Keyring. A Vault failure is an error only when no --key file names a recipient.
-func (k *cliKeyring) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) {
+func (k *cliKeyring) KeysFor(ctx context.Context, ids []cms.RecipientID) ([]smime.Key, error) {
 	out := append([]smime.Key(nil), k.files...)
 	if k.store == nil {
 		return out, nil
 	}
-	found, err := k.store.Lookup(k.ctx, k.user, ids)
+	found, err := k.store.Lookup(ctx, k.user, ids)
 	if err != nil {
-		k.err = err
 		for _, f := range k.files {
 			for _, id := range ids {
 				if id.Matches(f.Cert) {

@@ -5,18 +5,18 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/smimeproxy/smimeproxy/decrypt"
 	"github.com/smimeproxy/smimeproxy/demo"
 	"github.com/smimeproxy/smimeproxy/internal/observe"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
-func init() {
-	register(command{
+// demoCommand is the 'demo' subcommand (main.go lists it).
+func demoCommand() command {
+	return command{
 		name:    "demo",
 		summary: "run a self-contained demo: in-memory mail server with encrypted samples behind the proxy",
 		run:     runDemo,
-	})
+	}
 }
 
 // runDemo starts the demo and serves until ctx ends (Ctrl-C, SIGTERM); with --once it checks the demo through
@@ -61,6 +61,7 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) int {
 	var store keystore.Store
 	if *useVault {
 		vf.logger = logger
+		vf.metrics = metrics
 		s, release, err := vf.open(ctx, env)
 		if err != nil {
 			fmt.Fprintf(env.stderr, "smimeproxy demo: %v\n", err)
@@ -95,16 +96,11 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) int {
 	return exitOK
 }
 
-// decryptMetrics adapts observe.Metrics to decrypt.Metrics (observe counts undecryptable messages without a
-// reason label).
+// decryptMetrics adapts observe.Metrics to decrypt.Metrics. Vault request failures are counted where they
+// happen (vaultcfg.Config.Metrics), not per message served key-unavailable.
 type decryptMetrics struct{ m *observe.Metrics }
 
-func (a decryptMetrics) Decrypted() { a.m.Decrypted() }
-func (a decryptMetrics) Undecryptable(reason string) {
-	a.m.Undecryptable(reason)
-	if reason == decrypt.ReasonKeyUnavailable {
-		a.m.VaultError()
-	}
-}
-func (a decryptMetrics) CacheHit()  { a.m.CacheHit() }
-func (a decryptMetrics) CacheMiss() { a.m.CacheMiss() }
+func (a decryptMetrics) Decrypted()                  { a.m.Decrypted() }
+func (a decryptMetrics) Undecryptable(reason string) { a.m.Undecryptable(reason) }
+func (a decryptMetrics) CacheHit()                   { a.m.CacheHit() }
+func (a decryptMetrics) CacheMiss()                  { a.m.CacheMiss() }

@@ -11,12 +11,10 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"sort"
@@ -34,13 +32,14 @@ import (
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
 )
 
-func init() {
-	register(command{
+// doctorCommand is the 'doctor' subcommand (main.go lists it).
+func doctorCommand() command {
+	return command{
 		name:    "doctor",
 		summary: "check a setup (config, upstream IMAP, Vault, keys) and say what to fix",
 		run:     runDoctor,
 		flags:   func() *flag.FlagSet { fs, _ := newDoctorFlagSet(); return fs },
-	})
+	}
 }
 
 // Defaults of doctor's checks.
@@ -456,7 +455,7 @@ func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keys
 	name := fmt.Sprintf("key %s of %s (%s, %s)", e.ID, d.user, strings.Join(e.Emails, ", "), e.Storage)
 	ids := make([]cms.RecipientID, 0, len(e.RecipientIDs))
 	for _, s := range e.RecipientIDs {
-		if id, ok := parseRecipientKey(s); ok {
+		if id, ok := cms.ParseRecipientKey(s); ok {
 			ids = append(ids, id)
 		}
 	}
@@ -494,21 +493,6 @@ func (d *doctorFlags) checkKey(ctx context.Context, store keystore.Store, e keys
 		r.add(statusOK, fmt.Sprintf("%s: certificate valid until %s", name, until), "")
 	}
 	return key.Cert != nil && key.Cert.PublicKeyAlgorithm == x509.RSA
-}
-
-// parseRecipientKey reverses cms.RecipientID.Key.
-func parseRecipientKey(s string) (cms.RecipientID, bool) {
-	if h, ok := strings.CutPrefix(s, "ski:"); ok {
-		b, err := hex.DecodeString(h)
-		return cms.RecipientID{SubjectKeyID: b}, err == nil && len(b) > 0
-	}
-	if rest, ok := strings.CutPrefix(s, "iss:"); ok {
-		iss, serial, ok := strings.Cut(rest, ":")
-		b, err := hex.DecodeString(iss)
-		n, nok := new(big.Int).SetString(serial, 16)
-		return cms.RecipientID{IssuerRaw: b, SerialNumber: n}, ok && err == nil && nok
-	}
-	return cms.RecipientID{}, false
 }
 
 // selfTest proves a key usable: for RSA, a random 32-byte secret encrypted to the certificate (PKCS #1 v1.5,

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -61,24 +60,7 @@ func importKey(t *testing.T, vars map[string]string, user string, extra ...strin
 	}
 }
 
-// standInServe registers, when no serve command exists yet, a stand-in with serve's upstream flags so that a
-// config file's [serve] section is known. It never runs. With the real serve registered it does nothing, and
-// the test then checks that serve's flags and doctor's agree.
-func standInServe() {
-	if _, ok := commands["serve"]; ok {
-		return
-	}
-	register(command{name: "serve", summary: "(test stand-in)",
-		run: func(context.Context, *cmdEnv, []string) int { return exitError },
-		flags: func() *flag.FlagSet {
-			fs, _ := newDoctorFlagSet()
-			fs.Init("serve", flag.ContinueOnError)
-			return fs
-		}})
-}
-
 func TestDoctorRealDovecotAndVault(t *testing.T) {
-	standInServe()
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	v := testenv.StartVault(t)
 	vars := map[string]string{"VAULT_ADDR": v.Addr(), "VAULT_TOKEN": v.RootToken(), "P12PW": "nss", "HOME": t.TempDir()}
@@ -262,18 +244,4 @@ func fakeIMAP(t *testing.T, caps string) string {
 		}
 	}()
 	return ln.Addr().String()
-}
-
-func TestParseRecipientKey(t *testing.T) {
-	for _, s := range []string{"ski:0a0b", "iss:3000:1f"} {
-		id, ok := parseRecipientKey(s)
-		if !ok || id.Key() != s {
-			t.Errorf("parseRecipientKey(%q) = %v, %v; Key() = %q", s, id, ok, id.Key())
-		}
-	}
-	for _, s := range []string{"", "ski:", "ski:zz", "iss:3000", "iss:zz:1", "iss:30:xyz", "other:1"} {
-		if _, ok := parseRecipientKey(s); ok {
-			t.Errorf("parseRecipientKey(%q) ok", s)
-		}
-	}
 }

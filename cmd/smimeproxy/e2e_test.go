@@ -515,7 +515,7 @@ func checkServed(t *testing.T, m e2eMsg, body, upstream []byte) {
 			t.Errorf("%s: status fields %q, want %q", m.name, fields, want)
 		}
 		// The upstream message, attached under an explanation (serve --undecryptable=explain, the default).
-		if !bytes.Equal(smime.OriginalOf(body), upstream) || !bytes.Contains(body, []byte(smime.Explanation(m.reason))) {
+		if !bytes.Equal(smime.OriginalOf(body), upstream) || !bytes.Contains(body, []byte(smime.Explanation(smime.Reason(m.reason)))) {
 			t.Errorf("%s: undecryptable message is not the upstream's under an explanation", m.name)
 		}
 	case "not-decrypted":

@@ -102,13 +102,13 @@ func configSchema(fs *flag.FlagSet) config.Schema {
 		s.Sections[sec] = nil
 		fs.VisitAll(func(fl *flag.Flag) { s.Sections[sec] = append(s.Sections[sec], fl.Name) })
 	}
-	names := make([]string, 0, len(commands))
-	for n := range commands {
+	names := make([]string, 0, len(commands()))
+	for n := range commands() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		c := commands[n]
+		c := commands()[n]
 		if c.flags == nil {
 			s.Unchecked = append(s.Unchecked, n)
 			continue

@@ -19,20 +19,24 @@ import (
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
 )
 
-func init() {
-	register(command{
+// keysCommand is the 'keys' subcommand (main.go lists it).
+func keysCommand() command {
+	return command{
 		name:    "keys",
 		summary: "manage users' S/MIME keys in Vault: keys import|list|remove|policy",
 		run:     runKeys,
-	})
+	}
 }
 
-// keysSub are the subcommands of keys.
-var keysSub = map[string]subcommand{
-	"import": runKeysImport,
-	"list":   runKeysList,
-	"remove": runKeysRemove,
-	"policy": runKeysPolicy,
+// keysSub returns the subcommands of keys (a function, like commandTable: a package-level map of them
+// would be an initialization cycle).
+func keysSub() map[string]subcommand {
+	return map[string]subcommand{
+		"import": runKeysImport,
+		"list":   runKeysList,
+		"remove": runKeysRemove,
+		"policy": runKeysPolicy,
+	}
 }
 
 func keysUsage(env *cmdEnv) {
@@ -44,7 +48,7 @@ func keysUsage(env *cmdEnv) {
 }
 
 func runKeys(ctx context.Context, env *cmdEnv, args []string) int {
-	return runSubcommand(ctx, env, "keys", keysSub, keysUsage, args)
+	return runSubcommand(ctx, env, "keys", keysSub(), keysUsage, args)
 }
 
 // subcommand is one subcommand of a command group (keys, certs, cache).

@@ -37,25 +37,43 @@ type cmdEnv struct {
 	getenv func(string) string
 }
 
-var commands = map[string]command{}
-
-func register(c command) {
-	if _, dup := commands[c.name]; dup {
-		panic("smimeproxy: duplicate command " + c.name)
+// commandTable is every subcommand, in one place: the table is built when asked (no registration by init
+// functions), and a package-level map could not be, since config and flags list the commands themselves.
+func commandTable() []command {
+	return []command{
+		cacheCommand(),
+		certsCommand(),
+		clientConfigCommand(),
+		configCommand(),
+		decryptCommand(),
+		demoCommand(),
+		doctorCommand(),
+		keysCommand(),
+		serveCommand(),
+		tlsCommand(),
 	}
-	commands[c.name] = c
+}
+
+// commands returns the subcommands by name.
+func commands() map[string]command {
+	m := map[string]command{}
+	for _, c := range commandTable() {
+		m[c.name] = c
+	}
+	return m
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: smimeproxy <command> [flags] [args]")
 	fmt.Fprintln(w, "\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
+	cmds := commands()
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'smimeproxy <command> -h' for a command's flags.")
 }
@@ -71,7 +89,7 @@ func runMain(ctx context.Context, env *cmdEnv, args []string) int {
 		usage(env.stdout)
 		return exitOK
 	}
-	c, ok := commands[args[0]]
+	c, ok := commands()[args[0]]
 	if !ok {
 		fmt.Fprintf(env.stderr, "smimeproxy: unknown command %q\n", args[0])
 		usage(env.stderr)

@@ -28,13 +28,14 @@ import (
 // defaultServeListen is where serve listens for mail clients unless --listen says otherwise.
 const defaultServeListen = "127.0.0.1:1143"
 
-func init() {
-	register(command{
+// serveCommand is the 'serve' subcommand (main.go lists it).
+func serveCommand() command {
+	return command{
 		name:    "serve",
 		summary: "run the IMAP proxy: mail clients connect here, mail stays on the upstream server",
 		run:     runServe,
 		flags:   func() *flag.FlagSet { fs, _ := newServeFlagSet(); return fs },
-	})
+	}
 }
 
 type serveFlags struct {
@@ -158,6 +159,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 	var store *vaultcfg.Store
 	if !sf.noDecrypt {
 		sf.vault.logger = logger
+		sf.vault.metrics = metrics
 		if store, err = sf.vault.openVault(ctx, env); err != nil {
 			return fail(fmt.Errorf("%w (to relay without decrypting, give --no-decrypt)", err))
 		}
@@ -194,24 +196,15 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		if err != nil {
 			return fail(err)
 		}
-		opts.Rewriter = d
+		// The Decrypter is the Rewriter and every one of its helpers (proxy/hooks.go).
+		opts.Rewriter, opts.CandidateFilter, opts.CacheProbe, opts.DerivedCache = d, d, d, d
+		opts.HeaderGuard, opts.AppendGuard, opts.TextMatcher, opts.HeaderMatcher = d, d, d, d
+		opts.MetaSource, opts.MetaPruner = d, d
 		opts.EncryptAppends = sf.encryptAppends
 		if !sf.encryptAppends {
 			logger.Warn(encryptAppendsOffWarning)
 		}
-		go func() { // the cache gauge of /metrics
-			tick := time.NewTicker(5 * time.Second)
-			defer tick.Stop()
-			for {
-				_, n := d.CacheStats()
-				metrics.SetCacheBytes(n)
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		}()
+		metrics.CacheBytesFrom(func() int64 { _, n := d.CacheStats(); return n }) // read at every scrape
 	} else if sf.encryptAppends && flagSet(fs, "encrypt-appends") {
 		return fail(errors.New("--encrypt-appends needs the key store; it cannot be combined with --no-decrypt"))
 	}

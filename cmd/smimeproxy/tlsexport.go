@@ -9,12 +9,13 @@ import (
 	"github.com/smimeproxy/smimeproxy/tlscert"
 )
 
-func init() {
-	register(command{
+// tlsCommand is the 'tls' subcommand (main.go lists it).
+func tlsCommand() command {
+	return command{
 		name:    "tls",
 		summary: "client-facing TLS: 'tls export' prints the certificate mail clients should trust",
 		run:     runTLS,
-	})
+	}
 }
 
 // runTLS runs 'smimeproxy tls export': it prints the certificate serve presents to mail clients (STARTTLS on

@@ -29,6 +29,8 @@ type vaultFlags struct {
 	// logger, when set before open, receives the store's events (login, renewal, fallback to cached keys);
 	// default: warnings and errors as text on stderr.
 	logger *slog.Logger
+	// metrics, when set before open, counts failed Vault requests (vaultcfg.Config.Metrics).
+	metrics vaultcfg.Metrics
 }
 
 // addVaultFlags registers the Vault flags on fs.
@@ -86,6 +88,7 @@ func (v *vaultFlags) config(env *cmdEnv) (vaultcfg.Config, error) {
 		return cfg, errors.New("vault: an AppRole secret id needs --vault-approle-role-id")
 	}
 	cfg.Logger = v.logger
+	cfg.Metrics = v.metrics
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
+	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -56,6 +57,25 @@ func (id RecipientID) Key() string {
 		serial = id.SerialNumber.Text(16)
 	}
 	return "iss:" + hex.EncodeToString(id.IssuerRaw) + ":" + serial
+}
+
+// ParseRecipientKey inverts RecipientID.Key: "ski:<hex>" or "iss:<issuer DER hex>:<serial hex>". ok is false
+// for anything else.
+func ParseRecipientKey(key string) (id RecipientID, ok bool) {
+	if h, found := strings.CutPrefix(key, "ski:"); found {
+		b, err := hex.DecodeString(h)
+		return RecipientID{SubjectKeyID: b}, err == nil && len(b) > 0
+	}
+	if rest, found := strings.CutPrefix(key, "iss:"); found {
+		iss, serial, found := strings.Cut(rest, ":")
+		b, err := hex.DecodeString(iss)
+		n, nok := new(big.Int).SetString(serial, 16)
+		if !found || err != nil || !nok {
+			return RecipientID{}, false
+		}
+		return RecipientID{IssuerRaw: b, SerialNumber: n}, true
+	}
+	return RecipientID{}, false
 }
 
 // String is a short human-readable form for logs (no key material is involved).

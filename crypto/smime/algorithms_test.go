@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ func TestProcessAlgorithms(t *testing.T) {
 			}
 			msg := []byte(outerHeader + "Content-Type: application/pkcs7-mime; smime-type=" + label +
 				"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64(der))
-			res := smime.Process(msg, &ring{keys: keys}, nil)
+			res := smime.Process(context.Background(), msg, &ring{keys: keys}, nil)
 			if res.Status != smime.Decrypted {
 				t.Fatalf("Process() = %v %q", res.Status, res.Reason)
 			}

@@ -4,6 +4,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -54,7 +55,7 @@ func BenchmarkProcess(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if res := smime.Process(msg, kr, nil); res.Status != smime.Decrypted {
+				if res := smime.Process(context.Background(), msg, kr, nil); res.Status != smime.Decrypted {
 					b.Fatalf("Process() = %v %q", res.Status, res.Reason)
 				}
 			}
@@ -129,7 +130,7 @@ func checkAlloc(t *testing.T, msg []byte, k smime.Key) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	res := smime.Process(msg, kr, &smime.Options{MaxSize: 64 << 20})
+	res := smime.Process(context.Background(), msg, kr, &smime.Options{MaxSize: 64 << 20})
 	runtime.ReadMemStats(&after)
 	if res.Status != smime.Decrypted {
 		t.Fatalf("Process() = %v %q", res.Status, res.Reason)

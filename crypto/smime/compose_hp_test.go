@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func TestComposeProtectedSubject(t *testing.T) {
 	if !strings.Contains(stored, "Subject: [...]\r\n") || bytes.Contains(enc, []byte("merger")) {
 		t.Fatalf("stored message shows the subject:\n%s", stored)
 	}
-	res := smime.Process(enc, &ring{keys: []smime.Key{b}}, nil)
+	res := smime.Process(context.Background(), enc, &ring{keys: []smime.Key{b}}, nil)
 	if res.Status != smime.Decrypted {
 		t.Fatalf("Process() = %v %s", res.Status, res.Reason)
 	}
@@ -102,7 +103,7 @@ func TestComposeProtectedUnsigned(t *testing.T) {
 	if !strings.Contains(headerOf(enc), "Subject: [...]\r\n") || bytes.Contains(enc, []byte("merger")) {
 		t.Fatalf("stored header:\n%s", headerOf(enc))
 	}
-	res := smime.Process(enc, &ring{keys: []smime.Key{b}}, nil)
+	res := smime.Process(context.Background(), enc, &ring{keys: []smime.Key{b}}, nil)
 	if res.Status != smime.Decrypted || !bytes.Contains(res.Served, []byte("Signing on Friday.")) {
 		t.Fatalf("Process() = %v %s", res.Status, res.Reason)
 	}

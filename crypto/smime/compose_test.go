@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -109,7 +110,7 @@ func TestComposeSignThenEncrypt(t *testing.T) {
 		if !bytes.Contains(enc, []byte(wantType)) || !bytes.Contains(enc, []byte("Subject: Grüße\r\n")) {
 			t.Errorf("Encrypt(auth=%v) header: %q", auth, enc[:bytes.Index(enc, []byte("\r\n\r\n"))])
 		}
-		res := smime.Process(enc, &ring{keys: []smime.Key{b}}, nil)
+		res := smime.Process(context.Background(), enc, &ring{keys: []smime.Key{b}}, nil)
 		if res.Status != smime.Decrypted || res.Info.Authenticated != auth {
 			t.Fatalf("Process(Encrypt(auth=%v)) = %v %s %+v", auth, res.Status, res.Reason, res.Info)
 		}
@@ -124,7 +125,7 @@ func TestComposeSignThenEncrypt(t *testing.T) {
 	// The sender's own key opens it too.
 	enc, _ := smime.Encrypt(signed, []*x509.Certificate{b.Cert, chain[0]}, nil)
 	_, aliceKey := corpusIdentity(t, "Alice")
-	if res := smime.Process(enc, &ring{keys: []smime.Key{{Cert: chain[0], Private: aliceKey}}}, nil); res.Status != smime.Decrypted {
+	if res := smime.Process(context.Background(), enc, &ring{keys: []smime.Key{{Cert: chain[0], Private: aliceKey}}}, nil); res.Status != smime.Decrypted {
 		t.Errorf("Process with the sender's key = %v %s", res.Status, res.Reason)
 	}
 }

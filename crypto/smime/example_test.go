@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
 
@@ -12,13 +13,15 @@ import (
 // fileKeys is a Keyring over keys held in memory (a Vault-backed one would look them up by the ids).
 type fileKeys []smime.Key
 
-func (k fileKeys) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) { return k, nil }
+func (k fileKeys) KeysFor(_ context.Context, ids []cms.RecipientID) ([]smime.Key, error) {
+	return k, nil
+}
 
 func ExampleProcess() {
 	key := identity(&testing.T{}, 2048, "Bob")
 	msg := encryptedMessage(&testing.T{}, "Content-Type: text/plain\r\n\r\nThe secret is 42.\r\n", key.Cert)
 
-	res := smime.Process(msg, fileKeys{key}, &smime.Options{StatusParams: []string{"via=example"}})
+	res := smime.Process(context.Background(), msg, fileKeys{key}, &smime.Options{StatusParams: []string{"via=example"}})
 	fmt.Println(res.Status, res.Info.ContentCipher, res.Info.Authenticated)
 	fmt.Printf("%s", res.Served[bytes.LastIndex(res.Served, []byte("\r\n\r\n"))+4:])
 	// Output:

@@ -2,6 +2,8 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,7 +16,7 @@ import (
 // statusLike matches a header field that is, or after a bare CR smuggles, an X-Smimeproxy-* field.
 var statusLike = regexp.MustCompile(`(?i)^[ \t]*x-smimeproxy-|\r[ \t]*x-smimeproxy-`)
 
-var reasons = map[string]bool{
+var reasons = map[smime.Reason]bool{
 	smime.ReasonNoMatchingKey: true, smime.ReasonCorrupt: true, smime.ReasonUnsupported: true,
 	smime.ReasonKeyUnavailable: true, smime.ReasonTooLarge: true,
 }
@@ -36,12 +38,12 @@ func FuzzProcess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		kr := &ring{keys: []smime.Key{key}}
 		orig := append([]byte(nil), msg...)
-		res := smime.Process(msg, kr, &smime.Options{MaxSize: 1 << 20})
+		res := smime.Process(context.Background(), msg, kr, &smime.Options{MaxSize: 1 << 20})
 		if !bytes.Equal(msg, orig) {
 			t.Fatal("input modified")
 		}
 		// Owned mode serves the same, or reports Spent for an undecryptable message it decoded in place.
-		owned := smime.Process(append([]byte(nil), msg...), kr, &smime.Options{MaxSize: 1 << 20, Owned: true})
+		owned := smime.Process(context.Background(), append([]byte(nil), msg...), kr, &smime.Options{MaxSize: 1 << 20, Owned: true})
 		if owned.Spent {
 			if res.Status == smime.Decrypted || owned.Served != nil || owned.Status != 0 {
 				t.Fatalf("owned: spent (%v, %d bytes), copying gives %v", owned.Status, len(owned.Served), res.Status)
@@ -59,7 +61,10 @@ func FuzzProcess(f *testing.F) {
 			if !reasons[res.Reason] {
 				t.Fatalf("unknown reason %q", res.Reason)
 			}
-			want := "X-Smimeproxy-Status: undecryptable; reason=" + res.Reason + "\r\n" + string(stripped)
+			if ue, ok := errors.AsType[*smime.UndecryptableError](res.Err); !ok || ue.Reason != res.Reason {
+				t.Fatalf("Undecryptable %q with cause %v, want an *UndecryptableError of that reason", res.Reason, res.Err)
+			}
+			want := "X-Smimeproxy-Status: undecryptable; reason=" + string(res.Reason) + "\r\n" + string(stripped)
 			if string(res.Served) != want {
 				t.Fatal("Undecryptable but served bytes are not status + input")
 			}
@@ -81,7 +86,7 @@ func FuzzProcess(f *testing.F) {
 		if want := map[bool]int{true: 0, false: 1}[res.Status == smime.NotEncrypted]; n != want {
 			t.Fatalf("%d X-Smimeproxy fields in the served header, want %d", n, want)
 		}
-		again := smime.Process(msg, kr, &smime.Options{MaxSize: 1 << 20})
+		again := smime.Process(context.Background(), msg, kr, &smime.Options{MaxSize: 1 << 20})
 		if !bytes.Equal(again.Served, res.Served) || again.Status != res.Status {
 			t.Fatal("not deterministic")
 		}

@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -35,7 +36,7 @@ type ring struct {
 	calls int
 }
 
-func (r *ring) KeysFor(ids []cms.RecipientID) ([]smime.Key, error) {
+func (r *ring) KeysFor(_ context.Context, ids []cms.RecipientID) ([]smime.Key, error) {
 	r.calls++
 	if r.err != nil {
 		return nil, r.err

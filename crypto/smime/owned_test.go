@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"os"
@@ -28,9 +29,9 @@ func TestOwnedMatchesCopying(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := smime.Process(msg, &ring{keys: keys}, nil)
+			want := smime.Process(context.Background(), msg, &ring{keys: keys}, nil)
 			owned := append([]byte(nil), msg...)
-			got := smime.Process(owned, &ring{keys: keys}, &smime.Options{Owned: true})
+			got := smime.Process(context.Background(), owned, &ring{keys: keys}, &smime.Options{Owned: true})
 			name := filepath.Base(f)
 			switch {
 			case got.Spent:
@@ -96,7 +97,7 @@ func TestProcessMemoryOwned(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	res := smime.Process(msg, kr, &smime.Options{MaxSize: 64 << 20, Owned: true})
+	res := smime.Process(context.Background(), msg, kr, &smime.Options{MaxSize: 64 << 20, Owned: true})
 	runtime.ReadMemStats(&after)
 	if res.Status != smime.Decrypted {
 		t.Fatalf("Process() = %v %q", res.Status, res.Reason)

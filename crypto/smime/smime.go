@@ -2,6 +2,7 @@ package smime
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -23,8 +24,10 @@ type Key struct {
 // only calls it, once per message, and only for messages it is about to decrypt.
 type Keyring interface {
 	// KeysFor returns the keys whose certificates match any of ids; none is not an error. An error means the
-	// keys could not be looked up (the message is reported undecryptable with reason key-unavailable).
-	KeysFor(ids []cms.RecipientID) ([]Key, error)
+	// keys could not be looked up (the message is reported undecryptable with reason key-unavailable, the
+	// error in Result.Err). ctx is the request's: it bounds the lookup, and keys whose operations are remote
+	// calls (a Vault Transit key) should run them under it, so that they stop when the request goes away.
+	KeysFor(ctx context.Context, ids []cms.RecipientID) ([]Key, error)
 }
 
 // Status says what Process did with a message.
@@ -53,14 +56,36 @@ func (s Status) String() string {
 	return "unknown"
 }
 
-// Reasons for Undecryptable (Result.Reason and the reason parameter of the status header field).
+// Reason says why a message is Undecryptable. Its value is the reason parameter of the status header field.
+type Reason string
+
+// Reasons for Undecryptable (Result.Reason, UndecryptableError.Reason).
 const (
-	ReasonNoMatchingKey  = "no-matching-key" // no key of ours is a recipient
-	ReasonCorrupt        = "corrupt"         // bad transfer encoding, malformed CMS, or decryption failed
-	ReasonUnsupported    = "unsupported"     // an algorithm package cms does not implement
-	ReasonKeyUnavailable = "key-unavailable" // the Keyring failed
-	ReasonTooLarge       = "too-large"       // over Options.MaxSize or a cms limit
+	ReasonNoMatchingKey  Reason = "no-matching-key" // no key of ours is a recipient
+	ReasonCorrupt        Reason = "corrupt"         // bad transfer encoding, malformed CMS, or decryption failed
+	ReasonUnsupported    Reason = "unsupported"     // an algorithm package cms does not implement
+	ReasonKeyUnavailable Reason = "key-unavailable" // the Keyring failed, or a key's remote operation did
+	ReasonTooLarge       Reason = "too-large"       // over Options.MaxSize or a cms limit
 )
+
+// UndecryptableError is the cause of an Undecryptable Result (Result.Err), in the manner of crypto/x509's
+// CertificateInvalidError: callers branch on Reason (errors.As), and Err is the failure underneath (the
+// Keyring's error, a cms error; nil when there is none, as for no-matching-key), for logs. Neither holds
+// anything of the message's content.
+type UndecryptableError struct {
+	Reason Reason
+	Err    error
+}
+
+func (e *UndecryptableError) Error() string {
+	if e.Err == nil {
+		return "smime: undecryptable: " + string(e.Reason)
+	}
+	return "smime: undecryptable: " + string(e.Reason) + ": " + e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *UndecryptableError) Unwrap() error { return e.Err }
 
 // StatusHeader is the name of the header field Process puts on top of every message it decrypted or failed
 // to decrypt. StatusPrefix starts the names of status fields, which are removed from upstream messages
@@ -78,8 +103,10 @@ type Result struct {
 	// Served is exactly what the client must be served. It may alias the input when Status is NotEncrypted.
 	Served []byte
 	Status Status
-	// Reason is set for Undecryptable: one of the Reason* constants.
-	Reason string
+	// Reason is set for Undecryptable: one of the Reason* constants (Err.Reason).
+	Reason Reason
+	// Err is the cause of Undecryptable, an *UndecryptableError; nil otherwise.
+	Err error
 	// Info describes the decryption (Decrypted only).
 	Info cms.Info
 	// Fingerprint is the SHA-256 of the certificate whose key decrypted the message, lowercase hex
@@ -113,9 +140,10 @@ type Options struct {
 
 // Process decides whether msg (a whole RFC 5322 message) carries an encryption layer that may be decrypted
 // (see the package documentation for the policy), decrypts it with a key from kr, and returns what to serve.
-// It never fails: every problem becomes a Result with Status Undecryptable or NotEncrypted. msg is not
-// modified. kr may be nil (nothing can be decrypted then).
-func Process(msg []byte, kr Keyring, opts *Options) Result {
+// It never fails: every problem becomes a Result with Status Undecryptable (with the cause in Result.Err) or
+// NotEncrypted. msg is not modified unless opts.Owned hands it over. kr may be nil (nothing can be decrypted
+// then); ctx is passed to kr.KeysFor.
+func Process(ctx context.Context, msg []byte, kr Keyring, opts *Options) Result {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -125,12 +153,12 @@ func Process(msg []byte, kr Keyring, opts *Options) Result {
 	}
 	top := parseEntity(msg)
 	d := decoder{owned: o.Owned}
-	layer, reason := d.locate(&top, int64(len(msg)), o.MaxSize)
-	if reason != "" {
+	layer, cause := d.locate(&top, int64(len(msg)), o.MaxSize)
+	if cause != nil {
 		if d.spent {
 			return Result{Spent: true}
 		}
-		return undecryptable(msg, reason, &o)
+		return undecryptable(msg, cause, &o)
 	}
 	if layer == nil {
 		if d.spent {
@@ -138,12 +166,12 @@ func Process(msg []byte, kr Keyring, opts *Options) Result {
 		}
 		return Result{Served: StripStatusHeaders(msg), Status: NotEncrypted}
 	}
-	pt, info, cert, reason := d.decrypt(layer, kr)
-	if reason != "" {
+	pt, info, cert, cause := d.decrypt(ctx, layer, kr)
+	if cause != nil {
 		if d.spent {
 			return Result{Spent: true}
 		}
-		return undecryptable(msg, reason, &o)
+		return undecryptable(msg, cause, &o)
 	}
 	return Result{
 		Served:      serve(msg, pt, statusDecrypted(cert, info, &o)),
@@ -175,26 +203,29 @@ type encLayer struct {
 	e   *cms.Envelope
 }
 
-// locate finds the encryption layer of msg (top) under the policy in the package doc. It returns (nil, "")
-// for a message that is not to be decrypted, and a reason when the layer exists but cannot be read.
-func (d *decoder) locate(top *entity, size, max int64) (*encLayer, string) {
+// errTooLarge is the cause of reason too-large for a message over Options.MaxSize.
+var errTooLarge = errors.New("smime: message over the size limit")
+
+// locate finds the encryption layer of msg (top) under the policy in the package doc. It returns (nil, nil)
+// for a message that is not to be decrypted, and the cause when the layer exists but cannot be read.
+func (d *decoder) locate(top *entity, size, max int64) (*encLayer, *UndecryptableError) {
 	mt, params := top.contentType()
 	if mt == "multipart/signed" {
 		// RFC 8551 section 3.5.3 / RFC 1847 section 2.1: exactly two parts, the signed content first.
 		parts := multipartParts(top.body, params["boundary"], 2)
 		if len(parts) != 2 {
-			return nil, ""
+			return nil, nil
 		}
 		first := parseEntity(parts[0])
 		ok, st := smimeLabel(&first)
 		if !ok {
-			return nil, ""
+			return nil, nil
 		}
 		if size > max {
 			if isSignedLabel(st) {
-				return nil, ""
+				return nil, nil
 			}
-			return nil, ReasonTooLarge
+			return nil, &UndecryptableError{Reason: ReasonTooLarge, Err: errTooLarge}
 		}
 		// Only enveloped content is decrypted here: an opaque signed-data inside would be a second
 		// signature layer.
@@ -202,67 +233,67 @@ func (d *decoder) locate(top *entity, size, max int64) (*encLayer, string) {
 	}
 	ok, smimeType := smimeLabel(top)
 	if !ok {
-		return nil, ""
+		return nil, nil
 	}
 	signedLabel := isSignedLabel(smimeType)
 	if size > max {
 		if signedLabel {
-			return nil, "" // labelled signed and too large to look inside: leave it alone
+			return nil, nil // labelled signed and too large to look inside: leave it alone
 		}
-		return nil, ReasonTooLarge
+		return nil, &UndecryptableError{Reason: ReasonTooLarge, Err: errTooLarge}
 	}
 	buf, err := d.decodeBody(top)
 	if err != nil {
 		if signedLabel {
-			return nil, ""
+			return nil, nil
 		}
-		return nil, ReasonCorrupt
+		return nil, &UndecryptableError{Reason: ReasonCorrupt, Err: err}
 	}
 	if !looksSigned(buf) {
 		env, err := cms.ParseOwned(buf)
 		switch {
 		case err == nil:
-			return &encLayer{ent: top, e: env}, ""
+			return &encLayer{ent: top, e: env}, nil
 		case errors.Is(err, cms.ErrNotEnveloped):
 		case signedLabel:
-			return nil, ""
+			return nil, nil
 		default:
-			return nil, reasonOf(err)
+			return nil, causeOf(err)
 		}
 	}
 	// Opaque signed-data (RFC 8551 section 3.5.2): decrypt only when its eContent is, as a whole, an
 	// encrypted entity; the signature is not verified here (the client sees the decrypted entity only).
 	content, err := cms.SignedContent(buf)
 	if err != nil {
-		return nil, ""
+		return nil, nil
 	}
 	inner := parseEntity(content)
 	if ok, _ := smimeLabel(&inner); !ok {
-		return nil, ""
+		return nil, nil
 	}
 	return d.envelopeOf(&inner)
 }
 
 // envelopeOf decodes and parses the CMS object in e, which is labelled as S/MIME and sits under one signature
 // layer. Anything but enveloped content there is not decrypted.
-func (d *decoder) envelopeOf(e *entity) (*encLayer, string) {
+func (d *decoder) envelopeOf(e *entity) (*encLayer, *UndecryptableError) {
 	_, smimeType := smimeLabel(e)
 	signedLabel := isSignedLabel(smimeType)
 	buf, err := d.decodeBody(e)
 	if err != nil {
 		if signedLabel {
-			return nil, ""
+			return nil, nil
 		}
-		return nil, ReasonCorrupt
+		return nil, &UndecryptableError{Reason: ReasonCorrupt, Err: err}
 	}
 	env, err := cms.ParseOwned(buf)
 	switch {
 	case err == nil:
-		return &encLayer{ent: e, e: env}, ""
+		return &encLayer{ent: e, e: env}, nil
 	case errors.Is(err, cms.ErrNotEnveloped), signedLabel:
-		return nil, ""
+		return nil, nil
 	default:
-		return nil, reasonOf(err)
+		return nil, causeOf(err)
 	}
 }
 
@@ -288,8 +319,13 @@ func isSignedLabel(smimeType string) bool {
 	return smimeType == "signed-data" || smimeType == "certs-only"
 }
 
+// causeOf is the cause of Undecryptable for a cms error.
+func causeOf(err error) *UndecryptableError {
+	return &UndecryptableError{Reason: reasonOf(err), Err: err}
+}
+
 // reasonOf maps a cms error to an Undecryptable reason.
-func reasonOf(err error) string {
+func reasonOf(err error) Reason {
 	switch {
 	case errors.Is(err, cms.ErrTooLarge):
 		return ReasonTooLarge
@@ -308,16 +344,16 @@ func reasonOf(err error) string {
 // decrypt asks kr for keys naming the layer's recipients and tries each whose certificate matches a
 // recipient, in the order returned; the first success wins (RFC 5652 section 6.2: any RecipientInfo may be
 // used).
-func (d *decoder) decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, string) {
+func (d *decoder) decrypt(ctx context.Context, l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Certificate, *UndecryptableError) {
 	ids := l.e.Recipients()
 	if kr == nil || len(ids) == 0 {
-		return nil, cms.Info{}, nil, ReasonNoMatchingKey
+		return nil, cms.Info{}, nil, &UndecryptableError{Reason: ReasonNoMatchingKey}
 	}
-	keys, err := kr.KeysFor(ids)
+	keys, err := kr.KeysFor(ctx, ids)
 	if err != nil {
-		return nil, cms.Info{}, nil, ReasonKeyUnavailable
+		return nil, cms.Info{}, nil, &UndecryptableError{Reason: ReasonKeyUnavailable, Err: err}
 	}
-	reason := ReasonNoMatchingKey
+	cause := &UndecryptableError{Reason: ReasonNoMatchingKey}
 	env := l.e
 	for _, k := range keys {
 		if k.Cert == nil || k.Private == nil || !namesAny(ids, k.Cert) {
@@ -327,26 +363,27 @@ func (d *decoder) decrypt(l *encLayer, kr Keyring) ([]byte, cms.Info, *x509.Cert
 			// A failed in-place decryption may have spent the buffer: decode and parse afresh (impossible
 			// when the body itself was decoded in place: the caller starts again from the original).
 			if d.spent {
-				return nil, cms.Info{}, nil, reason
+				return nil, cms.Info{}, nil, cause
 			}
 			buf, err := d.decodeBody(l.ent)
 			if err != nil {
-				return nil, cms.Info{}, nil, ReasonCorrupt
+				return nil, cms.Info{}, nil, &UndecryptableError{Reason: ReasonCorrupt, Err: err}
 			}
 			if env, err = cms.ParseOwned(buf); err != nil {
-				return nil, cms.Info{}, nil, reasonOf(err)
+				return nil, cms.Info{}, nil, causeOf(err)
 			}
 		}
 		pt, info, err := env.Decrypt(k.Cert, keyFor(k.Private))
 		if err == nil {
-			return pt, info, k.Cert, ""
+			return pt, info, k.Cert, nil
 		}
 		env = nil
-		if r := reasonOf(err); r != ReasonNoMatchingKey && (reason == ReasonNoMatchingKey || reason == ReasonKeyUnavailable || r == ReasonCorrupt) {
-			reason = r
+		r := reasonOf(err)
+		if r != ReasonNoMatchingKey && (cause.Reason == ReasonNoMatchingKey || cause.Reason == ReasonKeyUnavailable || r == ReasonCorrupt) {
+			cause = &UndecryptableError{Reason: r, Err: err}
 		}
 	}
-	return nil, cms.Info{}, nil, reason
+	return nil, cms.Info{}, nil, cause
 }
 
 func namesAny(ids []cms.RecipientID, cert *x509.Certificate) bool {
@@ -392,21 +429,23 @@ func statusLine(v string, o *Options) []byte {
 // a status field with the reason (and opts' StatusParams) on top of msg minus its X-Smimeproxy-* fields (or,
 // with opts.Explain, the explanation wrapper of undecryptable.go), which is what Process returns for such
 // messages. A proxy uses it when it cannot even fetch a message whole.
-func ServeUndecryptable(msg []byte, reason string, opts *Options) Result {
+func ServeUndecryptable(msg []byte, reason Reason, opts *Options) Result {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
-	return undecryptable(msg, reason, &o)
+	return undecryptable(msg, &UndecryptableError{Reason: reason}, &o)
 }
 
-func undecryptable(msg []byte, reason string, o *Options) Result {
-	status := statusLine("undecryptable; reason="+reason, o)
+// undecryptable serves msg as undecryptable with cause; the status field's reason is cause.Reason.
+func undecryptable(msg []byte, cause *UndecryptableError, o *Options) Result {
+	reason := cause.Reason
+	status := statusLine("undecryptable; reason="+string(reason), o)
 	if o.Explain {
-		return Result{Served: explainUndecryptable(msg, reason, status), Status: Undecryptable, Reason: reason}
+		return Result{Served: explainUndecryptable(msg, reason, status), Status: Undecryptable, Reason: reason, Err: cause}
 	}
 	rest := StripStatusHeaders(msg)
 	served := make([]byte, 0, len(status)+len(rest))
 	served = append(append(served, status...), rest...)
-	return Result{Served: served, Status: Undecryptable, Reason: reason}
+	return Result{Served: served, Status: Undecryptable, Reason: reason, Err: cause}
 }

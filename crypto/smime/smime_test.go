@@ -2,9 +2,11 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rsa"
 	"encoding/pem"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/smallstep/pkcs7"
 
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 )
 
@@ -21,7 +24,7 @@ const plainEntity = "Content-Type: text/plain; charset=utf-8\r\n\r\nThe secret i
 func TestProcessWholeMessage(t *testing.T) {
 	k := identity(t, 2048, "Bob")
 	msg := encryptedMessage(t, plainEntity, k.Cert)
-	res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+	res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 	if res.Status != smime.Decrypted {
 		t.Fatalf("Process() = %v %q, want Decrypted", res.Status, res.Reason)
 	}
@@ -30,12 +33,12 @@ func TestProcessWholeMessage(t *testing.T) {
 		t.Fatalf("served:\n%q\nwant\n%q", res.Served, want)
 	}
 	// Determinism: the same input gives the same bytes (RFC 9051 section 2.3.4: RFC822.SIZE must not change).
-	again := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+	again := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 	if !bytes.Equal(again.Served, res.Served) {
 		t.Fatal("Process is not deterministic")
 	}
 	// StatusParams are appended to the status header field.
-	marked := smime.Process(msg, &ring{keys: []smime.Key{k}}, &smime.Options{StatusParams: []string{"marker=abc"}})
+	marked := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, &smime.Options{StatusParams: []string{"marker=abc"}})
 	if !bytes.HasPrefix(marked.Served, []byte(strings.TrimSuffix(statusDecrypted(k, "aes-256-cbc", "no"), "\r\n")+"; marker=abc\r\n")) {
 		t.Fatalf("served with marker: %q", head(marked.Served))
 	}
@@ -54,7 +57,7 @@ func TestProcessLabels(t *testing.T) {
 		"APPLICATION/OCTET-STREAM; NAME=\"SMIME.P7M\"",
 	} {
 		msg := []byte(outerHeader + "Content-Type: " + ct + "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64(der))
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		if res.Status != smime.Decrypted || !bytes.HasSuffix(res.Served, []byte(plainEntity)) {
 			t.Errorf("Content-Type %s: Process() = %v %q", ct, res.Status, res.Reason)
 		}
@@ -62,12 +65,12 @@ func TestProcessLabels(t *testing.T) {
 	// octet-stream named only in Content-Disposition.
 	msg := []byte(outerHeader + "Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=smime.p7m\r\n" +
 		"Content-Transfer-Encoding: base64\r\n\r\n" + b64(der))
-	if res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil); res.Status != smime.Decrypted {
+	if res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil); res.Status != smime.Decrypted {
 		t.Errorf("octet-stream with filename=smime.p7m: Process() = %v %q", res.Status, res.Reason)
 	}
 	// A plain octet-stream attachment is not looked at.
 	msg = []byte(outerHeader + "Content-Type: application/octet-stream; name=data.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64(der))
-	if res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil); res.Status != smime.NotEncrypted {
+	if res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil); res.Status != smime.NotEncrypted {
 		t.Errorf("octet-stream data.bin: Process() = %v", res.Status)
 	}
 }
@@ -118,7 +121,7 @@ func TestProcessEFAIL(t *testing.T) {
 	}
 	for name, m := range cases {
 		kr := &ring{keys: []smime.Key{k}}
-		res := smime.Process([]byte(m), kr, nil)
+		res := smime.Process(context.Background(), []byte(m), kr, nil)
 		if res.Status != smime.NotEncrypted || string(res.Served) != m {
 			t.Errorf("%s: Process() = %v %q, want NotEncrypted served unchanged", name, res.Status, res.Reason)
 		}
@@ -129,7 +132,7 @@ func TestProcessEFAIL(t *testing.T) {
 	// The same encrypted part alone under one multipart/signed is decrypted (RFC 8551 section 3.5.3).
 	m := outerHeader + "Content-Type: multipart/signed; boundary=\"b1\"; protocol=\"application/pkcs7-signature\"\r\n\r\n" +
 		"preamble\r\n--b1\r\n" + p7mPart(der) + "--b1\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--b1--\r\n"
-	res := smime.Process([]byte(m), &ring{keys: []smime.Key{k}}, nil)
+	res := smime.Process(context.Background(), []byte(m), &ring{keys: []smime.Key{k}}, nil)
 	if want := statusDecrypted(k, "aes-256-cbc", "no") + outerHeader + plainEntity; string(res.Served) != want {
 		t.Errorf("one outer signature: %v %q, served %q", res.Status, res.Reason, res.Served)
 	}
@@ -141,7 +144,7 @@ func TestProcessSpoofedStatus(t *testing.T) {
 	spoof := "X-Smimeproxy-Status: decrypted; key=sha256:00; cipher=aes-256-gcm; authenticated=yes\r\n" +
 		"x-smimeproxy-other:\r\n folded\r\n"
 	plain := outerHeader + spoof + "Content-Type: text/plain\r\n\r\nX-Smimeproxy-Status: in the body stays\r\n"
-	res := smime.Process([]byte(plain), nil, nil)
+	res := smime.Process(context.Background(), []byte(plain), nil, nil)
 	if want := outerHeader + "Content-Type: text/plain\r\n\r\nX-Smimeproxy-Status: in the body stays\r\n"; res.Status != smime.NotEncrypted || string(res.Served) != want {
 		t.Errorf("plain: %v served %q", res.Status, res.Served)
 	}
@@ -152,12 +155,12 @@ func TestProcessSpoofedStatus(t *testing.T) {
 	// Encrypted, with spoofed fields outside and inside.
 	inner := "X-Smimeproxy-Status: decrypted; key=sha256:00\r\n" + plainEntity
 	msg := []byte(spoof + string(encryptedMessage(t, inner, k.Cert)))
-	res = smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+	res = smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 	if want := statusDecrypted(k, "aes-256-cbc", "no") + outerHeader + plainEntity; string(res.Served) != want {
 		t.Errorf("encrypted: %v served %q", res.Status, res.Served)
 	}
 	// Undecryptable: the status goes on top of the original minus the spoofed fields.
-	res = smime.Process(msg, &ring{}, nil)
+	res = smime.Process(context.Background(), msg, &ring{}, nil)
 	if want := "X-Smimeproxy-Status: undecryptable; reason=no-matching-key\r\n" + string(msg[len(spoof):]); string(res.Served) != want {
 		t.Errorf("undecryptable: %v served %q", res.Status, head(res.Served))
 	}
@@ -167,14 +170,20 @@ func TestProcessUndecryptable(t *testing.T) {
 	bobK := identity(t, 2048, "Bob")
 	other := identity(t, 2048, "Carol")
 	msg := encryptedMessage(t, plainEntity, other.Cert)
-	status := func(reason string) string { return "X-Smimeproxy-Status: undecryptable; reason=" + reason + "\r\n" }
+	status := func(reason smime.Reason) string {
+		return "X-Smimeproxy-Status: undecryptable; reason=" + string(reason) + "\r\n"
+	}
 
-	check := func(name string, msg []byte, kr smime.Keyring, opts *smime.Options, reason string) {
+	check := func(name string, msg []byte, kr smime.Keyring, opts *smime.Options, reason smime.Reason) {
 		t.Helper()
-		res := smime.Process(msg, kr, opts)
+		res := smime.Process(context.Background(), msg, kr, opts)
 		if res.Status != smime.Undecryptable || res.Reason != reason {
 			t.Errorf("%s: Process() = %v %q, want Undecryptable %q", name, res.Status, res.Reason, reason)
 			return
+		}
+		// The cause is typed (like x509.CertificateInvalidError) and carries the same reason.
+		if ue, ok := errors.AsType[*smime.UndecryptableError](res.Err); !ok || ue.Reason != reason {
+			t.Errorf("%s: Result.Err = %v, want an *UndecryptableError with reason %q", name, res.Err, reason)
 		}
 		if want := status(reason) + string(msg); string(res.Served) != want {
 			t.Errorf("%s: served %q, want the original under the status", name, head(res.Served))
@@ -183,6 +192,9 @@ func TestProcessUndecryptable(t *testing.T) {
 	check("not for us", msg, &ring{keys: []smime.Key{bobK}}, nil, smime.ReasonNoMatchingKey)
 	check("nil keyring", msg, nil, nil, smime.ReasonNoMatchingKey)
 	check("keyring error", msg, &ring{err: errVaultDown}, nil, smime.ReasonKeyUnavailable)
+	if res := smime.Process(context.Background(), msg, &ring{err: errVaultDown}, nil); !errors.Is(res.Err, errVaultDown) {
+		t.Errorf("keyring error: Result.Err = %v, want it to wrap the Keyring's error", res.Err)
+	}
 	// The key itself fails (a remote Decrypter such as Vault Transit while Vault is down): retryable, not corrupt.
 	remote := smime.Key{Cert: other.Cert, Private: downDecrypter{other.Private.(crypto.Decrypter)}}
 	check("remote key down", msg, &ring{keys: []smime.Key{remote}}, nil, smime.ReasonKeyUnavailable)
@@ -214,10 +226,10 @@ func TestProcessUndecryptable(t *testing.T) {
 	// A corrupt object labelled as signed-data is not an encryption layer.
 	signedLabel := []byte(outerHeader + "Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n" +
 		"Content-Transfer-Encoding: base64\r\n\r\n" + b64([]byte("junk")))
-	if res := smime.Process(signedLabel, &ring{keys: []smime.Key{other}}, nil); res.Status != smime.NotEncrypted {
+	if res := smime.Process(context.Background(), signedLabel, &ring{keys: []smime.Key{other}}, nil); res.Status != smime.NotEncrypted {
 		t.Errorf("corrupt signed-data: Process() = %v %q, want NotEncrypted", res.Status, res.Reason)
 	}
-	if res := smime.Process(signedLabel, &ring{keys: []smime.Key{other}}, &smime.Options{MaxSize: 10}); res.Status != smime.NotEncrypted {
+	if res := smime.Process(context.Background(), signedLabel, &ring{keys: []smime.Key{other}}, &smime.Options{MaxSize: 10}); res.Status != smime.NotEncrypted {
 		t.Errorf("oversized signed-data: Process() = %v %q, want NotEncrypted", res.Status, res.Reason)
 	}
 }
@@ -231,7 +243,7 @@ func TestProcessKeyOrder(t *testing.T) {
 	msg := encryptedMessage(t, plainEntity, a.Cert, b.Cert)
 	broken := smime.Key{Cert: a.Cert, Private: identity(t, 1024, "x").Private}
 	kr := &ring{keys: []smime.Key{stranger, broken, {Cert: nil, Private: b.Private}, b, a}}
-	res := smime.Process(msg, kr, nil)
+	res := smime.Process(context.Background(), msg, kr, nil)
 	if res.Status != smime.Decrypted || res.Fingerprint != fingerprintOf(b) {
 		t.Fatalf("Process() = %v %q fingerprint %s, want Decrypted with B", res.Status, res.Reason, res.Fingerprint)
 	}
@@ -251,7 +263,7 @@ func TestProcessLineEnds(t *testing.T) {
 	k := identity(t, 2048, "Bob")
 	inner := "Content-Type: text/plain\n\nline one\nline two\r\nline three\n"
 	msg := strings.ReplaceAll(string(encryptedMessage(t, inner, k.Cert)), "\r\n", "\n")
-	res := smime.Process([]byte(msg), &ring{keys: []smime.Key{k}}, nil)
+	res := smime.Process(context.Background(), []byte(msg), &ring{keys: []smime.Key{k}}, nil)
 	want := statusDecrypted(k, "aes-256-cbc", "no") + outerHeader + "Content-Type: text/plain\r\n\r\nline one\r\nline two\r\nline three\r\n"
 	if string(res.Served) != want {
 		t.Fatalf("served %q\nwant %q", res.Served, want)
@@ -263,7 +275,7 @@ func TestProcessBareText(t *testing.T) {
 	k := identity(t, 2048, "Bob")
 	for _, text := range []string{"hello world\r\nsecond line\r\n", "Dear Bob: hi\r\n", "\r\nbody after an empty header\r\n"} {
 		msg := encryptedMessage(t, text, k.Cert)
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		sep := "\r\n"
 		if strings.HasPrefix(text, "\r\n") {
 			sep = ""
@@ -284,7 +296,7 @@ func TestProcessHeaderProtection(t *testing.T) {
 	t.Run("hp=cipher", func(t *testing.T) {
 		inner := "Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\n" + protected + "\r\nBody.\r\n"
 		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		want := statusDecrypted(k, "aes-256-cbc", "no") + "Received: from mx\r\nMIME-Version: 1.0\r\n" + inner
 		if string(res.Served) != want {
 			t.Fatalf("served %q\nwant %q", res.Served, want)
@@ -297,7 +309,7 @@ func TestProcessHeaderProtection(t *testing.T) {
 			"--s1\r\nContent-Type: text/plain; hp=\"cipher\"\r\n" + protected + "\r\nBody.\r\n" +
 			"--s1\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s1--\r\n"
 		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		want := statusDecrypted(k, "aes-256-cbc", "no") + "Received: from mx\r\nMIME-Version: 1.0\r\n" + protected + inner
 		if string(res.Served) != want {
 			t.Fatalf("served %q\nwant %q", res.Served, want)
@@ -322,7 +334,7 @@ func TestProcessHeaderProtection(t *testing.T) {
 		inner := "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n" +
 			"Content-Transfer-Encoding: base64\r\n\r\n" + b64(der)
 		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		want := statusDecrypted(k, "aes-256-cbc", "no") + "Received: from mx\r\nMIME-Version: 1.0\r\n" + protected + inner
 		if string(res.Served) != want {
 			t.Fatalf("served %q\nwant %q", res.Served, want)
@@ -332,7 +344,7 @@ func TestProcessHeaderProtection(t *testing.T) {
 		wrapped := protected + "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nBody.\r\n"
 		inner := "Content-Type: message/rfc822; forwarded=no\r\n\r\n" + wrapped
 		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		want := statusDecrypted(k, "aes-256-cbc", "no") + "Received: from mx\r\n" + wrapped
 		if string(res.Served) != want {
 			t.Fatalf("served %q\nwant %q", res.Served, want)
@@ -341,7 +353,7 @@ func TestProcessHeaderProtection(t *testing.T) {
 	t.Run("forwarded message stays wrapped", func(t *testing.T) {
 		inner := "Content-Type: message/rfc822\r\n\r\nSubject: forwarded\r\n\r\nhi\r\n"
 		msg := []byte(outer + p7mPart(envelop(t, []byte(inner), k.Cert)))
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		want := statusDecrypted(k, "aes-256-cbc", "no") + outer + inner
 		if string(res.Served) != want {
 			t.Fatalf("served %q\nwant %q", res.Served, want)
@@ -359,7 +371,7 @@ func TestProcessAuthEnveloped(t *testing.T) {
 	}
 	smimeOut := run(t, []byte(plainEntity), "openssl", "cms", "-encrypt", "-aes-256-gcm", "-binary", certPEM)
 	msg := append([]byte(outerHeader), crlf(string(smimeOut))...)
-	res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+	res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 	if res.Status != smime.Decrypted || !res.Info.Authenticated || res.Info.ContentCipher != "aes-256-gcm" {
 		t.Fatalf("Process() = %v %q %+v", res.Status, res.Reason, res.Info)
 	}
@@ -384,9 +396,9 @@ func TestProcessCorruptKeyDeterministic(t *testing.T) {
 	}
 	der[i+4+100] ^= 0x40
 	msg := []byte(outerHeader + p7mPart(der))
-	first := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+	first := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 	for range 1000 {
-		res := smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+		res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 		if res.Status != first.Status || !bytes.Equal(res.Served, first.Served) {
 			t.Fatalf("outcome changed: %v %q, then %v %q", first.Status, first.Reason, res.Status, res.Reason)
 		}
@@ -401,4 +413,35 @@ type downDecrypter struct{ crypto.Decrypter }
 
 func (downDecrypter) Decrypt(io.Reader, []byte, crypto.DecrypterOpts) ([]byte, error) {
 	return nil, errVaultDown
+}
+
+type ctxKey struct{}
+
+// ctxRing records the context KeysFor was called with.
+type ctxRing struct {
+	keys []smime.Key
+	got  context.Context
+}
+
+func (r *ctxRing) KeysFor(ctx context.Context, _ []cms.RecipientID) ([]smime.Key, error) {
+	r.got = ctx
+	return r.keys, ctx.Err()
+}
+
+// TestProcessContext: Process hands its context to the Keyring (which binds remote key operations to it), and
+// a lookup that fails because the request went away is reported as key-unavailable with that cause.
+func TestProcessContext(t *testing.T) {
+	k := identity(t, 2048, "Bob")
+	msg := encryptedMessage(t, plainEntity, k.Cert)
+	ctx := context.WithValue(context.Background(), ctxKey{}, "request")
+	kr := &ctxRing{keys: []smime.Key{k}}
+	if res := smime.Process(ctx, msg, kr, nil); res.Status != smime.Decrypted || kr.got == nil || kr.got.Value(ctxKey{}) != "request" {
+		t.Fatalf("Process() = %v, KeysFor saw context %v; want Decrypted under the caller's context", res.Status, kr.got)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	res := smime.Process(gone, msg, kr, nil)
+	if res.Status != smime.Undecryptable || res.Reason != smime.ReasonKeyUnavailable || !errors.Is(res.Err, context.Canceled) {
+		t.Errorf("Process(cancelled) = %v %q, %v; want key-unavailable caused by context.Canceled", res.Status, res.Reason, res.Err)
+	}
 }

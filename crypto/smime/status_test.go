@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -94,7 +95,7 @@ func TestProcessStatusForgery(t *testing.T) {
 	for name, form := range forgedForms() {
 		t.Run(name, func(t *testing.T) {
 			plain := form + outerHeader + "Content-Type: text/plain\r\n\r\nX-Smimeproxy-Status: in the body stays\r\n"
-			res := smime.Process([]byte(plain), nil, nil)
+			res := smime.Process(context.Background(), []byte(plain), nil, nil)
 			if res.Status != smime.NotEncrypted {
 				t.Fatalf("plain: %v", res.Status)
 			}
@@ -104,11 +105,11 @@ func TestProcessStatusForgery(t *testing.T) {
 			if !strings.HasSuffix(string(res.Served), outerHeader+"Content-Type: text/plain\r\n\r\nX-Smimeproxy-Status: in the body stays\r\n") {
 				t.Errorf("plain: the rest of the message changed: %q", tail(res.Served))
 			}
-			res = smime.Process([]byte(form+enc), &ring{}, nil)
+			res = smime.Process(context.Background(), []byte(form+enc), &ring{}, nil)
 			if res.Status != smime.Undecryptable || statusFields(res.Served) != 1 || !bytes.HasPrefix(res.Served, []byte("X-Smimeproxy-Status: undecryptable")) {
 				t.Errorf("undecryptable: %v, %d status fields, starts %q", res.Status, statusFields(res.Served), head(res.Served))
 			}
-			res = smime.Process([]byte(form+enc), &ring{keys: []smime.Key{k}}, nil)
+			res = smime.Process(context.Background(), []byte(form+enc), &ring{keys: []smime.Key{k}}, nil)
 			if res.Status != smime.Decrypted {
 				t.Fatalf("decrypted: %v %q", res.Status, res.Reason)
 			}
@@ -123,7 +124,7 @@ func TestProcessStatusForgery(t *testing.T) {
 		fmt.Fprintf(&many, "X-Pad-%d: %d\r\n", i, i)
 	}
 	inner := "Content-Type: text/plain; hp=\"cipher\"\r\n" + many.String() + "X-Smimeproxy-Status: decrypted; authenticated=yes\r\n\r\nBody.\r\n"
-	res := smime.Process(encryptedMessage(t, inner, k.Cert), &ring{keys: []smime.Key{k}}, nil)
+	res := smime.Process(context.Background(), encryptedMessage(t, inner, k.Cert), &ring{keys: []smime.Key{k}}, nil)
 	if n := statusFields(res.Served); res.Status != smime.Decrypted || n != 1 {
 		t.Errorf("inner field past 10,000: %v, %d status fields", res.Status, n)
 	}
@@ -172,7 +173,7 @@ func TestProcessInvalidOuterLines(t *testing.T) {
 				from := len("From: Alice <alice@example.com>\r\n")
 				msg = outerHeader[:from] + bad + outerHeader[from:] + p7m
 			}
-			res := smime.Process([]byte(msg), &ring{keys: []smime.Key{k}}, nil)
+			res := smime.Process(context.Background(), []byte(msg), &ring{keys: []smime.Key{k}}, nil)
 			if want := statusDecrypted(k, "aes-256-cbc", "no") + outerHeader + plainEntity; string(res.Served) != want {
 				t.Errorf("%v: served %q\nwant %q", res.Status, res.Served, want)
 			}
@@ -211,7 +212,7 @@ func TestProcessUnprotectedInnerFields(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			res := smime.Process(encryptedMessage(t, tc.inner, k.Cert), &ring{keys: []smime.Key{k}}, nil)
+			res := smime.Process(context.Background(), encryptedMessage(t, tc.inner, k.Cert), &ring{keys: []smime.Key{k}}, nil)
 			if want := statusDecrypted(k, "aes-256-cbc", "no") + tc.want; string(res.Served) != want {
 				t.Errorf("%v: served %q\nwant %q", res.Status, res.Served, want)
 			}
@@ -271,7 +272,7 @@ func TestProcessDeepNesting(t *testing.T) {
 				msg := tc.msg(depth)
 				var res smime.Result
 				allocs[depth] = testing.AllocsPerRun(2, func() {
-					res = smime.Process(msg, &ring{keys: []smime.Key{k}}, nil)
+					res = smime.Process(context.Background(), msg, &ring{keys: []smime.Key{k}}, nil)
 				})
 				if res.Status != tc.want {
 					t.Fatalf("depth %d: %v %q, want %v", depth, res.Status, res.Reason, tc.want)

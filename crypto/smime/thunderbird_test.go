@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"io"
 	"mime"
@@ -40,7 +41,7 @@ func TestThunderbirdCorpus(t *testing.T) {
 			}
 			orig := append([]byte(nil), msg...)
 			kr := &ring{keys: []smime.Key{key}}
-			res := smime.Process(msg, kr, nil)
+			res := smime.Process(context.Background(), msg, kr, nil)
 			if !bytes.Equal(msg, orig) {
 				t.Fatal("Process modified its input")
 			}

@@ -43,18 +43,18 @@ const undecryptableBoundaryPrefix = "smimeproxy-undecryptable-"
 // Explanation returns the text of the explanation part served for reason (one of the Reason* constants), with
 // CRLF line ends: what the proxy could not do and what the user can do about it. It never holds anything of the
 // message beyond the reason.
-func Explanation(reason string) string {
+func Explanation(reason Reason) string {
 	why, ok := explanations[reason]
 	if !ok {
 		why = "The proxy could not decrypt it."
 	}
-	return "smimeproxy could not decrypt this message (reason: " + reason + ").\r\n\r\n" + why + "\r\n\r\n" +
+	return "smimeproxy could not decrypt this message (reason: " + string(reason) + ").\r\n\r\n" + why + "\r\n\r\n" +
 		"The encrypted message, exactly as stored on the server, is attached (smime.p7m):\r\n" +
 		"a program that holds the right private key can open it. The server copy is\r\n" +
 		"unchanged.\r\n"
 }
 
-var explanations = map[string]string{
+var explanations = map[Reason]string{
 	ReasonNoMatchingKey: "None of your keys in the key store is a recipient of this message: it was\r\n" +
 		"encrypted to a certificate whose private key smimeproxy does not have (an\r\n" +
 		"old key of yours, or someone else's). Import that key (smimeproxy keys\r\n" +
@@ -70,7 +70,7 @@ var explanations = map[string]string{
 
 // explainUndecryptable is the explanation wrapper (above) of msg, whose status fields are removed first, under
 // the status line status (with its CRLF).
-func explainUndecryptable(msg []byte, reason string, status []byte) []byte {
+func explainUndecryptable(msg []byte, reason Reason, status []byte) []byte {
 	orig := StripStatusHeaders(msg)
 	boundary := wrapperBoundary(orig)
 	text := Explanation(reason)
@@ -151,7 +151,7 @@ func OriginalOf(msg []byte) []byte {
 
 // undecryptableReason returns the reason parameter of msg's status field when msg has exactly one and it says
 // undecryptable.
-func undecryptableReason(msg []byte) (string, bool) {
+func undecryptableReason(msg []byte) (Reason, bool) {
 	var values []string
 	eachField(msg, func(f field) {
 		if f.is(StatusHeader) {
@@ -168,7 +168,7 @@ func undecryptableReason(msg []byte) (string, bool) {
 	for _, p := range strings.Split(params, ";") {
 		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
 		if ok && strings.EqualFold(strings.TrimSpace(k), "reason") {
-			return strings.TrimSpace(v), true
+			return Reason(strings.TrimSpace(v)), true
 		}
 	}
 	return "", false

@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -52,7 +53,7 @@ func TestExplainUndecryptable(t *testing.T) {
 	carol := identity(t, 2048, "Carol")
 	bobK := identity(t, 2048, "Bob")
 	msg := encryptedMessage(t, plainEntity, carol.Cert)
-	res := smime.Process(msg, &ring{keys: []smime.Key{bobK}}, explainOpts)
+	res := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{bobK}}, explainOpts)
 	if res.Status != smime.Undecryptable || res.Reason != smime.ReasonNoMatchingKey {
 		t.Fatalf("Process = %v %q, want undecryptable no-matching-key", res.Status, res.Reason)
 	}
@@ -89,11 +90,11 @@ func TestExplainUndecryptable(t *testing.T) {
 		t.Errorf("OriginalOf(wrapper) is not the original:\n%q", head(got))
 	}
 	// Deterministic: the same input serves the same bytes (a cache miss serves what a hit served).
-	if again := smime.Process(msg, &ring{keys: []smime.Key{bobK}}, explainOpts); !bytes.Equal(again.Served, res.Served) {
+	if again := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{bobK}}, explainOpts); !bytes.Equal(again.Served, res.Served) {
 		t.Error("two wrappers of the same message differ")
 	}
 	// Without Explain: the original under the status field, as before.
-	plain := smime.Process(msg, &ring{keys: []smime.Key{bobK}}, &smime.Options{StatusParams: explainOpts.StatusParams})
+	plain := smime.Process(context.Background(), msg, &ring{keys: []smime.Key{bobK}}, &smime.Options{StatusParams: explainOpts.StatusParams})
 	if want := wantStatus + string(msg); string(plain.Served) != want {
 		t.Errorf("without Explain served %q", head(plain.Served))
 	}
@@ -117,7 +118,7 @@ func TestOriginalOfRoundTrip(t *testing.T) {
 		msg    []byte
 		kr     smime.Keyring
 		opts   smime.Options
-		reason string
+		reason smime.Reason
 	}{
 		"no key":     {msg: enc, reason: smime.ReasonNoMatchingKey},
 		"vault down": {msg: enc, kr: &ring{err: errVaultDown}, reason: smime.ReasonKeyUnavailable},
@@ -139,7 +140,7 @@ func TestOriginalOfRoundTrip(t *testing.T) {
 	for name, c := range cases {
 		o := c.opts
 		o.Explain, o.StatusParams = true, explainOpts.StatusParams
-		res := smime.Process(c.msg, c.kr, &o)
+		res := smime.Process(context.Background(), c.msg, c.kr, &o)
 		if res.Status != smime.Undecryptable || res.Reason != c.reason {
 			t.Errorf("%s: Process = %v %q, want undecryptable %q", name, res.Status, res.Reason, c.reason)
 			continue
@@ -169,7 +170,7 @@ func TestOriginalOfRoundTrip(t *testing.T) {
 func TestOriginalOfEdited(t *testing.T) {
 	carol := identity(t, 2048, "Carol")
 	msg := encryptedMessage(t, plainEntity, carol.Cert)
-	served := smime.Process(msg, nil, explainOpts).Served
+	served := smime.Process(context.Background(), msg, nil, explainOpts).Served
 	edits := map[string][]byte{
 		"explanation":  bytes.Replace(served, []byte("could not decrypt"), []byte("could not decrypt (noted)"), 1),
 		"subject":      bytes.Replace(served, []byte("Subject: test"), []byte("Subject: test 2"), 1),
@@ -208,7 +209,7 @@ func FuzzOriginalOf(f *testing.F) {
 		if strings.Trim(reason, "abcdefghijklmnopqrstuvwxyz-") != "" {
 			return // not a reason smime writes
 		}
-		served := smime.ServeUndecryptable(msg, reason, explainOpts).Served
+		served := smime.ServeUndecryptable(msg, smime.Reason(reason), explainOpts).Served
 		if got, want := smime.OriginalOf(served), smime.StripStatusHeaders(msg); !bytes.Equal(got, want) {
 			t.Fatalf("OriginalOf(wrapper of %q) = %q", msg, got)
 		}
@@ -221,8 +222,8 @@ func TestEmptyFieldNameNotCopied(t *testing.T) {
 	bobK := identity(t, 2048, "Bob")
 	msg := append([]byte(" :x\r\n"), encryptedMessage(t, plainEntity, bobK.Cert)...)
 	for _, res := range []smime.Result{
-		smime.Process(msg, &ring{keys: []smime.Key{bobK}}, nil),
-		smime.Process(msg, nil, explainOpts),
+		smime.Process(context.Background(), msg, &ring{keys: []smime.Key{bobK}}, nil),
+		smime.Process(context.Background(), msg, nil, explainOpts),
 	} {
 		_, rest, _ := bytes.Cut(res.Served, []byte("\r\n"))
 		if res.Status == smime.NotEncrypted || bytes.HasPrefix(rest, []byte(" ")) {

@@ -2,6 +2,7 @@ package smime_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -481,7 +482,7 @@ func wrap64(b []byte) string {
 
 type vRing []smime.Key
 
-func (r vRing) KeysFor([]cms.RecipientID) ([]smime.Key, error) { return r, nil }
+func (r vRing) KeysFor(context.Context, []cms.RecipientID) ([]smime.Key, error) { return r, nil }
 
 // TestVerifyCorpus: smime.Verify agrees with `openssl cms -verify -purpose smimesign` on every case (both
 // valid or both invalid) except the documented, deliberate differences, and gives the expected reason.
@@ -589,7 +590,7 @@ func TestVerifyCorpus(t *testing.T) {
 			toVerify := msg
 			osslIn := msg
 			if c.decrypt {
-				res := smime.Process(msg, vRing{{Cert: bob.cert, Private: bob.key}}, nil)
+				res := smime.Process(context.Background(), msg, vRing{{Cert: bob.cert, Private: bob.key}}, nil)
 				if res.Status != smime.Decrypted {
 					t.Fatalf("Process() = %v %q, want Decrypted", res.Status, res.Reason)
 				}
@@ -681,7 +682,7 @@ func TestVerifyThunderbird(t *testing.T) {
 			toVerify, osslIn := msg, f
 			topEncrypted := strings.HasSuffix(name, ".env.eml") || name == "alice.env.eml"
 			if topEncrypted {
-				res := smime.Process(msg, vRing{key}, nil)
+				res := smime.Process(context.Background(), msg, vRing{key}, nil)
 				if res.Status != smime.Decrypted {
 					t.Fatalf("Process() = %v %q, want Decrypted", res.Status, res.Reason)
 				}

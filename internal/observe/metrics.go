@@ -2,6 +2,7 @@ package observe
 
 import (
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,7 +26,7 @@ type Metrics struct {
 	undecryptable  *prometheus.CounterVec
 	cacheHits      prometheus.Counter
 	cacheMisses    prometheus.Counter
-	cacheBytes     prometheus.Gauge
+	cacheBytes     atomic.Pointer[func() int64] // read by the decrypt_cache_bytes gauge at scrape time
 	vaultErrors    prometheus.Counter
 }
 
@@ -53,7 +54,13 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(m.undecryptable)
 	m.cacheHits = counter("decrypt_cache_hits_total", "Decrypted messages served from the in-memory cache.")
 	m.cacheMisses = counter("decrypt_cache_misses_total", "Decrypted-message cache misses (message decrypted again).")
-	m.cacheBytes = gauge("decrypt_cache_bytes", "Bytes of plaintext held in the in-memory decrypt cache.")
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: MetricsNamespace, Name: "decrypt_cache_bytes",
+		Help: "Bytes of plaintext held in the in-memory decrypt cache."}, func() float64 {
+		if f := m.cacheBytes.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	}))
 	m.vaultErrors = counter("vault_errors_total", "Failed Vault requests (unreachable, denied, bad response).")
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -142,10 +149,11 @@ func (m *Metrics) CacheMiss() {
 	}
 }
 
-// SetCacheBytes records how many plaintext bytes the decrypt cache holds.
-func (m *Metrics) SetCacheBytes(n int64) {
+// CacheBytesFrom makes the decrypt_cache_bytes gauge call bytes at every scrape (prometheus.GaugeFunc), so it is
+// never stale and nothing polls the cache. Without it the gauge reads 0. bytes must be safe for concurrent use.
+func (m *Metrics) CacheBytesFrom(bytes func() int64) {
 	if m != nil {
-		m.cacheBytes.Set(float64(n))
+		m.cacheBytes.Store(&bytes)
 	}
 }
 

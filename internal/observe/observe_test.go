@@ -102,7 +102,7 @@ func TestNilSafe(t *testing.T) {
 	m.Undecryptable("corrupt")
 	m.CacheHit()
 	m.CacheMiss()
-	m.SetCacheBytes(5)
+	m.CacheBytesFrom(func() int64 { return 5 })
 	m.VaultError()
 	if m.Registry() != nil {
 		t.Error("nil Metrics has a registry")
@@ -153,7 +153,9 @@ func TestHTTPMetricsAndHealth(t *testing.T) {
 	m.Undecryptable("key-unavailable")
 	m.CacheHit()
 	m.CacheMiss()
-	m.SetCacheBytes(4096)
+	var cacheBytes atomic.Int64
+	cacheBytes.Store(4096)
+	m.CacheBytesFrom(cacheBytes.Load)
 	m.VaultError()
 	m.UpstreamError()
 	code, body := curl(t, base+"/metrics")
@@ -172,6 +174,12 @@ func TestHTTPMetricsAndHealth(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+
+	// Gauges are read at scrape time: a new value shows at the next scrape, with nothing polling in between.
+	cacheBytes.Store(1 << 20)
+	if _, body := curl(t, base+"/metrics"); !strings.Contains(body, "smimeproxy_decrypt_cache_bytes 1.048576e+06\n") {
+		t.Errorf("/metrics after the cache grew lacks smimeproxy_decrypt_cache_bytes 1.048576e+06")
 	}
 
 	// Readiness: 503 until SetReady, then 200; a failing, slow or panicking check makes it 503 again.
