@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 const mixedMessage = "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\n" +
@@ -109,7 +110,7 @@ func FuzzBinarySection(f *testing.F) {
 		}
 		whole, err := binarySection(msg, bs, nil)
 		if err == nil && !bytes.Contains(bytes.ToLower(msg), []byte("content-transfer-encoding")) {
-			hdr, _ := splitEntity(msg)
+			hdr, _ := mimepart.SplitBlock(msg)
 			if !bytes.HasPrefix(whole, hdr) {
 				t.Fatalf("BINARY[] lost the header: %q → %q", msg, whole)
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // servedView computes FETCH items of one served (rewritten) message. Derived values are kept with the
@@ -37,7 +38,7 @@ type ServedMeta struct {
 
 // MetaOf computes the metadata of served, a message's served copy.
 func MetaOf(served []byte) ServedMeta {
-	h, _ := splitEntity(served)
+	h, _ := mimepart.SplitBlock(served)
 	return ServedMeta{Size: int64(len(served)), Header: h, Envelope: imapfmt.Envelope(served),
 		Body: imapfmt.BodyStructure(served, false), BodyStructure: imapfmt.BodyStructure(served, true)}
 }
@@ -121,11 +122,11 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 		out = v.literal(p, out, b)
 		return
 	case "RFC822.HEADER":
-		h, _ := splitEntity(b)
+		h, _ := mimepart.SplitBlock(b)
 		out = v.literal(p, out, h)
 		return
 	case "RFC822.TEXT":
-		_, body := splitEntity(b)
+		_, body := mimepart.SplitBlock(b)
 		out = v.literal(p, out, body)
 		return
 	case "ENVELOPE":
