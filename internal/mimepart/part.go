@@ -36,8 +36,8 @@ type Part struct {
 	Params    map[string]string
 	// Encoding is the Content-Transfer-Encoding, trimmed and lowercased ("" when absent).
 	Encoding string
-	// Multipart is set for a multipart with a boundary parameter within MaxDepth and MaxParts; Parts then
-	// holds its body parts in order (RFC 2046 section 5.1.1: preamble and epilogue are not parts; a body
+	// Multipart is set for a multipart within MaxDepth and MaxParts; Parts then holds its body parts in order
+	// (RFC 2046 section 5.1.1: preamble and epilogue are not parts; a body without a boundary parameter or
 	// without a delimiter has none).
 	Multipart bool
 	Parts     []*Part
@@ -80,11 +80,11 @@ func parse(b []byte, defaultType string, depth int, count *int) *Part {
 	}
 	switch {
 	case strings.HasPrefix(p.MediaType, "multipart/"):
+		p.Multipart = true
 		boundary := p.Params["boundary"]
 		if boundary == "" || len(boundary) > maxBoundaryLen {
-			return p
+			return p // a multipart without parts (Dovecot numbers none either)
 		}
-		p.Multipart = true
 		childType := "text/plain"
 		if p.MediaType == "multipart/digest" {
 			childType = "message/rfc822"
