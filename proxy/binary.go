@@ -26,6 +26,10 @@ func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBo
 	if len(sec.Part) > 0 && !exists(sec.Part) {
 		return nil
 	}
+	if len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && (len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0) {
+		// The top-level header fields, what a header sync asks of every message: no need to split or parse.
+		return selectFields(msg, sec.HeaderFields, sec.HeaderFieldsNot)
+	}
 	var pt *mimepart.Part
 	if len(sec.Part) == 0 {
 		// The top-level header or text: no need to parse the parts.
@@ -52,21 +56,24 @@ func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBo
 	return selectFields(pt.Header, sec.HeaderFields, sec.HeaderFieldsNot)
 }
 
-// selectFields returns the fields of header (mimepart.EachField) named in names, or with names empty those not
+// selectFields returns the fields of the header at the start of header (mimepart.EachField) named in names, or with names empty those not
 // named in not, as they are and in their order, then an empty line (RFC 9051 section 6.4.5 HEADER.FIELDS and
 // HEADER.FIELDS.NOT). Names compare case-insensitively.
 func selectFields(header []byte, names, not []string) []byte {
-	var out []byte
+	list, keepNamed := names, true
+	if len(names) == 0 {
+		list, keepNamed = not, false
+	}
+	out := make([]byte, 0, 256)
 	mimepart.EachField(header, func(f mimepart.Field) {
-		named := func(list []string) bool {
-			for _, n := range list {
-				if f.Is(n) {
-					return true
-				}
+		named := false
+		for _, n := range list {
+			if len(n) == len(f.Name) && f.Is(n) {
+				named = true
+				break
 			}
-			return false
 		}
-		if len(names) > 0 && !named(names) || len(names) == 0 && named(not) {
+		if named != keepNamed {
 			return
 		}
 		out = append(out, f.Raw...)
