@@ -11,7 +11,8 @@ import (
 // one numbering, one transfer decoder.
 
 // bodySection returns BODY[section] of msg without its partial window: the whole message itself (no copy) for
-// BODY[], empty for a part that does not exist. exists reports whether a part path names a body part of msg
+// BODY[], empty for a part that does not exist. tree, when not nil, returns msg's mimepart tree (parsed once
+// for all the sections of a response). exists reports whether a part path names a body part of msg
 // (imapfmt.Structure.PartExists: Dovecot's numbering, the one BODYSTRUCTURE shows; a part that does not exist
 // is served empty), and the tree (mimepart.Part.Section, the same numbering) finds it.
 //
@@ -19,7 +20,7 @@ import (
 // TEXT apply to the message itself without part numbers, to the encapsulated message of a message/rfc822 part
 // (RFC 2046 section 5.2.1), and to a part's own header and body otherwise; selected fields are returned as
 // they are, in their order, then an empty line.
-func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBodySection) []byte {
+func bodySection(msg []byte, tree func() *mimepart.Part, exists func(part []int) bool, sec *imap.FetchItemBodySection) []byte {
 	if len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone {
 		return msg
 	}
@@ -35,7 +36,7 @@ func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBo
 		// The top-level header or text: no need to parse the parts.
 		header, body := mimepart.Split(msg)
 		pt = &mimepart.Part{Raw: msg, Header: header, Body: body}
-	} else if pt = mimepart.Parse(msg).Section(sec.Part); pt == nil {
+	} else if pt = treeOf(msg, tree).Section(sec.Part); pt == nil {
 		return nil
 	}
 	switch sec.Specifier {
@@ -54,6 +55,14 @@ func bodySection(msg []byte, exists func(part []int) bool, sec *imap.FetchItemBo
 		return pt.HeaderBlock()
 	}
 	return selectFields(pt.Header, sec.HeaderFields, sec.HeaderFieldsNot)
+}
+
+// treeOf returns tree(), msg's parse tree kept by the caller, or with tree nil a fresh parse of msg.
+func treeOf(msg []byte, tree func() *mimepart.Part) *mimepart.Part {
+	if tree != nil {
+		return tree()
+	}
+	return mimepart.Parse(msg)
 }
 
 // selectFields returns the fields of the header at the start of header (mimepart.EachField) named in names, or with names empty those not
@@ -91,8 +100,8 @@ func selectFields(header []byte, names, not []string) []byte {
 // boundaries, preambles and epilogues unchanged. BINARY[n] is part n's body converted the same way (a
 // multipart part's children keep their converted headers). It fails with errUnknownCTE when an encoding is
 // unknown or broken (RFC 3516 section 4.3; mimepart.Decode).
-func binarySection(msg []byte, exists func(part []int) bool, part []int) ([]byte, error) {
-	root := mimepart.Parse(msg)
+func binarySection(msg []byte, tree func() *mimepart.Part, exists func(part []int) bool, part []int) ([]byte, error) {
+	root := treeOf(msg, tree)
 	if len(part) == 0 {
 		return binaryEntity(nil, root, true)
 	}

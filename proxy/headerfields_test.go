@@ -46,7 +46,7 @@ func TestHeaderFieldsAgreesWithExtractor(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			sec = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFieldsNot: list}
 		}
-		got := bodySection(msg, nil, sec)
+		got := bodySection(msg, nil, nil, sec)
 		if want := imapserver.ExtractBodySection(bytes.NewReader(msg), sec); !bytes.Equal(got, want) {
 			t.Fatalf("case %d: %+v of\n%q\nmimepart: %q\ngo-imap:  %q", i, sec, msg, got, want)
 		}
