@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"mime"
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
@@ -245,7 +244,7 @@ func protectHeaders(outer, inner *bytes.Buffer, fields []headerField, hp string)
 		case !ctDone && strings.EqualFold(f.name, "Content-Type"):
 			ctDone = true
 			v := mimepart.Values(f.raw, f.name)[0]
-			if _, params, err := mime.ParseMediaType(v); err != nil || params["hp"] == "" {
+			if _, params := mimepart.MediaType(v, ""); params["hp"] == "" {
 				inner.WriteString(f.name + ": " + v + "; hp=\"" + hp + "\"\r\n")
 				continue
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
-	"mime"
 	"net/mail"
 	"slices"
 	"strings"
@@ -286,8 +285,8 @@ func signedTop(msg []byte) bool {
 	if ct == "" {
 		return false
 	}
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil {
+	mt, params := mimepart.MediaType(ct, "")
+	if mt == "" {
 		return strings.Contains(strings.ToLower(ct), "pkcs7") // let smime.Verify decide
 	}
 	switch mt {
