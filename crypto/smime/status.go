@@ -98,12 +98,3 @@ func HasStatusField(msg []byte) bool {
 	})
 	return found
 }
-
-// EachHeaderField calls fn for every header field at the start of msg, in order, as the definition above
-// reads them: the field's name (what precedes the first colon, without surrounding white space and CRs; the
-// whole line for a line without a colon) and its raw bytes (first line and continuation lines with their line
-// ends). It returns the offset of the body: just past the empty line that ends the header, or len(msg) when
-// there is none. The slices alias msg.
-func EachHeaderField(msg []byte, fn func(name, raw []byte)) int {
-	return eachField(msg, func(f field) { fn(f.name, f.raw) })
-}
