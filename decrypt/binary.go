@@ -3,8 +3,10 @@ package decrypt
 import (
 	"bytes"
 	"encoding/base64"
-	"mime"
+	"slices"
 	"strings"
+
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // A message APPENDed as a literal8 (RFC 3516 section 4.4) may have parts with Content-Transfer-Encoding
@@ -24,80 +26,70 @@ import (
 // Unlike Dovecot, which converts only literal8 APPENDs, the proxy converts any APPEND it encrypts: a binary
 // part cannot be sent in an ordinary literal when it holds NUL, and base64 is an equivalent encoding anyway.
 
-// maxBinaryDepth bounds the nesting of parts the conversion descends into.
-const maxBinaryDepth = 50
-
 // convertBinaryParts returns msg with its binary parts converted to base64, or msg itself when it has none.
+// The message is read with internal/mimepart (its header rule, its parts, Dovecot's nesting bounds).
 func convertBinaryParts(msg []byte) []byte {
 	if !bytes.Contains(bytes.ToLower(msg), []byte("binary")) {
 		return msg
 	}
-	out, changed := convertEntity(msg, 0)
+	out, changed := convertPart(nil, mimepart.Parse(msg))
 	if !changed {
 		return msg
 	}
 	return out
 }
 
-// convertEntity converts one entity (header, blank line, body).
-func convertEntity(ent []byte, depth int) ([]byte, bool) {
-	if depth > maxBinaryDepth {
-		return ent, false
+// convertPart appends p converted to out and reports whether anything changed; when nothing did, out is
+// out with p.Raw appended.
+func convertPart(out []byte, p *mimepart.Part) ([]byte, bool) {
+	if len(p.Raw) == len(p.Header) {
+		return append(out, p.Raw...), false // no empty line, no body
 	}
-	hdrEnd, bodyStart, ok := headerEnd(ent)
-	if !ok {
-		return ent, false // no body
-	}
-	header, body := ent[:hdrEnd], ent[bodyStart:]
-	ctype, params := "text/plain", map[string]string(nil)
-	cteStart, cteEnd := -1, -1
-	for start := 0; start < len(header); {
-		end := lineEnd(header, start)
-		line := bytes.TrimRight(header[start:end], "\r\n")
-		// The logical field runs over its continuation lines.
-		fend := end
-		for fend < len(header) && (header[fend] == ' ' || header[fend] == '\t') {
-			fend = lineEnd(header, fend)
-		}
-		name, value, found := bytes.Cut(line, []byte(":"))
-		if found {
-			switch strings.ToLower(string(bytes.TrimRight(name, " \t"))) {
-			case "content-type":
-				if t, p, err := mime.ParseMediaType(unfold(header[start:fend], len(name)+1)); err == nil {
-					ctype, params = t, p
-				}
-			case "content-transfer-encoding":
-				if fend == end && strings.EqualFold(string(bytes.TrimLeft(value, " \t")), "binary") {
-					cteStart, cteEnd = start, end
-				}
-			}
-		}
-		start = fend
-	}
+	head := p.Raw[:len(p.Raw)-len(p.Body)]
 	switch {
-	case strings.HasPrefix(ctype, "multipart/"):
-		b := params["boundary"]
-		if b == "" {
-			return ent, false
+	case p.Multipart:
+		start, end, ok := p.Delimiters()
+		if !ok {
+			return append(out, p.Raw...), false
 		}
-		nb, changed := convertMultipart(body, b, depth)
-		if !changed {
-			return ent, false
+		out = append(out, head...)
+		changed, prev := false, 0
+		for i, c := range p.Parts {
+			out = append(out, p.Body[prev:start[i]]...)
+			var ch bool
+			out, ch = convertPart(out, c)
+			changed = changed || ch
+			prev = end[i]
 		}
-		return append(bytes.Clone(ent[:bodyStart]), nb...), true
-	case ctype == "message/rfc822" || ctype == "message/global":
-		nb, changed := convertEntity(body, depth+1)
-		if !changed {
-			return ent, false
+		return append(out, p.Body[prev:]...), changed
+	case p.MediaType == "message/rfc822" || p.MediaType == "message/global":
+		m := p.Message
+		if m == nil {
+			if p.MediaType != "message/global" {
+				return append(out, p.Raw...), false
+			}
+			m = mimepart.Parse(p.Body)
 		}
-		return append(bytes.Clone(ent[:bodyStart]), nb...), true
-	case cteStart < 0:
-		return ent, false
+		out = append(out, head...)
+		return convertPart(out, m)
 	}
-	out := make([]byte, 0, len(ent)+len(body)/3+len(body)/38+64)
-	out = append(out, ent[:cteStart]...)
+	// The last unfolded "Content-Transfer-Encoding: binary" field.
+	cteStart, cteEnd, pos := -1, -1, 0
+	mimepart.EachField(p.Header, func(f mimepart.Field) {
+		if f.Is("Content-Transfer-Encoding") && bytes.Count(f.Raw, []byte("\n")) <= 1 &&
+			strings.EqualFold(string(bytes.TrimLeft(bytes.TrimRight(f.Raw[bytes.IndexByte(f.Raw, ':')+1:], "\r\n"), " \t")), "binary") {
+			cteStart, cteEnd = pos, pos+len(f.Raw)
+		}
+		pos += len(f.Raw)
+	})
+	if cteStart < 0 {
+		return append(out, p.Raw...), false
+	}
+	body := p.Body
+	out = slices.Grow(out, len(p.Raw)+len(body)/3+len(body)/38+64)
+	out = append(out, p.Raw[:cteStart]...)
 	out = append(out, "Content-Transfer-Encoding: base64\r\n"...)
-	out = append(out, ent[cteEnd:bodyStart]...)
+	out = append(out, p.Raw[cteEnd:len(head)]...)
 	for len(body) > 0 {
 		n := min(len(body), 57) // 76 characters
 		out = base64.StdEncoding.AppendEncode(out, body[:n])
@@ -107,82 +99,4 @@ func convertEntity(ent []byte, depth int) ([]byte, bool) {
 		}
 	}
 	return out, true
-}
-
-// convertMultipart converts the parts of a multipart body with boundary b.
-func convertMultipart(body []byte, b string, depth int) ([]byte, bool) {
-	delim := []byte("--" + b)
-	// A part runs from the end of one delimiter line to the line break before the next.
-	var out []byte
-	changed := false
-	prevBodyStart := -1
-	last := 0
-	for pos := 0; pos <= len(body); {
-		end := lineEnd(body, pos)
-		if bytes.HasPrefix(body[pos:end], delim) && isDelimiterLine(body[pos+len(delim):end]) {
-			if prevBodyStart >= 0 {
-				partEnd := pos
-				// The line break before the delimiter belongs to it.
-				if partEnd > prevBodyStart && body[partEnd-1] == '\n' {
-					partEnd--
-					if partEnd > prevBodyStart && body[partEnd-1] == '\r' {
-						partEnd--
-					}
-				}
-				if np, ok := convertEntity(body[prevBodyStart:partEnd], depth+1); ok {
-					out = append(out, body[last:prevBodyStart]...)
-					out = append(out, np...)
-					last = partEnd
-					changed = true
-				}
-			}
-			if bytes.HasPrefix(body[pos+len(delim):end], []byte("--")) {
-				break // close delimiter: the epilogue stays
-			}
-			prevBodyStart = end
-		}
-		if end == pos {
-			break
-		}
-		pos = end
-	}
-	if !changed {
-		return body, false
-	}
-	return append(out, body[last:]...), true
-}
-
-// isDelimiterLine reports whether rest (what follows "--boundary" on its line) completes a delimiter line:
-// nothing, or "--", then only white space (RFC 2046 section 5.1.1).
-func isDelimiterLine(rest []byte) bool {
-	rest = bytes.TrimPrefix(rest, []byte("--"))
-	return len(bytes.TrimRight(rest, " \t\r\n")) == 0
-}
-
-// lineEnd returns the index after the line break of the line starting at i (len(b) when there is none).
-func lineEnd(b []byte, i int) int {
-	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
-		return i + j + 1
-	}
-	return len(b)
-}
-
-// headerEnd finds the blank line ending the header of ent: the header's end (after its last field's line
-// break) and the body's start; ok is false when ent has no blank line.
-func headerEnd(ent []byte) (hdrEnd, bodyStart int, ok bool) {
-	for pos := 0; pos < len(ent); {
-		end := lineEnd(ent, pos)
-		if l := ent[pos:end]; len(bytes.TrimRight(l, "\r\n")) == 0 && end > pos && l[len(l)-1] == '\n' {
-			return pos, end, true
-		}
-		pos = end
-	}
-	return 0, 0, false
-}
-
-// unfold returns a field's value (field from its name, the value starting at off) on one line.
-func unfold(field []byte, off int) string {
-	v := string(field[off:])
-	v = strings.NewReplacer("\r\n", "", "\n", "").Replace(v)
-	return strings.TrimSpace(v)
 }

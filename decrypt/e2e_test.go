@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/proxy"
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
@@ -150,8 +151,8 @@ func TestEndToEndVault(t *testing.T) {
 	down := imaplibFetchAll(t, ln.Addr().String(), "bob", "bob-pw")
 	for uid := 1; uid <= 4; uid++ {
 		got := down[uid]
-		if st := statusOf(got.body); st != "undecryptable" || !strings.Contains(strings.Join(fieldValues(got.body, StatusField), ""), "reason="+ReasonKeyUnavailable) {
-			t.Errorf("Vault down, UID %d: status %q", uid, fieldValues(got.body, StatusField))
+		if st := statusOf(got.body); st != "undecryptable" || !strings.Contains(strings.Join(mimepart.Values(got.body, StatusField), ""), "reason="+ReasonKeyUnavailable) {
+			t.Errorf("Vault down, UID %d: status %q", uid, mimepart.Values(got.body, StatusField))
 		}
 	}
 	v.Restart()
@@ -172,7 +173,7 @@ func TestEndToEndVault(t *testing.T) {
 				wantSt = "" // signed only
 			}
 			if st := statusOf(got.body); st != wantSt {
-				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, files[uid-1], fieldValues(got.body, StatusField), wantSt)
+				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, files[uid-1], mimepart.Values(got.body, StatusField), wantSt)
 			}
 			if w := want[uid]; w != "" && !bytes.Contains(got.body, []byte(w)) {
 				t.Errorf("bob UID %d: plaintext %q missing", uid, w)

@@ -6,12 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"mime"
-	"mime/multipart"
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // EncryptToSelf encrypts msg to certs (normally the user's own certificates) as an S/MIME enveloped-data
@@ -45,7 +44,7 @@ func encryptToSelf(msg []byte, certs []*x509.Certificate, verbatim func(content 
 	if alreadyEncrypted(msg) {
 		return msg, nil
 	}
-	header, body := splitMessage(msg)
+	header, body := mimepart.Split(msg)
 	var outer, inner bytes.Buffer
 	var fields []headerField // all but the dropped ones, in order
 	for _, f := range headerFields(header) {
@@ -112,26 +111,20 @@ func headerProtection(fields []headerField, body []byte) string {
 	var ct string
 	for _, f := range fields {
 		if strings.EqualFold(f.name, "Content-Type") {
-			ct = fieldValues(f.raw, "Content-Type")[0]
+			ct = mimepart.Values(f.raw, "Content-Type")[0]
 			break
 		}
 	}
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return ""
-	}
-	if hp := hpOf(params); hp != "" || mt != "multipart/signed" || params["boundary"] == "" {
+	mt, params := mimepart.MediaType(ct, "")
+	if hp := hpOf(params); hp != "" || mt != "multipart/signed" {
 		return hp
 	}
-	part, err := multipart.NewReader(bytes.NewReader(body), params["boundary"]).NextRawPart()
-	if err != nil {
+	parts := mimepart.MultipartParts(body, params["boundary"], 0)
+	if len(parts) == 0 {
 		return ""
 	}
-	defer part.Close()
-	if _, pp, err := mime.ParseMediaType(part.Header.Get("Content-Type")); err == nil {
-		return hpOf(pp)
-	}
-	return ""
+	_, pp := mimepart.MediaType(mimepart.Get(parts[0], "Content-Type"), "")
+	return hpOf(pp)
 }
 
 func hpOf(params map[string]string) string {
@@ -158,7 +151,7 @@ func protectHeaders(outer, inner *bytes.Buffer, fields []headerField, hp string)
 	var recorded []string // values of the old HP-Outer fields: "Name: value"
 	for _, f := range fields {
 		if strings.EqualFold(f.name, hpOuterField) {
-			recorded = append(recorded, fieldValues(f.raw, f.name)[0])
+			recorded = append(recorded, mimepart.Values(f.raw, f.name)[0])
 		}
 	}
 	var outerFields []string // "Name: value" lines of the new outer header
@@ -185,7 +178,7 @@ func protectHeaders(outer, inner *bytes.Buffer, fields []headerField, hp string)
 		for _, f := range fields {
 			switch {
 			case strings.EqualFold(f.name, "From"), strings.EqualFold(f.name, "Date"):
-				outerFields = append(outerFields, f.name+": "+fieldValues(f.raw, f.name)[0])
+				outerFields = append(outerFields, f.name+": "+mimepart.Values(f.raw, f.name)[0])
 			case strings.EqualFold(f.name, "Subject"):
 				outerFields = append(outerFields, f.name+": "+obscuredSubject)
 			}
@@ -204,8 +197,8 @@ func protectHeaders(outer, inner *bytes.Buffer, fields []headerField, hp string)
 			}
 		case !ctDone && strings.EqualFold(f.name, "Content-Type"):
 			ctDone = true
-			v := fieldValues(f.raw, f.name)[0]
-			if _, params, err := mime.ParseMediaType(v); err != nil || params["hp"] == "" {
+			v := mimepart.Values(f.raw, f.name)[0]
+			if _, params := mimepart.MediaType(v, ""); params["hp"] == "" {
 				inner.WriteString(f.name + ": " + v + "; hp=\"" + hp + "\"\r\n")
 				continue
 			}
@@ -226,13 +219,13 @@ func protectHeaders(outer, inner *bytes.Buffer, fields []headerField, hp string)
 // whose CMS content type is EnvelopedData or AuthEnvelopedData. Signed-data is signed, not encrypted: storing
 // it would store its content in clear.
 func alreadyEncrypted(msg []byte) bool {
-	header, body := splitMessage(msg)
-	v := fieldValues(header, "Content-Type")
+	header, body := mimepart.Split(msg)
+	v := mimepart.Values(header, "Content-Type")
 	if len(v) == 0 {
 		return false
 	}
-	mt, params, err := mime.ParseMediaType(v[0])
-	if err != nil || mt != "application/pkcs7-mime" && mt != "application/x-pkcs7-mime" {
+	mt, params := mimepart.MediaType(v[0], "")
+	if mt != "application/pkcs7-mime" && mt != "application/x-pkcs7-mime" {
 		return false
 	}
 	switch strings.ToLower(params["smime-type"]) {
@@ -243,14 +236,8 @@ func alreadyEncrypted(msg []byte) bool {
 	}
 	// The parameter is advice: the content decides (a forged parameter must not let plaintext through).
 	der := body
-	if cte := fieldValues(header, "Content-Transfer-Encoding"); len(cte) > 0 && strings.EqualFold(strings.TrimSpace(cte[0]), "base64") {
-		clean := bytes.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' || r == ' ' || r == '\t' {
-				return -1
-			}
-			return r
-		}, body)
-		dec, err := base64.StdEncoding.DecodeString(string(clean))
+	if cte := mimepart.Values(header, "Content-Transfer-Encoding"); len(cte) > 0 && mimepart.NormalizeEncoding(cte[0]) == "base64" {
+		dec, err := mimepart.DecodeBase64(body)
 		if err != nil {
 			return false
 		}
@@ -260,54 +247,29 @@ func alreadyEncrypted(msg []byte) bool {
 	return err == nil && (oid.Equal(cms.OIDEnvelopedData) || oid.Equal(cms.OIDAuthEnvelopedData))
 }
 
-// splitMessage splits msg at the first empty line (RFC 5322 section 2.1); the header keeps its last line end.
-func splitMessage(msg []byte) (header, body []byte) {
-	if bytes.HasPrefix(msg, []byte("\r\n")) {
-		return nil, msg[2:]
-	}
-	if bytes.HasPrefix(msg, []byte("\n")) {
-		return nil, msg[1:]
-	}
-	for i := 0; i < len(msg); {
-		j := bytes.IndexByte(msg[i:], '\n')
-		if j < 0 {
-			return msg, nil
-		}
-		next := i + j + 1
-		if bytes.HasPrefix(msg[next:], []byte("\r\n")) {
-			return msg[:next], msg[next+2:]
-		}
-		if bytes.HasPrefix(msg[next:], []byte("\n")) {
-			return msg[:next], msg[next+1:]
-		}
-		i = next
-	}
-	return msg, nil
-}
-
 type headerField struct {
 	name string
 	raw  []byte // the whole field with continuation lines, CRLF line ends
 }
 
-// headerFields splits a header into fields, keeping folding (RFC 5322 section 2.2.3).
+// headerFields splits a header into fields (mimepart.EachField), keeping folding (RFC 5322 section 2.2.3)
+// with every line ended by CRLF. A line without a colon is not a field and is dropped with its continuation
+// lines.
 func headerFields(header []byte) []headerField {
 	var out []headerField
-	for _, line := range bytes.SplitAfter(header, []byte("\n")) {
-		if len(line) == 0 {
-			continue
+	mimepart.EachField(header, func(f mimepart.Field) {
+		first, _, _ := bytes.Cut(f.Raw, []byte("\n"))
+		if bytes.IndexByte(first, ':') < 0 {
+			return // not a field: dropped
 		}
-		l := append(append([]byte(nil), bytes.TrimRight(line, "\r\n")...), '\r', '\n')
-		if (l[0] == ' ' || l[0] == '\t') && len(out) > 0 {
-			out[len(out)-1].raw = append(out[len(out)-1].raw, l...)
-			continue
+		var raw []byte
+		for _, line := range bytes.SplitAfter(f.Raw, []byte("\n")) {
+			if len(line) > 0 {
+				raw = append(append(raw, bytes.TrimRight(line, "\r\n")...), '\r', '\n')
+			}
 		}
-		name, _, ok := bytes.Cut(l, []byte(":"))
-		if !ok {
-			continue // not a field: dropped
-		}
-		out = append(out, headerField{name: string(bytes.TrimSpace(name)), raw: l})
-	}
+		out = append(out, headerField{name: string(f.Name), raw: raw})
+	})
 	return out
 }
 

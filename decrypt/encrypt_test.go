@@ -24,6 +24,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // testIdentity makes a self-signed RSA-2048 certificate for email.
@@ -73,7 +74,7 @@ func TestEncryptToSelf(t *testing.T) {
 	if bytes.Contains(out, []byte("secret plaintext")) {
 		t.Fatal("plaintext in the encrypted message")
 	}
-	header, body := splitMessage(out)
+	header, body := mimepart.Split(out)
 	h := string(header)
 	for _, want := range []string{"From: me@example.com\r\n", "Subject: Draft\r\n", "MIME-Version: 1.0\r\n",
 		"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"} {
@@ -120,21 +121,6 @@ func TestEncryptToSelfErrors(t *testing.T) {
 	}
 	if _, err := EncryptToSelf([]byte("Subject: x\r\n\r\nbody"), []*x509.Certificate{certFor(t, "ed@example.com", priv, pub)}); !errors.Is(err, cms.ErrRecipientKey) {
 		t.Errorf("Ed25519 certificate: error %v, want cms.ErrRecipientKey", err)
-	}
-}
-
-func TestSplitMessage(t *testing.T) {
-	cases := []struct{ in, header, body string }{
-		{"A: 1\r\nB: 2\r\n\r\nbody\r\n", "A: 1\r\nB: 2\r\n", "body\r\n"},
-		{"A: 1\n\nbody", "A: 1\n", "body"},
-		{"A: 1\r\n", "A: 1\r\n", ""},
-		{"\r\nbody", "", "body"},
-	}
-	for _, c := range cases {
-		h, b := splitMessage([]byte(c.in))
-		if string(h) != c.header || string(b) != c.body {
-			t.Errorf("splitMessage(%q) = %q, %q; want %q, %q", c.in, h, b, c.header, c.body)
-		}
 	}
 }
 
@@ -260,7 +246,7 @@ func TestEncryptToSelfProtectsHeaders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h, _ := splitMessage(out)
+			h, _ := mimepart.Split(out)
 			for _, secret := range []string{"Merger", "eve.secret", "carol.secret", "merger-77", "initech-secret", "Received"} {
 				if bytes.Contains(h, []byte(secret)) {
 					t.Errorf("outer header shows %q, which the original kept inside:\n%s", secret, h)
@@ -296,7 +282,7 @@ func TestEncryptToSelfProtectsHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, _ := splitMessage(out); !bytes.Contains(h, []byte("Subject: plain draft\r\n")) {
+	if h, _ := mimepart.Split(out); !bytes.Contains(h, []byte("Subject: plain draft\r\n")) {
 		t.Errorf("unprotected message lost its outer Subject:\n%s", h)
 	}
 }

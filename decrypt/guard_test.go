@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/proxy"
@@ -581,7 +582,7 @@ func TestVerbatimThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := e.d.Raw("bob", "Drafts", data.UID)
-	if bytes.Contains(up, []byte("quokka")) || len(fieldValues(up, VerbatimField)) != 1 || !bytes.Contains(up, []byte("application/pkcs7-mime")) {
+	if bytes.Contains(up, []byte("quokka")) || len(mimepart.Values(up, VerbatimField)) != 1 || !bytes.Contains(up, []byte("application/pkcs7-mime")) {
 		t.Fatalf("stored upstream:\n%.500s", up)
 	}
 	if _, err := c.Select("Drafts", nil).Wait(); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
@@ -62,7 +63,7 @@ func (d *Decrypter) Derived(m MessageRef, served []byte, name string, compute fu
 // message is, or claims to be, plaintext this proxy served, whether or not its marker verifies (Origin). The
 // proxy never lets such a message reach the upstream server unencrypted.
 func (d *Decrypter) ServedPlaintext(header []byte) bool {
-	for _, v := range fieldValues(header, StatusField) {
+	for _, v := range mimepart.Values(header, StatusField) {
 		status, _, _ := strings.Cut(v, ";")
 		if strings.EqualFold(strings.TrimSpace(status), "decrypted") {
 			return true

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
@@ -47,7 +48,7 @@ func TestKeyUnavailableNotCachedVault(t *testing.T) {
 	}
 	v.Stop()
 	down := rewrite(2)
-	if st := strings.Join(fieldValues(down, StatusField), ""); !strings.Contains(st, "undecryptable; reason="+ReasonKeyUnavailable) {
+	if st := strings.Join(mimepart.Values(down, StatusField), ""); !strings.Contains(st, "undecryptable; reason="+ReasonKeyUnavailable) {
 		t.Fatalf("Vault down: status %q, want undecryptable key-unavailable", st)
 	}
 	if d.Cached(MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: 1, UID: 2}) {

@@ -3,13 +3,10 @@ package decrypt
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"mime"
-	"net/mail"
-	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // Large messages: what process does before handing a message to smime.Process, so that a large message is
@@ -25,30 +22,19 @@ const peekPrefix = 128 << 10
 // fetched again. Every other message is decoded into a copy. A failing key store gives false (smime's own
 // lookup, which the keyring answers from the same result, then reports it).
 func (k *keyring) holdsKeyFor(ctx context.Context, msg []byte) bool {
-	hdr, body := splitHeader(msg)
-	if hdr == nil {
+	if !mimepart.HeaderComplete(msg) {
 		return false
 	}
-	h, err := mail.ReadMessage(bytes.NewReader(hdr))
-	if err != nil || !strings.EqualFold(strings.TrimSpace(h.Header.Get("Content-Transfer-Encoding")), "base64") {
+	hdr, body := mimepart.Split(msg)
+	if mimepart.NormalizeEncoding(mimepart.Get(hdr, "Content-Transfer-Encoding")) != "base64" {
 		return false
 	}
-	mt, params, err := mime.ParseMediaType(h.Header.Get("Content-Type"))
-	if err != nil || !smime.IsSMIMEType(mt, params) && mt != "application/pkcs7-mime" && mt != "application/x-pkcs7-mime" {
+	mt, params := mimepart.MediaType(mimepart.Get(hdr, "Content-Type"), "")
+	if !smime.IsSMIMEType(mt, params) && mt != "application/pkcs7-mime" && mt != "application/x-pkcs7-mime" {
 		return false
 	}
-	text := make([]byte, 0, min(len(body), peekPrefix))
-	for _, c := range body[:min(len(body), peekPrefix)] {
-		if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
-			text = append(text, c)
-		}
-	}
-	text = text[:len(text)/4*4]
-	der := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
-	n, err := base64.StdEncoding.Decode(der, text)
-	if err != nil {
-		return false
-	}
+	der := make([]byte, peekPrefix/4*3)
+	n, _ := mimepart.DecodeBase64Prefix(der, body[:min(len(body), peekPrefix)])
 	ids, err := cms.PeekRecipients(der[:n])
 	if err != nil || len(ids) == 0 {
 		return false
@@ -70,31 +56,14 @@ func (k *keyring) holdsKeyFor(ctx context.Context, msg []byte) bool {
 	return false
 }
 
-// splitHeader returns msg's header with the empty line that ends it, and the body; a nil header when there
-// is no empty line.
-func splitHeader(msg []byte) (hdr, body []byte) {
-	if bytes.HasPrefix(msg, []byte("\r\n")) || bytes.HasPrefix(msg, []byte("\n")) {
-		return nil, nil
-	}
-	i := bytes.Index(msg, []byte("\n\r\n"))
-	j := bytes.Index(msg, []byte("\n\n"))
-	switch {
-	case i >= 0 && (j < 0 || i < j):
-		return msg[:i+3], msg[i+3:]
-	case j >= 0:
-		return msg[:j+2], msg[j+2:]
-	}
-	return nil, nil
-}
-
 // processTooLarge is smime.Process for a message over the size limit, which is never decoded. Whether it is
 // served as undecryptable (reason too-large) or as it is depends on its header alone (smime's rule, asked
 // with the header only); the undecryptable copy, the status field and then msg, is built inside msg's buffer
 // when the caller left room after it (the proxy's fetchRaw does), so the message is never held twice. Any
 // other case is left to smime.Process.
 func processTooLarge(ctx context.Context, msg []byte, kr smime.Keyring, opts *smime.Options) smime.Result {
-	hdr, _ := splitHeader(msg)
-	if hdr == nil {
+	hdr, _ := mimepart.SplitBlock(msg)
+	if !mimepart.HeaderComplete(msg) || len(hdr) <= 2 {
 		return smime.Process(ctx, msg, kr, opts)
 	}
 	probe := smime.Process(ctx, hdr, nil, &smime.Options{StatusParams: opts.StatusParams, MaxSize: 1})

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // allocatedDuring returns the bytes allocated while f runs.
@@ -53,7 +55,7 @@ func TestRewriteLargeUndecryptableFetchedOnce(t *testing.T) {
 	f := newFixture(t, 0)
 	real := encryptedMessage(t, "big", largeInner(2<<20), f.cert)
 	garbage := bytes.Repeat([]byte("QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB\r\n"), 40000)
-	hdr, body := splitHeader(real)
+	hdr, body := mimepart.SplitBlock(real)
 	fake := append(append(bytes.Clone(hdr), body[:24]...), garbage...) // the ContentInfo's type, then garbage
 	// A fake whose RecipientInfo names Alice's certificate (public) is decoded in place, fails, and is
 	// fetched again: the one case that still reads a message twice. It is not cached either.
@@ -77,7 +79,7 @@ func TestRewriteLargeUndecryptableFetchedOnce(t *testing.T) {
 					return bytes.Clone(c.msg), nil
 				})
 				if err != nil || statusOf(served) != "undecryptable" || !bytes.Contains(served, []byte("reason="+c.reason)) {
-					t.Fatalf("Rewrite: %v, status %q", err, fieldValues(served, StatusField))
+					t.Fatalf("Rewrite: %v, status %q", err, mimepart.Values(served, StatusField))
 				}
 				if _, rest, _ := bytes.Cut(served, []byte("\r\n")); !bytes.Equal(rest, c.msg) {
 					t.Fatal("not served as it is upstream")
@@ -120,7 +122,7 @@ func TestRewriteTooLarge(t *testing.T) {
 		served, err = d.Rewrite(context.Background(), ref, func() ([]byte, error) { return buf, nil })
 	})
 	if err != nil || statusOf(served) != "undecryptable" || !bytes.Contains(served[:200], []byte("reason=too-large")) {
-		t.Fatalf("Rewrite: %v, status %q", err, fieldValues(served, StatusField))
+		t.Fatalf("Rewrite: %v, status %q", err, mimepart.Values(served, StatusField))
 	}
 	if _, rest, _ := bytes.Cut(served, []byte("\r\n")); !bytes.Equal(rest, enc) {
 		t.Fatal("not served as it is upstream")
@@ -138,7 +140,7 @@ func TestRewriteTooLarge(t *testing.T) {
 	served2, err := d.Rewrite(context.Background(), MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: 1, UID: 2},
 		func() ([]byte, error) { return bytes.Clone(enc), nil })
 	if err != nil || statusOf(served2) != "undecryptable" || !bytes.Equal(served2[bytes.Index(served2, []byte("\r\n")):], served[bytes.Index(served, []byte("\r\n")):]) {
-		t.Errorf("without room: %v, status %q", err, fieldValues(served2, StatusField))
+		t.Errorf("without room: %v, status %q", err, mimepart.Values(served2, StatusField))
 	}
 	// A plain message over the limit with a forged status field: served without it, not as too-large.
 	plain := []byte("X-Smimeproxy-Status: decrypted; key=forged\r\nSubject: plain\r\nContent-Type: text/plain\r\n\r\n" +
@@ -148,6 +150,6 @@ func TestRewriteTooLarge(t *testing.T) {
 	served3, err := d.Rewrite(context.Background(), MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: 1, UID: 3},
 		func() ([]byte, error) { return plainBuf, nil })
 	if err != nil || statusOf(served3) != "" || !bytes.Equal(served3, plain[bytes.Index(plain, []byte("\r\n"))+2:]) {
-		t.Errorf("plain over the limit: %v, status %q", err, fieldValues(served3, StatusField))
+		t.Errorf("plain over the limit: %v, status %q", err, mimepart.Values(served3, StatusField))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // StatusField is the header field carrying the decryption status and the APPEND marker.
@@ -89,7 +90,7 @@ func (d *Decrypter) seal(m MessageRef, served []byte) []byte {
 // new content (encrypted) instead of turning the APPEND into an upstream COPY of ref's ciphertext, which
 // would silently drop the client's edits.
 func (d *Decrypter) Origin(user string, msg []byte) (MessageRef, bool) {
-	values := fieldValues(msg, StatusField)
+	values := mimepart.Values(msg, StatusField)
 	if len(values) != 1 {
 		return MessageRef{}, false
 	}
@@ -122,36 +123,4 @@ func (d *Decrypter) Origin(user string, msg []byte) (MessageRef, bool) {
 		UIDValidity: binary.BigEndian.Uint32(b[0:]),
 		UID:         binary.BigEndian.Uint32(b[4:]),
 	}, true
-}
-
-// fieldValues returns the unfolded values (RFC 5322 section 2.2.3) of every field named name in the header
-// part of msg (up to the first empty line).
-func fieldValues(msg []byte, name string) []string {
-	var out []string
-	cur := -1 // index in out of the field being continued, or -1
-	for len(msg) > 0 {
-		line := msg
-		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
-			line, msg = msg[:i], msg[i+1:]
-		} else {
-			msg = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if cur >= 0 {
-				out[cur] += string(line)
-			}
-			continue
-		}
-		cur = -1
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
-			out = append(out, strings.TrimSpace(string(v)))
-			cur = len(out) - 1
-		}
-	}
-	return out
 }

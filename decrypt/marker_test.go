@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -32,7 +33,7 @@ func statusHeader(params []string) string {
 
 // sealedParams returns the ref and mac parameters of the sealed served copy of servedRest for m.
 func sealedParams(d *Decrypter, m MessageRef) []string {
-	v := fieldValues([]byte(servedCopy(d, m, servedRest)), StatusField)[0]
+	v := mimepart.Values([]byte(servedCopy(d, m, servedRest)), StatusField)[0]
 	parts := strings.Split(v, "; ")
 	return parts[len(parts)-2:]
 }

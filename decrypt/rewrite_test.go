@@ -18,6 +18,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -150,7 +151,7 @@ func TestRewriteDecrypts(t *testing.T) {
 
 // statusOf returns the first word of the X-Smimeproxy-Status field.
 func statusOf(msg []byte) string {
-	v := fieldValues(msg, StatusField)
+	v := mimepart.Values(msg, StatusField)
 	if len(v) == 0 {
 		return ""
 	}
@@ -177,7 +178,7 @@ func TestRewriteOtherUserGetsCiphertext(t *testing.T) {
 		if st := statusOf(served); st != "undecryptable" {
 			t.Errorf("%s: status = %q, want undecryptable", user, st)
 		}
-		_, body := splitMessage(msg)
+		_, body := mimepart.Split(msg)
 		if !bytes.Contains(served, body) {
 			t.Errorf("%s: served message does not keep the ciphertext", user)
 		}
@@ -252,7 +253,7 @@ func TestRewriteStoreErrorNotCached(t *testing.T) {
 	if st := statusOf(served); st != "undecryptable" {
 		t.Errorf("status = %q, want undecryptable", st)
 	}
-	if v := fieldValues(served, StatusField); len(v) != 1 || !strings.Contains(v[0], ReasonKeyUnavailable) {
+	if v := mimepart.Values(served, StatusField); len(v) != 1 || !strings.Contains(v[0], ReasonKeyUnavailable) {
 		t.Errorf("status field = %q, want reason %s", v, ReasonKeyUnavailable)
 	}
 	if f.metrics.undecryptable[ReasonKeyUnavailable] != 1 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
-	"mime"
 	"net/mail"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -265,16 +265,10 @@ func containsCert(l []*x509.Certificate, c *x509.Certificate) bool {
 
 // fromOf returns the first address of msg's top-level From field (RFC 5322 section 3.6.2), or "".
 func fromOf(msg []byte) string {
-	var v []byte
-	smime.EachHeaderField(msg, func(name, raw []byte) {
-		if v == nil && strings.EqualFold(string(name), "From") {
-			_, v, _ = bytes.Cut(raw, []byte(":"))
-		}
-	})
-	if v == nil {
+	val := mimepart.Get(msg, "From")
+	if val == "" {
 		return ""
 	}
-	val := strings.TrimSpace(strings.NewReplacer("\r\n", "", "\n", "").Replace(string(v)))
 	list, err := mail.ParseAddressList(val)
 	if err != nil || len(list) == 0 {
 		return ""
@@ -287,18 +281,13 @@ func fromOf(msg []byte) string {
 // labelled as enveloped data (RFC 8551 section 3.2.2). It keeps smime.Verify from decoding every encrypted
 // message's ciphertext only to find it unsigned.
 func signedTop(msg []byte) bool {
-	var ct []byte
-	smime.EachHeaderField(msg, func(name, raw []byte) {
-		if ct == nil && strings.EqualFold(string(name), "Content-Type") {
-			_, ct, _ = bytes.Cut(raw, []byte(":"))
-		}
-	})
-	if ct == nil {
+	ct := mimepart.Get(msg, "Content-Type")
+	if ct == "" {
 		return false
 	}
-	mt, params, err := mime.ParseMediaType(strings.TrimSpace(strings.NewReplacer("\r\n", "", "\n", "").Replace(string(ct))))
-	if err != nil {
-		return bytes.Contains(bytes.ToLower(ct), []byte("pkcs7")) // let smime.Verify decide
+	mt, params := mimepart.MediaType(ct, "")
+	if mt == "" {
+		return strings.Contains(strings.ToLower(ct), "pkcs7") // let smime.Verify decide
 	}
 	switch mt {
 	case "multipart/signed":

@@ -18,6 +18,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -141,7 +142,7 @@ func (f *sigFixture) serve(t testing.TB, user string, uid uint32, msg []byte) []
 }
 
 func signatureOf(served []byte) string {
-	v := fieldValues(served, SignatureField)
+	v := mimepart.Values(served, SignatureField)
 	if len(v) != 1 {
 		return strings.Join(v, " | ")
 	}
@@ -276,7 +277,7 @@ func TestSignatureUnderDecryption(t *testing.T) {
 		t.Errorf("alice's book: %+v", cs)
 	}
 	// The same message for bob, who cannot decrypt it: no signature layer counts (only the ciphertext's top).
-	if got := fieldValues(f.serve(t, "bob", 7, msg), SignatureField); len(got) != 0 {
+	if got := mimepart.Values(f.serve(t, "bob", 7, msg), SignatureField); len(got) != 0 {
 		t.Errorf("undecryptable message got a signature field %q", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -91,7 +92,7 @@ func TestThunderbirdCorpus(t *testing.T) {
 		switch {
 		case wantDecrypted:
 			if st != "decrypted" {
-				t.Errorf("%s: bob: status %q, want decrypted (%s)", name, st, fieldValues(served, StatusField))
+				t.Errorf("%s: bob: status %q, want decrypted (%s)", name, st, mimepart.Values(served, StatusField))
 				continue
 			}
 			decrypted++

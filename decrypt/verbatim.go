@@ -1,18 +1,17 @@
 package decrypt
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"log/slog"
-	"mime"
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // Verbatim appends: a message the proxy encrypts from a client's APPEND (EncryptAppend) is served back byte for
@@ -71,7 +70,7 @@ func (d *Decrypter) verbatimField(user string) func(content []byte) []byte {
 // verbatimParams returns the nonce and mac of msg's one VerbatimField, or false when it has none, several, or
 // one that does not parse.
 func verbatimParams(msg []byte) (nonce, mac []byte, ok bool) {
-	values := fieldValues(msg, VerbatimField)
+	values := mimepart.Values(msg, VerbatimField)
 	if len(values) != 1 {
 		return nil, nil, false
 	}
@@ -99,21 +98,16 @@ func (d *Decrypter) servedVerbatim(ctx context.Context, m MessageRef, msg []byte
 	if !ok || int64(len(msg)) > d.maxMessageBytes() {
 		return nil, false
 	}
-	header, body := splitMessage(msg)
-	ct := fieldValues(header, "Content-Type")
-	cte := fieldValues(header, "Content-Transfer-Encoding")
+	header, body := mimepart.Split(msg)
+	ct := mimepart.Values(header, "Content-Type")
+	cte := mimepart.Values(header, "Content-Transfer-Encoding")
 	if len(ct) != 1 || len(cte) != 1 || !strings.EqualFold(cte[0], "base64") {
 		return nil, false
 	}
-	if mt, _, err := mime.ParseMediaType(ct[0]); err != nil || mt != "application/pkcs7-mime" {
+	if mt, _ := mimepart.MediaType(ct[0], ""); mt != "application/pkcs7-mime" {
 		return nil, false
 	}
-	der, err := base64.StdEncoding.DecodeString(string(bytes.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' || r == ' ' || r == '\t' {
-			return -1
-		}
-		return r
-	}, body)))
+	der, err := mimepart.Decode(cte[0], body)
 	if err != nil {
 		return nil, false
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -48,7 +49,7 @@ func TestVerbatimAppend(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if bytes.Contains(stored, []byte("okapi")) || len(fieldValues(stored, VerbatimField)) != 1 {
+		if bytes.Contains(stored, []byte("okapi")) || len(mimepart.Values(stored, VerbatimField)) != 1 {
 			t.Fatalf("%s: stored:\n%s", name, stored)
 		}
 		got, err := d.Rewrite(ctx, ref("alice"), raw(stored))
@@ -104,7 +105,7 @@ func TestVerbatimAppend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fieldValues(storedHP, VerbatimField)) != 0 || bytes.Contains(storedHP, []byte("Subject: hidden")) {
+	if len(mimepart.Values(storedHP, VerbatimField)) != 0 || bytes.Contains(storedHP, []byte("Subject: hidden")) {
 		t.Errorf("header-protected draft stored as:\n%s", storedHP)
 	}
 	if got, _ := d.Rewrite(ctx, ref("alice"), raw(storedHP)); statusOf(got) != "decrypted" {
@@ -115,7 +116,7 @@ func TestVerbatimAppend(t *testing.T) {
 // outerNames lists the header field names of msg, "|"-separated.
 func outerNames(msg []byte) string {
 	var names []string
-	for _, f := range headerFields(func() []byte { h, _ := splitMessage(msg); return h }()) {
+	for _, f := range headerFields(func() []byte { h, _ := mimepart.Split(msg); return h }()) {
 		names = append(names, f.name)
 	}
 	out := ""

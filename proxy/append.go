@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/backend"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
@@ -432,15 +433,16 @@ func (r *relay) appendAsCopy(a *appendState, sel mailboxRef, uid uint32) (bool, 
 	return true, r.forward(a.c, unit(a.c.tag+" NOOP\r\n"))
 }
 
-// peekHeader reads r up to and including the empty line that ends the header (RFC 5322 section 2.1), at most
-// maxHeaderPeek bytes; the bytes read are returned and must be sent before the rest of r.
+// peekHeader reads r up to and including the empty line that ends the header (mimepart.HeaderComplete, the
+// rule every reader of the message uses), at most maxHeaderPeek bytes; the bytes read are returned and must be
+// sent before the rest of r.
 func peekHeader(r io.Reader) ([]byte, error) {
 	buf := make([]byte, 0, 4096)
 	chunk := make([]byte, 4096)
 	for len(buf) < maxHeaderPeek {
 		n, err := r.Read(chunk[:min(len(chunk), maxHeaderPeek-len(buf))])
 		buf = append(buf, chunk[:n]...)
-		if bytes.Contains(buf, []byte("\n\r\n")) || bytes.Contains(buf, []byte("\n\n")) || bytes.HasPrefix(buf, []byte("\r\n")) {
+		if mimepart.HeaderComplete(buf) {
 			return buf, nil
 		}
 		if err == io.EOF {

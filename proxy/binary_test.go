@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 const mixedMessage = "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\n" +
@@ -50,7 +51,7 @@ func TestPartExists(t *testing.T) {
 func TestBinarySection(t *testing.T) {
 	msg := []byte(mixedMessage)
 	bs := existsIn(mixedMessage)
-	whole, err := binarySection(msg, bs, nil)
+	whole, err := binarySection(msg, nil, bs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,21 +68,21 @@ func TestBinarySection(t *testing.T) {
 		for _, c := range strings.Split(part, ".") {
 			p = append(p, int(c[0]-'0'))
 		}
-		got, err := binarySection(msg, bs, p)
+		got, err := binarySection(msg, nil, bs, p)
 		if err != nil || string(got) != want {
 			t.Errorf("BINARY[%s] = %q, %v; want %q", part, got, err, want)
 		}
 	}
-	if got, err := binarySection(msg, bs, []int{9}); err != nil || len(got) != 0 {
+	if got, err := binarySection(msg, nil, bs, []int{9}); err != nil || len(got) != 0 {
 		t.Errorf("BINARY[9] = %q, %v; want empty", got, err)
 	}
 	bad := []byte("Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n")
-	if _, err := binarySection(bad, existsIn(string(bad)), nil); err != errUnknownCTE {
+	if _, err := binarySection(bad, nil, existsIn(string(bad)), nil); err != errUnknownCTE {
 		t.Errorf("unknown CTE: %v, want errUnknownCTE", err)
 	}
 	// no panic and no loss on a multipart without its closing delimiter or with a folded CTE field
 	odd := []byte("Content-Type: multipart/mixed; boundary=z\r\nContent-Transfer-Encoding:\r\n 7bit\r\n\r\n--z\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\nYQ==\r\n--z\r\n\r\nlast")
-	got, err := binarySection(odd, existsIn(string(odd)), nil)
+	got, err := binarySection(odd, nil, existsIn(string(odd)), nil)
 	if err != nil || !bytes.Contains(got, []byte("\r\n\r\na\r\n--z\r\n\r\nlast")) || bytes.Contains(got, []byte("base64")) {
 		t.Errorf("odd multipart: %q, %v", got, err)
 	}
@@ -99,17 +100,17 @@ func FuzzBinarySection(f *testing.F) {
 		}
 		bs := existsIn(string(msg))
 		for _, part := range [][]int{nil, {p1 % 5}, {p1 % 5, p2 % 5}} {
-			_, _ = binarySection(msg, bs, part)
+			_, _ = binarySection(msg, nil, bs, part)
 			for _, spec := range []imap.PartSpecifier{imap.PartSpecifierNone, imap.PartSpecifierHeader, imap.PartSpecifierText, imap.PartSpecifierMIME} {
 				if spec == imap.PartSpecifierMIME && len(part) == 0 {
 					continue
 				}
-				_ = bodySection(msg, bs, &imap.FetchItemBodySection{Part: part, Specifier: spec})
+				_ = bodySection(msg, nil, bs, &imap.FetchItemBodySection{Part: part, Specifier: spec})
 			}
 		}
-		whole, err := binarySection(msg, bs, nil)
+		whole, err := binarySection(msg, nil, bs, nil)
 		if err == nil && !bytes.Contains(bytes.ToLower(msg), []byte("content-transfer-encoding")) {
-			hdr, _ := splitEntity(msg)
+			hdr, _ := mimepart.SplitBlock(msg)
 			if !bytes.HasPrefix(whole, hdr) {
 				t.Fatalf("BINARY[] lost the header: %q → %q", msg, whole)
 			}
@@ -134,8 +135,8 @@ func TestDeepNestingIsLinear(t *testing.T) {
 		deep[i] = 1
 	}
 	exists(deep)
-	bodySection(msg, exists, &imap.FetchItemBodySection{Part: []int{1, 1, 1}})
-	binarySection(msg, exists, []int{1, 1})
+	bodySection(msg, nil, exists, &imap.FetchItemBodySection{Part: []int{1, 1, 1}})
+	binarySection(msg, nil, exists, []int{1, 1})
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("sections of a 20,000-deep message took %v", d)
 	}

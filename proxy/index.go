@@ -26,8 +26,8 @@ import (
 // SEARCH HEADER needs exact field names, and the upstream server parses the header its own way: a plain
 // message is found to carry a forged status field when the server sees a field of one of the names the
 // Rewriter writes (anywhere in the header, folded or not, in any case). A plain message whose only status-like
-// field has another X-Smimeproxy-* name, or hides after a bare CR inside another field, is not found and is
-// relayed as stored; every candidate (encrypted, undecryptable, forged) is served without any of them.
+// field has another X-Smimeproxy-* name, hides after a bare CR inside another field, or sits on a first line
+// that starts with white space, is not found and is relayed as stored; every candidate (encrypted, undecryptable, forged) is served without any of them.
 
 // maxIndexes bounds the mailboxes whose classification is kept.
 const maxIndexes = 4096

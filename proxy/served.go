@@ -8,6 +8,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/rewriting"
 )
 
@@ -21,6 +22,7 @@ type servedView struct {
 	b         []byte
 	derive    func(name string, compute func() any) any
 	structure *imapfmt.Structure
+	root      *mimepart.Part // the tree of b for sections, parsed on first use
 	// meta, when set, answers in place of b (which is nil): only the items metaItem accepts.
 	meta *ServedMeta
 }
@@ -57,6 +59,14 @@ func (v *servedView) exists(part []int) bool {
 		v.structure = v.derive("imap-structure", func() any { return imapfmt.Parse(v.b) }).(*imapfmt.Structure)
 	}
 	return v.structure.PartExists(part)
+}
+
+// tree returns the mimepart tree of the served copy, parsed once per response.
+func (v *servedView) tree() *mimepart.Part {
+	if v.root == nil {
+		v.root = mimepart.Parse(v.b)
+	}
+	return v.root
 }
 
 // parts builds a response from small pieces and large slices it does not copy (a served message's bytes).
@@ -110,11 +120,11 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 		out = v.literal(p, out, b)
 		return
 	case "RFC822.HEADER":
-		h, _ := splitEntity(b)
+		h, _ := mimepart.SplitBlock(b)
 		out = v.literal(p, out, h)
 		return
 	case "RFC822.TEXT":
-		_, body := splitEntity(b)
+		_, body := mimepart.SplitBlock(b)
 		out = v.literal(p, out, body)
 		return
 	case "ENVELOPE":
@@ -135,10 +145,10 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 	var data []byte
 	switch sr.kind {
 	case "BODY":
-		data = bodySection(b, v.exists, &sr.sec)
+		data = bodySection(b, v.tree, v.exists, &sr.sec)
 	case "BINARY", "BINARY.SIZE":
 		var err error
-		if data, err = binarySection(b, v.exists, sr.sec.Part); err != nil {
+		if data, err = binarySection(b, v.tree, v.exists, sr.sec.Part); err != nil {
 			v.failed = true
 			out = append(out, "NIL"...)
 			return
@@ -146,7 +156,7 @@ func (v *servedView) appendItem(p *parts, it fetchItem, req *fetchReq) {
 		if sr.kind == "BINARY.SIZE" && len(sr.sec.Part) > 0 {
 			// Dovecot answers BINARY.SIZE[n] from the sizes of the whole message converted, so a broken
 			// encoding anywhere fails it, while BINARY[n] converts part n alone.
-			if _, err := binarySection(b, v.exists, nil); err != nil {
+			if _, err := binarySection(b, v.tree, v.exists, nil); err != nil {
 				v.failed = true
 				out = append(out, "NIL"...)
 				return

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -94,13 +95,11 @@ func prepare(msg []byte, p Policy) prepared {
 	out := prepared{d: decision{sign: p.Sign == SignAlways, encrypt: p.Encrypt}}
 	var hdr bytes.Buffer
 	fieldsEnd := 0 // fields are contiguous from 0
-	smime.EachHeaderField(msg, func(name, raw []byte) {
+	mimepart.EachField(msg, func(f mimepart.Field) {
+		raw := f.Raw
 		fieldsEnd += len(raw)
-		n := string(name)
-		value := func() string {
-			_, v, _ := bytes.Cut(raw, []byte(":"))
-			return strings.TrimSpace(strings.NewReplacer("\r\n", "", "\n", "").Replace(string(v)))
-		}
+		n := string(f.Name)
+		value := f.Value
 		switch {
 		case strings.EqualFold(n, "Bcc"), strings.EqualFold(n, "Resent-Bcc"):
 			return
@@ -118,7 +117,7 @@ func prepare(msg []byte, p Policy) prepared {
 				}
 			}
 			return
-		case smime.IsStatusFieldName(n), strings.HasPrefix(strings.ToLower(n), "x-smimeproxy-"):
+		case smime.IsStatusField(raw):
 			return
 		case strings.EqualFold(n, "Subject"):
 			raw = cutTags(raw, p.Tags, &out.d)

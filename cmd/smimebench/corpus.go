@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/smimeproxy/smimeproxy/decrypt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // identity is the benchmark user's generated RSA-2048 key and self-signed certificate.
@@ -91,7 +92,7 @@ func makeTwin(i, encSize int, cert *x509.Certificate) (twin, error) {
 	if err != nil {
 		return twin{}, fmt.Errorf("smimebench: encrypting message %d: %w", i, err)
 	}
-	_, body, _ := bytes.Cut(crlf, []byte("\r\n\r\n"))
+	_, body := mimepart.Split(crlf)
 	return twin{plain: crlf, body: body, enc: enc}, nil
 }
 

@@ -6,12 +6,14 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/smimeproxy/smimeproxy/decrypt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // benchUser and benchPassword are the Dovecot account that holds the benchmark mail.
@@ -143,21 +145,20 @@ func keepFirst(first, err error) error {
 
 // indexOf finds the twin index in a served message's Message-ID.
 func indexOf(served []byte) (int, error) {
-	hdr, _, ok := bytes.Cut(served, []byte("\r\n\r\n"))
-	if !ok {
+	if !mimepart.HeaderComplete(served) {
 		return 0, fmt.Errorf("smimebench: served message has no header/body separator")
 	}
-	const pfx = "\r\nMessage-ID: <bench-"
-	i := bytes.Index(hdr, []byte(pfx))
-	if i < 0 {
+	const pfx = "<bench-"
+	id := mimepart.Get(served, "Message-ID")
+	if !strings.HasPrefix(id, pfx) {
 		return 0, fmt.Errorf("smimebench: served message has no benchmark Message-ID")
 	}
-	rest := hdr[i+len(pfx):]
-	j := bytes.IndexByte(rest, '@')
+	rest := id[len(pfx):]
+	j := strings.IndexByte(rest, '@')
 	if j < 0 {
 		return 0, fmt.Errorf("smimebench: malformed Message-ID")
 	}
-	return strconv.Atoi(string(rest[:j]))
+	return strconv.Atoi(rest[:j])
 }
 
 var decryptedPrefix = []byte(decrypt.StatusField + ": decrypted;")
@@ -202,7 +203,7 @@ func decryptedChecker(twins []twin) checker {
 			line, _, _ := bytes.Cut(served, []byte("\r\n"))
 			return i, fmt.Errorf("smimebench: message %d not served decrypted: %.200q", i, line)
 		}
-		_, body, _ := bytes.Cut(served, []byte("\r\n\r\n"))
+		_, body := mimepart.Split(served)
 		if !bytes.Equal(body, twins[i].body) {
 			return i, fmt.Errorf("smimebench: decrypted message %d: body (%d bytes) differs from its plain twin's (%d bytes)", i, len(body), len(twins[i].body))
 		}

@@ -15,6 +15,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // cryptoFloor times, for every message, the least any decryption costs: one RSA-2048 PKCS#1 v1.5 private-key
@@ -35,7 +37,7 @@ func cryptoFloor(key *rsa.PrivateKey, twins []twin) (time.Duration, error) {
 	bodies := make([][]byte, len(twins))
 	maxLen := 0
 	for i, t := range twins {
-		_, bodies[i], _ = bytes.Cut(t.enc, []byte("\r\n\r\n"))
+		_, bodies[i] = mimepart.Split(t.enc)
 		maxLen = max(maxLen, base64.StdEncoding.DecodedLen(len(bodies[i])))
 	}
 	buf := make([]byte, maxLen)

@@ -9,11 +9,11 @@ import (
 // proxy's own (removing forged ones, refusing or stripping them on APPEND, searching for them) asks the
 // functions below.
 //
-// A header is read as in RFC 5322 section 2.2: from the start of the message to the first empty line (LF or
-// CRLF), every line of it, however many fields there are (no count limit, one linear pass). A line starting
-// with a space or a tab continues the field before it (folding, section 2.2.3), except on the very first line,
-// where it starts a field of its own (its leading white space is not part of the name). A field is a status
-// field when
+// A header is read by internal/mimepart.EachField, the project's one header reader, as in RFC 5322 section 2.2:
+// from the start of the message to the first empty line (LF or CRLF), every line of it, however many fields
+// there are (no count limit, one linear pass). A line starting with a space or a tab continues the field before
+// it (folding, section 2.2.3), except on the very first line, where it starts a field of its own (its leading
+// white space is not part of the name). A field is a status field when
 //
 //   - its name (what precedes the first colon, or the whole line when there is none, without surrounding white
 //     space and CRs) starts with StatusPrefix, "X-Smimeproxy-", in any case (RFC 5322 section 1.2.2); or
@@ -24,8 +24,9 @@ import (
 // forged field; StripStatusHeaders, Process). The upstream server cannot be asked for this definition: the
 // proxy finds plain messages that need the removal by searching for the exact names it writes itself
 // (OwnedFields, with IMAP SEARCH HEADER <name> "", RFC 9051 section 6.4.4). A plain message whose only
-// status-like field is a different X-Smimeproxy-* name, or one hidden after a bare CR, is therefore not found
-// that way and is relayed as stored.
+// status-like field is a different X-Smimeproxy-* name, one hidden after a bare CR, or one on a first line that
+// starts with white space (Dovecot keeps that white space in the name) is therefore not found that way and is
+// relayed as stored (decrypt/verdict_test.go checks this against Dovecot).
 
 // SignatureHeader is the name of the header field carrying the signature status of a served message
 // (Signature.HeaderValue), which the proxy writes on top of signed messages.
@@ -96,13 +97,4 @@ func HasStatusField(msg []byte) bool {
 		found = found || f.isStatus()
 	})
 	return found
-}
-
-// EachHeaderField calls fn for every header field at the start of msg, in order, as the definition above
-// reads them: the field's name (what precedes the first colon, without surrounding white space and CRs; the
-// whole line for a line without a colon) and its raw bytes (first line and continuation lines with their line
-// ends). It returns the offset of the body: just past the empty line that ends the header, or len(msg) when
-// there is none. The slices alias msg.
-func EachHeaderField(msg []byte, fn func(name, raw []byte)) int {
-	return eachField(msg, func(f field) { fn(f.name, f.raw) })
 }

@@ -5,10 +5,10 @@
 package rewriting
 
 import (
-	"bytes"
 	"errors"
 
 	"github.com/smimeproxy/smimeproxy/internal/imapfmt"
+	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 )
 
 // MessageRef names one message of one user's mailbox on the upstream server. UIDValidity and UID are the
@@ -36,31 +36,7 @@ type Meta struct {
 
 // MetaOf computes the metadata of served, a message's served copy.
 func MetaOf(served []byte) Meta {
-	return Meta{Size: int64(len(served)), Header: header(served), Envelope: imapfmt.Envelope(served),
+	header, _ := mimepart.SplitBlock(served)
+	return Meta{Size: int64(len(served)), Header: header, Envelope: imapfmt.Envelope(served),
 		Body: imapfmt.BodyStructure(served, false), BodyStructure: imapfmt.BodyStructure(served, true)}
-}
-
-// header returns msg's header through the empty line (CRLF or LF) that ends it (RFC 5322 section 2.1), or all
-// of msg when no line is empty.
-func header(msg []byte) []byte {
-	if bytes.HasPrefix(msg, []byte("\r\n")) {
-		return msg[:2]
-	}
-	if bytes.HasPrefix(msg, []byte("\n")) {
-		return msg[:1]
-	}
-	for i := 0; i < len(msg); {
-		j := bytes.IndexByte(msg[i:], '\n')
-		if j < 0 {
-			break
-		}
-		i += j + 1
-		switch {
-		case bytes.HasPrefix(msg[i:], []byte("\r\n")):
-			return msg[:i+2]
-		case bytes.HasPrefix(msg[i:], []byte("\n")):
-			return msg[:i+1]
-		}
-	}
-	return msg
 }
