@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -72,12 +74,17 @@ func TestRequireIntegration(t *testing.T) {
 // TestLookPath: an installed program is found in both tiers; a missing one skips the fast tier and fails the
 // integration tier.
 func TestLookPath(t *testing.T) {
-	const missing = "smimeproxy-no-such-program"
+	const present, missing = "smimeproxy-test-program", "smimeproxy-no-such-program"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, present), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
 	for _, tier := range []string{"", "1"} {
 		t.Setenv(IntegrationEnv, tier)
 		var got string
-		if r := call(t, func(tb TB) { got = LookPath(tb, "sh") }); got == "" || r.skipped != "" || r.fatal != "" {
-			t.Errorf("%s=%q: LookPath(sh) = %q, skipped %q, fatal %q", IntegrationEnv, tier, got, r.skipped, r.fatal)
+		if r := call(t, func(tb TB) { got = LookPath(tb, present) }); got != filepath.Join(dir, present) || r.skipped != "" || r.fatal != "" {
+			t.Errorf("%s=%q: LookPath(%s) = %q, skipped %q, fatal %q", IntegrationEnv, tier, present, got, r.skipped, r.fatal)
 		}
 	}
 	t.Setenv(IntegrationEnv, "")
