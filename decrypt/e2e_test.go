@@ -20,6 +20,7 @@ import (
 	"github.com/smimeproxy/smimeproxy/backend"
 	"github.com/smimeproxy/smimeproxy/internal/mimepart"
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
+	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/proxy"
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
 )
@@ -58,7 +59,7 @@ func imaplibFetchAll(t *testing.T, addr, user, password string) map[int]fetched 
 	host, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "python3", "-c", imaplibFetch, host, port, user, password).CombinedOutput()
+	out, err := exec.CommandContext(ctx, testenv.LookPath(t, "python3"), "-c", imaplibFetch, host, port, user, password).CombinedOutput()
 	if err != nil {
 		t.Fatalf("python imaplib as %s: %v\n%s", user, err, out)
 	}
@@ -202,6 +203,101 @@ func TestEndToEndVault(t *testing.T) {
 
 	for i := range orig {
 		if now := up.raw(t, "bob", imap.UID(i+1)); !bytes.Equal(now, orig[i]) || !bytes.Equal(now, msgs[i]) {
+			t.Errorf("the upstream copy of UID %d changed", i+1)
+		}
+	}
+}
+
+// TestEndToEndMemory is the fast-tier twin of TestEndToEndVault: go-imap client → proxy with this Decrypter →
+// imapmemserver, keys in a keystore.Memory. Bob reads the Thunderbird corpus decrypted (RFC822.SIZE the length
+// of what is served, twice: the second time from the cache), Alice's session gets none of Bob's plaintext, and
+// the upstream's bytes never change.
+func TestEndToEndMemory(t *testing.T) {
+	store := keystore.NewMemory()
+	putP12(t, store, "bob", "Bob.p12")
+	putP12(t, store, "alice", "Alice.p12")
+	files := []string{"alice.env.eml", "alice.sig.SHA256.opaque.env.eml", "alice.dsig.SHA256.multipart.env.eml",
+		"alice.env.dsig.SHA256.multipart.eml", "alice.dsig.SHA256.multipart.eml"}
+	var msgs [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(thunderbirdDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, b)
+	}
+	up := startMemUpstream(t, map[string]string{"bob": "bob-pw", "alice": "alice-pw"}, msgs)
+	d, err := New(Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + up.addr}, Rewriter: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	fetchAll := func(user, password string) map[imap.UID][]byte {
+		t.Helper()
+		c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Login(user, password).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		sec := &imap.FetchItemBodySection{Peek: true}
+		got, err := c.Fetch(imap.UIDSetNum(1, 2, 3, 4, 5), &imap.FetchOptions{UID: true, RFC822Size: true,
+			BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+		if err != nil {
+			t.Fatalf("%s: FETCH: %v", user, err)
+		}
+		out := map[imap.UID][]byte{}
+		for _, m := range got {
+			b := m.FindBodySection(sec)
+			if m.RFC822Size != int64(len(b)) {
+				t.Errorf("%s UID %d: RFC822.SIZE %d != len(BODY[]) %d", user, m.UID, m.RFC822Size, len(b))
+			}
+			out[m.UID] = b
+		}
+		return out
+	}
+	const secret = "This is a test message from Alice to Bob."
+	for pass := 0; pass < 2; pass++ {
+		bob := fetchAll("bob", "bob-pw")
+		if len(bob) != len(files) {
+			t.Fatalf("bob got %d messages, want %d", len(bob), len(files))
+		}
+		for uid := imap.UID(1); uid <= imap.UID(len(files)); uid++ {
+			want := "decrypted"
+			if uid == 5 {
+				want = "" // signed only
+			}
+			if st := statusOf(bob[uid]); st != want {
+				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, files[uid-1], mimepart.Values(bob[uid], StatusField), want)
+			}
+		}
+		if !bytes.Contains(bob[1], []byte(secret)) {
+			t.Errorf("bob UID 1: plaintext missing")
+		}
+	}
+	alice := fetchAll("alice", "alice-pw")
+	for uid := imap.UID(1); uid <= 4; uid++ {
+		if st := statusOf(alice[uid]); st != "undecryptable" || bytes.Contains(alice[uid], []byte(secret)) {
+			t.Errorf("alice UID %d: status %q (or bob's plaintext)", uid, st)
+		}
+	}
+	for i, m := range msgs {
+		if now := up.raw(t, "bob", imap.UID(i+1)); !bytes.Equal(now, m) {
 			t.Errorf("the upstream copy of UID %d changed", i+1)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/internal/mimepart"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // testIdentity makes a self-signed RSA-2048 certificate for email.
@@ -139,7 +140,7 @@ func TestEncryptToSelfOpenSSL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command("openssl", "cms", "-decrypt", "-in", "msg.eml", "-recip", "cert.pem", "-inkey", "key.pem")
+	cmd := exec.Command(testenv.LookPath(t, "openssl"), "cms", "-decrypt", "-in", "msg.eml", "-recip", "cert.pem", "-inkey", "key.pem")
 	cmd.Dir = dir
 	got, err := cmd.CombinedOutput()
 	if err != nil {

@@ -3,10 +3,7 @@ package decrypt
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,37 +16,19 @@ import (
 
 const thunderbirdDir = "../testdata/thunderbird"
 
-// putP12 stores the key of a Thunderbird PKCS#12 file (password nss) for user. NSS writes the file in BER,
-// which Go PKCS#12 readers refuse, so openssl converts it to PEM.
+// putP12 stores the key and certificate of a Thunderbird PKCS#12 file (password nss, written by NSS in BER)
+// for user.
 func putP12(t *testing.T, store keystore.Store, user, file string) {
 	t.Helper()
-	out, err := exec.Command("openssl", "pkcs12", "-in", filepath.Join(thunderbirdDir, file), "-passin", "pass:nss",
-		"-nodes", "-clcerts").Output()
+	data, err := os.ReadFile(filepath.Join(thunderbirdDir, file))
 	if err != nil {
-		t.Fatalf("openssl pkcs12 %s: %v", file, err)
+		t.Fatal(err)
 	}
-	var key any
-	var cert *x509.Certificate
-	for rest := out; ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		switch blk.Type {
-		case "PRIVATE KEY":
-			if key, err = x509.ParsePKCS8PrivateKey(blk.Bytes); err != nil {
-				t.Fatalf("%s: %v", file, err)
-			}
-		case "CERTIFICATE":
-			if cert, err = x509.ParseCertificate(blk.Bytes); err != nil {
-				t.Fatalf("%s: %v", file, err)
-			}
-		}
+	chain, key, err := keystore.ParseKeyFile(data, []byte("nss"))
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
 	}
-	if key == nil || cert == nil {
-		t.Fatalf("%s: no key or certificate", file)
-	}
-	if _, err := store.Put(context.Background(), user, []*x509.Certificate{cert}, key, keystore.PutOptions{}); err != nil {
+	if _, err := store.Put(context.Background(), user, chain[:1], key, keystore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/smimeproxy/smimeproxy/internal/mimepart"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -156,7 +157,7 @@ func TestVerbatimAppendOpenSSL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command("openssl", "cms", "-decrypt", "-in", "msg.eml", "-recip", "cert.pem", "-inkey", "key.pem")
+	cmd := exec.Command(testenv.LookPath(t, "openssl"), "cms", "-decrypt", "-in", "msg.eml", "-recip", "cert.pem", "-inkey", "key.pem")
 	cmd.Dir = dir
 	got, err := cmd.CombinedOutput()
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 func startDemo(t *testing.T) *Demo {
@@ -36,7 +38,7 @@ func curlUID(t *testing.T, addr string, uid int) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := "imap://" + addr + "/INBOX;UID=" + strconv.Itoa(uid)
-	out, err := exec.CommandContext(ctx, "curl", "--silent", "--show-error", "--max-time", "20",
+	out, err := exec.CommandContext(ctx, testenv.LookPath(t, "curl"), "--silent", "--show-error", "--max-time", "20",
 		"--user", DefaultUser+":"+DefaultPassword, url).Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -103,7 +105,7 @@ m.logout()
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "python3", "-c", script, host, port).CombinedOutput()
+	out, err := exec.CommandContext(ctx, testenv.LookPath(t, "python3"), "-c", script, host, port).CombinedOutput()
 	if err != nil {
 		t.Fatalf("python imaplib: %v\n%s", err, out)
 	}
@@ -173,7 +175,7 @@ func TestDemoSignatureSurvives(t *testing.T) {
 	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("openssl", "cms", "-verify", "-in", msgPath, "-CAfile", caPath, "-purpose", "any").CombinedOutput()
+	out, err := exec.Command(testenv.LookPath(t, "openssl"), "cms", "-verify", "-in", msgPath, "-CAfile", caPath, "-purpose", "any").CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl cms -verify: %v\n%s", err, out)
 	}
@@ -200,6 +202,8 @@ func printedLine(t *testing.T, d *Demo, prefix string) string {
 // clients), then reads each message back through the proxy with curl: decrypted, signature valid. What the
 // mail server stores is S/MIME ciphertext.
 func TestDemoSendPrinted(t *testing.T) {
+	testenv.LookPath(t, "curl") // the printed lines run curl and python3
+	testenv.LookPath(t, "python3")
 	d := startDemo(t)
 	for i, c := range []struct{ prefix, text, subject string }{
 		{"printf 'From:", "Signed and encrypted by smimeproxy.", "Hello from the demo"},
@@ -282,7 +286,7 @@ except smtplib.SMTPException as e:
     print('else', str(e))
 s.quit()
 `
-	out, err := exec.Command("python3", "-c", script, host, port).CombinedOutput()
+	out, err := exec.Command(testenv.LookPath(t, "python3"), "-c", script, host, port).CombinedOutput()
 	if err != nil {
 		t.Fatalf("python: %v\n%s", err, out)
 	}

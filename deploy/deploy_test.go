@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 func repoRoot(t *testing.T) string {
@@ -26,78 +28,6 @@ func repoRoot(t *testing.T) string {
 		t.Fatalf("repository root not found: %v", err)
 	}
 	return root
-}
-
-func TestValidateCompose(t *testing.T) {
-	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Fatal("docker-compose is not installed (scripts/setup.sh installs Debian's package): cannot validate docker-compose.yml")
-	}
-	root := repoRoot(t)
-	out, err := exec.Command(filepath.Join(root, "scripts", "validate-compose.sh")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("validate-compose.sh: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "validate-compose: ok") {
-		t.Errorf("validate-compose.sh output = %q", out)
-	}
-}
-
-// copyTree copies the files validate-compose.sh reads into a temporary repository root.
-func copyTree(t *testing.T, root string) string {
-	t.Helper()
-	dst := t.TempDir()
-	for _, f := range []string{
-		"docker-compose.yml", "Dockerfile", ".dockerignore", "scripts/validate-compose.sh",
-		"deploy/compose/empty.toml", "deploy/compose/dovecot/Dockerfile", "deploy/compose/dovecot/dovecot.conf",
-		"deploy/compose/dovecot/users", "deploy/compose/dovecot/seed.sh",
-		"testdata/thunderbird/Bob.p12", "testdata/thunderbird/alice.env.eml",
-	} {
-		data, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(f)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, f), data, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
-}
-
-// The script must catch broken files, not just pass.
-func TestValidateComposeCatches(t *testing.T) {
-	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Fatal("docker-compose is not installed")
-	}
-	root := repoRoot(t)
-	tests := []struct {
-		name, file, old, new, want string
-	}{
-		{"yaml syntax", "docker-compose.yml", "services:\n", "services:\n  - broken\n", "docker-compose config rejected"},
-		{"unpinned vault", "docker-compose.yml", "hashicorp/vault:1.19.5\n    command", "hashicorp/vault:latest\n    command", "not pinned"},
-		{"public port", "docker-compose.yml", `"127.0.0.1:9143:9143"`, `"9143:9143"`, "all host interfaces"},
-		{"root user", "Dockerfile", "USER 65532:65532", "USER root", "non-root"},
-		{"dovecot config", "deploy/compose/dovecot/dovecot.conf", "ssl = required", "ssl = maybe-not", "doveconf rejected"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := copyTree(t, root)
-			p := filepath.Join(dir, tt.file)
-			data, _ := os.ReadFile(p)
-			if !bytes.Contains(data, []byte(tt.old)) {
-				t.Fatalf("%s does not contain %q", tt.file, tt.old)
-			}
-			if err := os.WriteFile(p, bytes.Replace(data, []byte(tt.old), []byte(tt.new), 1), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			out, err := exec.Command(filepath.Join(dir, "scripts", "validate-compose.sh")).CombinedOutput()
-			if err == nil || !strings.Contains(string(out), tt.want) {
-				t.Errorf("validate-compose.sh on broken %s: err %v, output %q; want failure mentioning %q", tt.file, err, out, tt.want)
-			}
-		})
-	}
 }
 
 // parseUnit reads a systemd unit file as INI: section → key → values (keys may repeat).
@@ -163,10 +93,7 @@ func TestSystemdUnit(t *testing.T) {
 
 	// systemd's own check, in user mode (%h = a temporary home holding an executable at the ExecStart path;
 	// /bin/true stands in for the binary: verify checks it is executable, not what it does).
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Fatal("systemd-analyze is not installed (apt-get install systemd): cannot verify the unit")
-	}
+	sa := testenv.LookPath(t, "systemd-analyze")
 	home := t.TempDir()
 	run := filepath.Join(home, "run")
 	if err := os.MkdirAll(filepath.Join(home, ".local", "bin"), 0o755); err != nil {
@@ -203,6 +130,7 @@ func TestSystemdUnit(t *testing.T) {
 // with its container paths, user and port rewritten (each rewrite must match, so drift fails here), the seed
 // script as is. A real client (Python imaplib) then logs in as bob and finds the seeded S/MIME mail.
 func TestComposeDovecot(t *testing.T) {
+	testenv.RequireIntegration(t, "Dovecot (run as root, as in the container)")
 	if os.Getuid() != 0 {
 		t.Fatal("this test runs Dovecot as root, as the container does")
 	}
@@ -313,7 +241,7 @@ print("SMIME", sum(1 for d in data if isinstance(d, tuple) and b"pkcs7-mime" in 
 c.logout()
 `
 	ca := filepath.Join(dir, "tls", "dovecot.pem")
-	out, err := exec.Command("python3", "-c", py, fmt.Sprint(port), ca).CombinedOutput()
+	out, err := exec.Command(testenv.LookPath(t, "python3"), "-c", py, fmt.Sprint(port), ca).CombinedOutput()
 	if err != nil {
 		t.Fatalf("imaplib: %v\n%s\ndovecot:\n%s", err, out, logs.String())
 	}
@@ -376,11 +304,9 @@ func dockerIgnored(patterns []string, rel string) bool {
 	return false
 }
 
-// TestDockerBuildContext builds the binary from exactly the files the Dockerfile's build context keeps (after
-// .dockerignore), the way the Dockerfile's build stage does, so an excluded file the build needs is caught
-// without a Docker engine.
-func TestDockerBuildContext(t *testing.T) {
-	root := repoRoot(t)
+// dockerignorePatterns reads the repository's .dockerignore patterns.
+func dockerignorePatterns(t *testing.T, root string) []string {
+	t.Helper()
 	ign, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
 	if err != nil {
 		t.Fatal(err)
@@ -391,6 +317,13 @@ func TestDockerBuildContext(t *testing.T) {
 			patterns = append(patterns, strings.TrimSuffix(l, "/"))
 		}
 	}
+	return patterns
+}
+
+// TestDockerIgnored: the .dockerignore matcher TestDockerBuildContext relies on keeps what the build needs
+// and drops tests, test data, docs and the Vault build module.
+func TestDockerIgnored(t *testing.T) {
+	patterns := dockerignorePatterns(t, repoRoot(t))
 	for _, tt := range []struct {
 		path string
 		want bool
@@ -400,8 +333,17 @@ func TestDockerBuildContext(t *testing.T) {
 			t.Errorf("dockerIgnored(%q) = %v, want %v", tt.path, got, tt.want)
 		}
 	}
+}
+
+// TestDockerBuildContext builds the binary from exactly the files the Dockerfile's build context keeps (after
+// .dockerignore), the way the Dockerfile's build stage does, so an excluded file the build needs is caught
+// without a Docker engine. A full build from a copy of the tree: integration tier (CI) only.
+func TestDockerBuildContext(t *testing.T) {
+	testenv.RequireIntegration(t, "a full go build of the Docker build context")
+	root := repoRoot(t)
+	patterns := dockerignorePatterns(t, root)
 	dst := t.TempDir()
-	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 const tbDir = "../testdata/thunderbird"
@@ -29,7 +30,7 @@ func readFile(t *testing.T, path string) []byte {
 
 func openssl(t *testing.T, stdin []byte, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command("openssl", args...)
+	cmd := exec.Command(testenv.LookPath(t, "openssl"), args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

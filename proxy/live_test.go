@@ -159,10 +159,7 @@ func TestUpstreamLossBye(t *testing.T) {
 // TestPythonImaplib drives the proxy with Python's imaplib (an independent client): RFC822 and
 // BODY.PEEK[] bytes equal Dovecot's, RFC822.SIZE equals their length, SEARCH and STORE work.
 func TestPythonImaplib(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Fatal("python3 not installed")
-	}
+	py := testenv.LookPath(t, "python3")
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	seed(t, d, "alice")
 	addr, _ := startProxy(t, d, nil)

@@ -18,10 +18,7 @@ import (
 // every file equals what Dovecot serves for the message (mbsync stores CRLF as LF and adds an X-TUID header
 // to new messages, both undone here).
 func TestMbsyncPull(t *testing.T) {
-	bin, err := exec.LookPath("mbsync")
-	if err != nil {
-		t.Fatal("mbsync not installed (apt-get install isync)")
-	}
+	bin := testenv.LookPath(t, "mbsync")
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	seed(t, d, "alice")
 	addr, _ := startProxy(t, d, nil)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): installs and builds what the tests need, then runs every Go
-# test against real Dovecot, a real Vault dev server and real clients. Fails loudly.
+# The project's test command (README, .ci/run): installs and builds what the tests need, then runs both test
+# tiers (internal/testenv/tier.go): the fast tier (plain "go test ./...": no services), then the integration
+# tier (SMIMEPROXY_INTEGRATION=1: real Dovecot, Postfix, a real Vault dev server and real clients; a missing
+# one fails), plus vet, tidy, staticcheck, -race, a fuzz smoke and the docker-compose check. Fails loudly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -29,10 +31,12 @@ if [ ! -x "$bin/staticcheck-v0.8.2" ]; then
   rmdir "$tmp"
 fi
 "$bin/staticcheck-v0.8.2" ./...
-echo "== go test" >&2
-go test -count=1 -timeout 40m "$@" ./...
-echo "== go test -race (the packages with goroutines)" >&2
-go test -race -count=1 -timeout 30m "$@" ./proxy/ ./decrypt/ ./backend/ ./vaultcfg/ ./internal/observe/ ./submit/
+echo "== go test: fast tier (no services)" >&2
+env -u SMIMEPROXY_INTEGRATION go test -count=1 -timeout 10m "$@" ./...
+echo "== go test: integration tier (SMIMEPROXY_INTEGRATION=1)" >&2
+SMIMEPROXY_INTEGRATION=1 go test -count=1 -timeout 40m "$@" ./...
+echo "== go test -race (the packages with goroutines, integration tier)" >&2
+SMIMEPROXY_INTEGRATION=1 go test -race -count=1 -timeout 30m "$@" ./proxy/ ./decrypt/ ./backend/ ./vaultcfg/ ./internal/observe/ ./submit/
 echo "== fuzz smoke (every target, a few seconds each)" >&2
 grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do
   for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$f"); do
@@ -43,3 +47,5 @@ grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do
     fi
   done
 done
+echo "== docker-compose.yml (CI only, not go test)" >&2
+./scripts/check-compose.sh

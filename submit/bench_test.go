@@ -19,6 +19,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/submit"
 )
@@ -106,9 +107,7 @@ func BenchmarkSubmit100KB(b *testing.B) {
 		}
 	})
 	b.Run("openssl-processes", func(b *testing.B) {
-		if _, err := exec.LookPath("openssl"); err != nil {
-			b.Skip("no openssl")
-		}
+		testenv.LookPath(b, "openssl")
 		b.SetBytes(int64(len(msg)))
 		for b.Loop() {
 			sign := exec.Command("openssl", "cms", "-sign", "-signer", alice.pemCert, "-inkey", alice.pemKey, "-md", "sha256")

@@ -70,9 +70,7 @@ func loadIdentity(t *testing.T, name string) identity {
 func startE2E(t *testing.T, policy submit.Policy) *e2e {
 	t.Helper()
 	for _, bin := range []string{"swaks", "python3", "openssl"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not installed (scripts/setup.sh installs it): %v", bin, err)
-		}
+		testenv.LookPath(t, bin)
 	}
 	e := &e2e{t: t, keys: map[string]identity{}}
 	sockDir, err := os.MkdirTemp("", "smimeproxy-sasl-")

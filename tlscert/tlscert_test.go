@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/tlscert"
 )
 
@@ -153,7 +154,8 @@ func TestOpenSSLClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	// openssl's view of the certificate: a leaf, serverAuth, the SANs, and the same fingerprint.
-	out, err := exec.Command("openssl", "x509", "-in", certFile, "-noout", "-text", "-fingerprint", "-sha256").CombinedOutput()
+	openssl := testenv.LookPath(t, "openssl")
+	out, err := exec.Command(openssl, "x509", "-in", certFile, "-noout", "-text", "-fingerprint", "-sha256").CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl x509: %v\n%s", err, out)
 	}
@@ -164,7 +166,7 @@ func TestOpenSSLClient(t *testing.T) {
 	}
 	addr := serveTLS(t, c)
 	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("openssl", "s_client", "-connect", "127.0.0.1:"+port, "-CAfile", certFile,
+	cmd := exec.Command(openssl, "s_client", "-connect", "127.0.0.1:"+port, "-CAfile", certFile,
 		"-verify_hostname", "localhost", "-verify_return_error", "-tls1_2", "-brief")
 	cmd.Stdin = strings.NewReader("")
 	out, err = cmd.CombinedOutput()

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -86,7 +88,7 @@ func TestKWPAgainstOpenSSL(t *testing.T) {
 		if err := os.WriteFile(in, p, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command("openssl", "enc", "-id-aes256-wrap-pad", "-K", hex.EncodeToString(kek), "-iv", "A65959A6", "-in", in).Output()
+		out, err := exec.Command(testenv.LookPath(t, "openssl"), "enc", "-id-aes256-wrap-pad", "-K", hex.EncodeToString(kek), "-iv", "A65959A6", "-in", in).Output()
 		if err != nil {
 			t.Fatalf("openssl enc -id-aes256-wrap-pad: %v", err)
 		}

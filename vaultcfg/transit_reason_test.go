@@ -21,6 +21,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/vaultcfg"
 )
@@ -48,7 +49,7 @@ func opensslEnvelope(t *testing.T, cert *x509.Certificate, oaep bool) []byte {
 	if oaep {
 		args = append(args, "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256")
 	}
-	if b, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+	if b, err := exec.Command(testenv.LookPath(t, "openssl"), args...).CombinedOutput(); err != nil {
 		t.Fatalf("openssl %v: %v\n%s", args, err, b)
 	}
 	der, err := os.ReadFile(out)

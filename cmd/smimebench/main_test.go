@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 func TestParse(t *testing.T) {
@@ -78,6 +80,7 @@ func TestCheckers(t *testing.T) {
 // TestRunSmall runs the whole bench small: real Dovecot, Vault, openssl and a smimeproxy serve child. Every
 // goal gets a PASS or MISS line and the run succeeds (every message verified).
 func TestRunSmall(t *testing.T) {
+	testenv.RequireIntegration(t, "Dovecot, the Vault dev server and openssl")
 	if testing.Short() {
 		t.Log("-short: running without the big-message step")
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -86,7 +87,7 @@ func writePEM(t *testing.T, path string, certs ...*x509.Certificate) string {
 func p7b(t *testing.T, path, form string, certs ...*x509.Certificate) string {
 	t.Helper()
 	in := writePEM(t, path+".in.pem", certs...)
-	out, err := exec.Command("openssl", "crl2pkcs7", "-nocrl", "-certfile", in, "-outform", form, "-out", path).CombinedOutput()
+	out, err := exec.Command(testenv.LookPath(t, "openssl"), "crl2pkcs7", "-nocrl", "-certfile", in, "-outform", form, "-out", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl crl2pkcs7: %v: %s", err, out)
 	}

@@ -83,9 +83,7 @@ func msg2(subject, body string) []byte {
 // the decrypted text of the encrypted message, and a server-side body search (=B) finds it.
 func TestClientNeomutt(t *testing.T) {
 	for _, bin := range []string{"neomutt", "tmux"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not installed (scripts/setup.sh installs it)", bin)
-		}
+		testenv.LookPath(t, bin)
 	}
 	cw := newClientsWorld(t)
 	// A message Bob has no key for: served with the explanation (serve --undecryptable=explain, the default).
@@ -194,9 +192,8 @@ func imapflowDir(t *testing.T) string {
 // fetches envelope, bodyStructure and source of both messages (the encrypted one decrypted), downloads the
 // decrypted text part, finds it with a body search and hears of new mail while idling.
 func TestClientImapflow(t *testing.T) {
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Fatal("node not installed (scripts/setup.sh installs it)")
-	}
+	testenv.RequireIntegration(t, "Dovecot, the Vault dev server and imapflow (npm ci by scripts/setup.sh)")
+	testenv.LookPath(t, "node")
 	dir := imapflowDir(t)
 	cw := newClientsWorld(t)
 	host, port, _ := strings.Cut(cw.p.addr, ":")
@@ -289,7 +286,7 @@ func TestClientMbsyncConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(home, "Mail", "smimeproxy"), 0o700)
-	cmd := exec.CommandContext(ctx, "mbsync", "-c", cfg, "-a")
+	cmd := exec.CommandContext(ctx, testenv.LookPath(t, "mbsync"), "-c", cfg, "-a")
 	cmd.Env = append(os.Environ(), "HOME="+home)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mbsync: %v\n%s", err, b)

@@ -158,7 +158,7 @@ func TestDecryptCommandVault(t *testing.T) {
 
 func openssl(t *testing.T, args ...string) {
 	t.Helper()
-	if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+	if out, err := exec.Command(testenv.LookPath(t, "openssl"), args...).CombinedOutput(); err != nil {
 		t.Fatalf("openssl %v: %v: %s", args, err, out)
 	}
 }

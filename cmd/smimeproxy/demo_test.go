@@ -85,7 +85,7 @@ func TestDemoRunsUntilCancelled(t *testing.T) {
 	}
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
-	got, err := exec.CommandContext(cctx, "curl", "--silent", "--show-error", "--max-time", "20", "--user", "demo:demo", url).CombinedOutput()
+	got, err := exec.CommandContext(cctx, testenv.LookPath(t, "curl"), "--silent", "--show-error", "--max-time", "20", "--user", "demo:demo", url).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, got)
 	}

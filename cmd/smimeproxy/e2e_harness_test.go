@@ -233,6 +233,7 @@ type pyResult struct {
 // runPy runs ops in one imaplib session as user against addr and returns one result per op run.
 func runPy(t *testing.T, addr, user, password string, ops []pyOp) []pyResult {
 	t.Helper()
+	testenv.LookPath(t, "python3")
 	res, err := runPyErr(addr, user, password, ops)
 	if err != nil {
 		t.Fatalf("imaplib as %s: %v", user, err)
@@ -349,7 +350,7 @@ func runOpenSSL(t *testing.T, stdin []byte, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "openssl", args...)
+	cmd := exec.CommandContext(ctx, testenv.LookPath(t, "openssl"), args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -19,6 +19,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
 	"github.com/smimeproxy/smimeproxy/decrypt"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 var appendUID = regexp.MustCompile(`APPENDUID (\d+) (\d+)`)
@@ -113,10 +114,7 @@ func testE2EAppend(t *testing.T, w *e2eWorld, p *serveProc, msgs []e2eMsg, uids 
 // testE2EMbsync: mbsync pulls Bob's INBOX through the proxy into a local Maildir and gets what the proxy
 // serves: plaintext for the encrypted mail.
 func testE2EMbsync(t *testing.T, p *serveProc, msgs []e2eMsg, uids []imap.UID, served map[imap.UID][]byte) {
-	bin, err := exec.LookPath("mbsync")
-	if err != nil {
-		t.Fatal("mbsync not installed (apt-get install isync)")
-	}
+	bin := testenv.LookPath(t, "mbsync")
 	host, port, _ := strings.Cut(p.addr, ":")
 	dir := t.TempDir()
 	conf := fmt.Sprintf("IMAPAccount proxy\nHost %s\nPort %s\nUser bob\nPass bob-pw\nSSLType None\nAuthMechs LOGIN\n\n"+

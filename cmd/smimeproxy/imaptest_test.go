@@ -25,7 +25,7 @@ import (
 // give through the proxy what they give against Dovecot directly, and the randomized multi-client stress run
 // must find no error through the proxy, with plain and S/MIME-encrypted mail.
 //
-//	go test ./cmd/smimeproxy/ -run 'TestImaptest' -v
+//	SMIMEPROXY_INTEGRATION=1 go test ./cmd/smimeproxy/ -run 'TestImaptest' -v
 //
 // SMIMEPROXY_IMAPTEST_DIR overrides where the scripts are; SMIMEPROXY_STRESS_FULL=1 adds 20-client stress runs.
 
@@ -57,16 +57,13 @@ func imaptestUser() (string, string) {
 	return user, pass
 }
 
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "false" && v != "0"
-}
-
 // imaptestDir returns the directory of the imaptest scripts (../shared/imaptest next to the repository root)
-// with imaptest built, and the built tree's directory of compliance test scripts. It fails the test when the
-// scripts are missing or the build fails; it skips only outside CI and only when the whole directory is absent.
+// with imaptest built, and the built tree's directory of compliance test scripts. The imaptest tests belong to
+// the integration tier (they skip in the fast tier, before anything is built); there it fails the test when the
+// scripts are missing or the build fails.
 func imaptestDir(t *testing.T) (dir, tests string) {
 	t.Helper()
+	testenv.RequireIntegration(t, "Dovecot, the Vault dev server and imaptest")
 	dir = os.Getenv("SMIMEPROXY_IMAPTEST_DIR")
 	if dir == "" {
 		// The test runs in cmd/smimeproxy: the repository root is ../.., the shared directory is next to it.
@@ -77,12 +74,8 @@ func imaptestDir(t *testing.T) (dir, tests string) {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-		msg := fmt.Sprintf("imaptest: no directory %s (Dovecot's imaptest scripts: build.sh, compliance.sh, stress.sh, "+
+		t.Fatalf("imaptest: no directory %s (Dovecot's imaptest scripts: build.sh, compliance.sh, stress.sh, "+
 			"gen-mbox.py; expected at ../shared/imaptest next to the repository root, or set SMIMEPROXY_IMAPTEST_DIR)", abs)
-		if inCI() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg + "; skipped because CI is unset")
 	}
 	for _, s := range []string{"build.sh", "compliance.sh", "stress.sh", "gen-mbox.py"} {
 		if st, err := os.Stat(filepath.Join(abs, s)); err != nil || st.Mode()&0o111 == 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/submit"
 )
@@ -167,7 +168,7 @@ func TestSubmitInteropThunderbirdKeys(t *testing.T) {
 
 func opensslRun(t *testing.T, stdin []byte, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command("openssl", args...)
+	cmd := exec.Command(testenv.LookPath(t, "openssl"), args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // opensslFixture is one `openssl cms -encrypt` fixture from scripts/gen-cms-fixtures.sh.
@@ -202,10 +204,7 @@ func TestGoBuiltVariants(t *testing.T) {
 // parameters, key agreement) by letting `openssl cms -decrypt` read its output where OpenSSL supports the
 // algorithms.
 func TestGoEncryptorAgainstOpenSSL(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatal("openssl is required: ", err)
-	}
+	openssl := testenv.LookPath(t, "openssl")
 	msg := []byte("Content-Type: text/plain\r\n\r\ncross-checked with openssl\r\n")
 	cases := []struct {
 		who string

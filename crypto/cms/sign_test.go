@@ -19,6 +19,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // The signer and encryptor are checked against this package's own Verify and Decrypt, and against OpenSSL
@@ -219,34 +221,31 @@ func oaepCertificate(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
 	return oc, key
 }
 
-// opensslVerify checks a detached signature with `openssl cms -verify` (skipped without openssl).
+// opensslVerify checks a detached signature with `openssl cms -verify` (testenv.LookPath: the test skips in the
+// fast tier without openssl).
 func opensslVerify(t *testing.T, der, content []byte, caFile string) {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Log("no openssl: skipping the openssl check")
-		return
-	}
+	openssl := testenv.LookPath(t, "openssl")
 	dir := t.TempDir()
 	sig, data := filepath.Join(dir, "sig.der"), filepath.Join(dir, "data")
 	os.WriteFile(sig, der, 0o600)
 	os.WriteFile(data, content, 0o600)
-	out, err := exec.Command("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", sig, "-content", data,
+	out, err := exec.Command(openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", sig, "-content", data,
 		"-CAfile", caFile, "-purpose", "any", "-out", os.DevNull).CombinedOutput()
 	if err != nil {
 		t.Errorf("openssl cms -verify: %v: %s", err, out)
 	}
 }
 
-// opensslDecrypt decrypts with `openssl cms -decrypt` and the test key name; nil without openssl.
+// opensslDecrypt decrypts with `openssl cms -decrypt` and the test key name (testenv.LookPath: the test skips
+// in the fast tier without openssl).
 func opensslDecrypt(t *testing.T, der []byte, name string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		return nil
-	}
+	openssl := testenv.LookPath(t, "openssl")
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.der")
 	os.WriteFile(in, der, 0o600)
-	out, err := exec.Command("openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-in", in,
+	out, err := exec.Command(openssl, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", in,
 		"-recip", filepath.Join(keysDir, name+".pem"), "-inkey", filepath.Join(keysDir, name+".key")).Output()
 	if err != nil {
 		t.Errorf("openssl cms -decrypt (%s): %v", name, err)

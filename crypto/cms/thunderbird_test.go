@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 const thunderbirdDir = "../../testdata/thunderbird"
@@ -98,7 +100,7 @@ func loadP12(t *testing.T, name string) (any, *x509.Certificate) {
 			return key, cert
 		}
 	}
-	out, err := exec.Command("openssl", "pkcs12", "-in", path, "-passin", "pass:nss", "-nodes", "-clcerts").Output()
+	out, err := exec.Command(testenv.LookPath(t, "openssl"), "pkcs12", "-in", path, "-passin", "pass:nss", "-nodes", "-clcerts").Output()
 	if err != nil {
 		t.Fatalf("openssl pkcs12 %s: %v", name, err)
 	}
@@ -131,10 +133,7 @@ func loadP12(t *testing.T, name string) (any, *x509.Certificate) {
 // compares with `openssl cms -decrypt` of the same CMS.
 func TestThunderbirdCorpus(t *testing.T) {
 	key, cert := loadP12(t, "Bob.p12")
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatal("openssl is required: ", err)
-	}
+	openssl := testenv.LookPath(t, "openssl")
 	dir := t.TempDir()
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {

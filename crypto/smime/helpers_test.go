@@ -24,6 +24,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 )
 
@@ -203,7 +204,7 @@ func crlf(s string) string {
 // run runs a command and returns its standard output; it fails the test on error.
 func run(t testing.TB, stdin []byte, name string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(testenv.LookPath(t, name), args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -29,6 +29,7 @@ import (
 
 	"github.com/smimeproxy/smimeproxy/crypto/cms"
 	"github.com/smimeproxy/smimeproxy/crypto/smime"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // The verification corpus: certificates made here with crypto/x509, messages signed with `openssl cms -sign`
@@ -159,9 +160,7 @@ func (p *vPKI) issue(s certSpec, parent *vIdentity) (*vIdentity, error) {
 
 func vSetup(t testing.TB) *vPKI {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatal("openssl is needed (scripts/setup.sh installs it)")
-	}
+	testenv.LookPath(t, "openssl")
 	p, err := buildPKI(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +227,7 @@ func (p *vPKI) sign(t testing.TB, signer string, args ...string) []byte {
 
 func vRun(t testing.TB, stdin []byte, name string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(testenv.LookPath(t, name), args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -250,7 +249,7 @@ func (p *vPKI) opensslVerify(t testing.TB, msg []byte, extra ...string) (bool, s
 	if !containsArg(extra, "-CAfile") {
 		args = append(args, "-CAfile", p.ca.certPEM)
 	}
-	out, err := exec.Command("openssl", args...).CombinedOutput()
+	out, err := exec.Command(testenv.LookPath(t, "openssl"), args...).CombinedOutput()
 	return err == nil, firstLine(string(out))
 }
 
@@ -654,9 +653,7 @@ func hexSHA256(b []byte) string {
 // decryption with Bob's key (Process), and compares with `openssl cms -verify -purpose smimesign` (on the
 // output of `openssl cms -decrypt` for encrypted ones) with the corpus's TestCA as the only anchor.
 func TestVerifyThunderbird(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatal("openssl is needed (scripts/setup.sh installs it)")
-	}
+	openssl := testenv.LookPath(t, "openssl")
 	files, err := filepath.Glob(filepath.Join(corpus, "*.eml"))
 	if err != nil || len(files) < 60 {
 		t.Fatalf("corpus: %d files, %v", len(files), err)
@@ -723,7 +720,7 @@ func TestVerifyThunderbird(t *testing.T) {
 			if got != want {
 				t.Fatalf("Verify() = %s (%s), want %s", sig.HeaderValue(), sig.Detail, want)
 			}
-			out, err := exec.Command("openssl", "cms", "-verify", "-in", osslIn, "-CAfile", caPEM, "-purpose", "smimesign",
+			out, err := exec.Command(openssl, "cms", "-verify", "-in", osslIn, "-CAfile", caPEM, "-purpose", "smimesign",
 				"-out", "/dev/null").CombinedOutput()
 			osslOK := err == nil
 			if osslOK != (sig.Valid || want == smime.SigWeak) {

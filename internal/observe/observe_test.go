@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/smimeproxy/smimeproxy/internal/observe"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 func TestNewLogger(t *testing.T) {
@@ -118,7 +119,7 @@ func TestNilSafe(t *testing.T) {
 // curl fetches url with the real curl client and returns the status code and body.
 func curl(t *testing.T, url string) (int, string) {
 	t.Helper()
-	out, err := exec.Command("curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", url).Output()
+	out, err := exec.Command(testenv.LookPath(t, "curl"), "-sS", "--max-time", "10", "-w", "\n%{http_code}", url).Output()
 	if err != nil {
 		t.Fatalf("curl %s: %v", url, err)
 	}

@@ -73,10 +73,12 @@ func mailOwner(t TB) (int, int) {
 	return uid, gid
 }
 
-// StartDovecot starts Dovecot and waits (bounded) until it greets. It fails the test with Dovecot's log when
-// the binary is missing or the server does not come up; it never skips.
+// StartDovecot starts Dovecot and waits (bounded) until it greets. In the fast tier it skips the test
+// (RequireIntegration); in the integration tier it fails the test with Dovecot's log when the binary is missing,
+// the process is not root or the server does not come up.
 func StartDovecot(t TB, opts DovecotOptions) *Dovecot {
 	t.Helper()
+	RequireIntegration(t, "Dovecot")
 	if _, err := os.Stat(DovecotBin); err != nil {
 		t.Fatalf("testenv: dovecot not installed at %s (apt-get install dovecot-imapd): %v", DovecotBin, err)
 	}
@@ -137,6 +139,8 @@ protocols = imap
 %[7]s
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# A failed login is answered at once (Dovecot's default waits 2 s): tests of wrong passwords stay fast.
+auth_failure_delay = 0
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%%n %[1]s/users

@@ -63,10 +63,11 @@ func FreePort(t TB) int {
 	return p
 }
 
-// StartPostfix starts Postfix and waits (bounded) until it greets. It fails the test when Postfix is missing or
-// does not come up.
+// StartPostfix starts Postfix and waits (bounded) until it greets. In the fast tier it skips the test
+// (RequireIntegration); in the integration tier it fails the test when Postfix is missing or does not come up.
 func StartPostfix(t TB, opts PostfixOptions) *Postfix {
 	t.Helper()
+	RequireIntegration(t, "Postfix")
 	if _, err := os.Stat(PostfixBin); err != nil {
 		t.Fatalf("testenv: postfix not installed at %s (apt-get install postfix): %v", PostfixBin, err)
 	}

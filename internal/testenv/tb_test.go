@@ -49,8 +49,9 @@ func TestProgramFatalf(t *testing.T) {
 }
 
 // TestProgramDovecot starts a real Dovecot through a Program: it greets while Run's function runs and is gone
-// afterwards.
+// afterwards. (A Program never skips, so the tier is checked on t.)
 func TestProgramDovecot(t *testing.T) {
+	RequireIntegration(t, "Dovecot")
 	var log bytes.Buffer
 	p := NewProgram(&log)
 	var addr string

@@ -41,9 +41,11 @@ type Vault struct {
 const vaultStartTimeout = 60 * time.Second
 
 // VaultBin returns the Vault server binary: $SMIMEPROXY_VAULT_BIN, else the cache path scripts/build-vault.sh
-// builds into. It fails the test, saying how to build it, when there is none.
+// builds into. In the fast tier it skips the test (RequireIntegration); in the integration tier it fails the
+// test, saying how to build the binary, when there is none.
 func VaultBin(t TB) string {
 	t.Helper()
+	RequireIntegration(t, "the Vault dev server")
 	if bin := os.Getenv("SMIMEPROXY_VAULT_BIN"); bin != "" {
 		if st, err := os.Stat(bin); err != nil || st.IsDir() {
 			t.Fatalf("testenv: SMIMEPROXY_VAULT_BIN=%s is not a file: run scripts/build-vault.sh", bin)
@@ -112,8 +114,8 @@ func repoRoot() (string, error) {
 
 // StartVault starts a Vault dev server on a free 127.0.0.1 port with a random root token, waits until it is
 // healthy, and enables the Transit engine at transit/ (the dev server already has KV v2 at secret/). The server
-// is killed (by PID) when the test ends. It fails the test when the binary is missing or the server does not
-// come up.
+// is killed (by PID) when the test ends. In the fast tier it skips the test (RequireIntegration); in the
+// integration tier it fails the test when the binary is missing or the server does not come up.
 func StartVault(t TB) *Vault {
 	t.Helper()
 	return startVault(t, false)
