@@ -245,6 +245,8 @@ func TestServeKill9MidSync(t *testing.T) {
 	env, out, errb := demoEnv(w.vars)
 	if code := runMain(context.Background(), env, []string{"cache", "rotate-key", "--user", "bob", "--metadata-store", metaDir}); code == exitOK {
 		t.Errorf("cache rotate-key succeeded while serve holds the store: %s", out)
+	} else if !strings.Contains(errb.String(), "in use by a running proxy") {
+		t.Errorf("cache rotate-key while serve holds the store: %q, want it to say the store is in use", errb)
 	}
 	kill(cmd)
 	oldKey := w.v.MustRequest("GET", "secret/data/smimeproxy/.proxy/metastore-keys/bob", "")
