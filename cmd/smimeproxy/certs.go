@@ -16,34 +16,12 @@ import (
 
 // certsCommand is the 'certs' subcommand (main.go lists it).
 func certsCommand() command {
-	return command{
-		name:    "certs",
-		summary: "manage a user's address book of correspondents' certificates in Vault: certs import|list|remove|trust",
-		run:     runCerts,
-	}
-}
-
-// certsSub returns the subcommands of certs (a function, like commandTable: a package-level map of them
-// would be an initialization cycle).
-func certsSub() map[string]subcommand {
-	return map[string]subcommand{
-		"import": runCertsImport,
-		"list":   runCertsList,
-		"remove": runCertsRemove,
-		"trust":  runCertsTrust,
-	}
-}
-
-func certsUsage(env *cmdEnv) {
-	fmt.Fprintln(env.stderr, "usage: smimeproxy certs import --user U [--trust] [--roots CA.pem] FILE...   (PEM, DER .cer/.crt, PKCS #7 .p7b/.p7c)")
-	fmt.Fprintln(env.stderr, "       smimeproxy certs list --user U [ADDRESS]")
-	fmt.Fprintln(env.stderr, "       smimeproxy certs remove --user U ADDRESS FINGERPRINT | --all ADDRESS")
-	fmt.Fprintln(env.stderr, "       smimeproxy certs trust --user U [--none] ADDRESS FINGERPRINT")
-	fmt.Fprintln(env.stderr, "\nRun 'smimeproxy certs <subcommand> -h' for its flags, including the Vault flags.")
-}
-
-func runCerts(ctx context.Context, env *cmdEnv, args []string) int {
-	return runSubcommand(ctx, env, "certs", certsSub(), certsUsage, args)
+	return commandGroup{name: "certs", summary: "manage a user's address book of correspondents' certificates in Vault: certs import|list|remove|trust", subs: []groupSub{
+		{"import", "certs import --user U [--trust] [--roots CA.pem] FILE...   (PEM, DER .cer/.crt, PKCS #7 .p7b/.p7c)", runCertsImport},
+		{"list", "certs list --user U [ADDRESS]", runCertsList},
+		{"remove", "certs remove --user U ADDRESS FINGERPRINT | --all ADDRESS", runCertsRemove},
+		{"trust", "certs trust --user U [--none] ADDRESS FINGERPRINT", runCertsTrust},
+	}}.command()
 }
 
 func newCertsFlagSet(sub string, env *cmdEnv, usage string) (*flag.FlagSet, *keysFlags) {

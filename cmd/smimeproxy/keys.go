@@ -21,57 +21,12 @@ import (
 
 // keysCommand is the 'keys' subcommand (main.go lists it).
 func keysCommand() command {
-	return command{
-		name:    "keys",
-		summary: "manage users' S/MIME keys in Vault: keys import|list|remove|policy",
-		run:     runKeys,
-	}
-}
-
-// keysSub returns the subcommands of keys (a function, like commandTable: a package-level map of them
-// would be an initialization cycle).
-func keysSub() map[string]subcommand {
-	return map[string]subcommand{
-		"import": runKeysImport,
-		"list":   runKeysList,
-		"remove": runKeysRemove,
-		"policy": runKeysPolicy,
-	}
-}
-
-func keysUsage(env *cmdEnv) {
-	fmt.Fprintln(env.stderr, "usage: smimeproxy keys import --user U [--transit] [--password-env VAR | --password-file F] FILE...")
-	fmt.Fprintln(env.stderr, "       smimeproxy keys list --user U")
-	fmt.Fprintln(env.stderr, "       smimeproxy keys remove --user U ID")
-	fmt.Fprintln(env.stderr, "       smimeproxy keys policy [--user U | --templated [--user U] | --admin]   (prints a Vault policy; see keys policy -h)")
-	fmt.Fprintln(env.stderr, "\nRun 'smimeproxy keys <subcommand> -h' for its flags, including the Vault flags.")
-}
-
-func runKeys(ctx context.Context, env *cmdEnv, args []string) int {
-	return runSubcommand(ctx, env, "keys", keysSub(), keysUsage, args)
-}
-
-// subcommand is one subcommand of a command group (keys, certs, cache).
-type subcommand = func(ctx context.Context, env *cmdEnv, args []string) int
-
-// runSubcommand runs the subcommand of group that args name: usage and exit 2 without one or with an unknown
-// one, usage and exit 0 for -h.
-func runSubcommand(ctx context.Context, env *cmdEnv, group string, subs map[string]subcommand, usage func(*cmdEnv), args []string) int {
-	if len(args) == 0 {
-		usage(env)
-		return exitError
-	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(env)
-		return exitOK
-	}
-	sub, ok := subs[args[0]]
-	if !ok {
-		fmt.Fprintf(env.stderr, "smimeproxy %s: unknown subcommand %q\n", group, args[0])
-		usage(env)
-		return exitError
-	}
-	return sub(ctx, env, args[1:])
+	return commandGroup{name: "keys", summary: "manage users' S/MIME keys in Vault: keys import|list|remove|policy", subs: []groupSub{
+		{"import", "keys import --user U [--transit] [--password-env VAR | --password-file F] FILE...", runKeysImport},
+		{"list", "keys list --user U", runKeysList},
+		{"remove", "keys remove --user U ID", runKeysRemove},
+		{"policy", "keys policy [--user U | --templated [--user U] | --admin]   (prints a Vault policy; see keys policy -h)", runKeysPolicy},
+	}}.command()
 }
 
 // keysFlags are the flags every keys subcommand has.
