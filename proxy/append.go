@@ -26,7 +26,7 @@ import (
 //   - other status fields (an undecryptable copy, a forgery) are removed, giving back the original bytes.
 //
 // A user without a certificate (EncryptAppend fails with ErrNoCertificate) cannot have appends encrypted: a
-// message that claims to be, or embeds (a forwarded attachment, AppendGuard's optional EmbedsServedPlaintext),
+// message that claims to be, or embeds (a forwarded attachment, AppendGuard.EmbedsServedPlaintext),
 // a decrypted copy is refused; any other message is stored as sent, so that drafts of new plain mail still
 // save. Every other failure to encrypt (the key store unreachable) refuses the APPEND.
 //
@@ -47,27 +47,15 @@ var errAppendRefused = errors.New("proxy: append refused")
 // refuses one that does; any other EncryptAppend error refuses the APPEND.
 var ErrNoCertificate = rewriting.ErrNoCertificate
 
-// plaintextFinder is implemented by an AppendGuard that can find a served decrypted copy inside a message
-// (e.g. forwarded as a message/rfc822 attachment, RFC 2046 section 5.2.1), not only in its top-level header.
-type plaintextFinder interface {
-	EmbedsServedPlaintext(msg []byte) bool
-}
-
 const refusedText = "NO [CANNOT] smimeproxy will not store this message unencrypted upstream and cannot encrypt it (no certificate of yours in the key store?)"
 
-// appendLimiter is implemented by an AppendGuard that bounds the messages the relay reads whole into memory
-// (to encrypt them, or to remove status fields).
-type appendLimiter interface {
-	MaxAppendBytes() int64
-}
-
-// defaultMaxAppend bounds a message read whole when the guard does not say (appendLimiter).
+// defaultMaxAppend bounds a message read whole when the guard does not say (AppendGuard.MaxAppendBytes).
 const defaultMaxAppend = 64 << 20
 
 // maxAppend is the largest message literal the relay reads whole.
 func maxAppend(g AppendGuard) int64 {
-	if l, ok := g.(appendLimiter); ok && l.MaxAppendBytes() > 0 {
-		return l.MaxAppendBytes()
+	if n := g.MaxAppendBytes(); n > 0 {
+		return n
 	}
 	return defaultMaxAppend
 }
@@ -262,7 +250,7 @@ func (r *relay) appendTransformed(a *appendState, line []byte, m litMarker, msg,
 		switch {
 		case err == nil:
 			stripped = enc
-		case errors.Is(err, ErrNoCertificate) && !served && !embedsServed(a.guard, msg):
+		case errors.Is(err, ErrNoCertificate) && !served && !a.guard.EmbedsServedPlaintext(msg):
 			r.log.Info("append stored unencrypted: the user has no certificate to encrypt to")
 		default:
 			r.log.Warn("append refused: cannot encrypt", "err", err)
@@ -275,13 +263,6 @@ func (r *relay) appendTransformed(a *appendState, line []byte, m litMarker, msg,
 	msg = stripped
 	m.size = int64(len(msg))
 	return r.appendStream(a, line[:m.at], m, msg, eofReader{})
-}
-
-// embedsServed reports whether msg holds a served decrypted copy below its top-level header, when the guard
-// can tell.
-func embedsServed(g AppendGuard, msg []byte) bool {
-	f, ok := g.(plaintextFinder)
-	return ok && f.EmbedsServedPlaintext(msg)
 }
 
 type eofReader struct{}

@@ -73,6 +73,12 @@ type AppendGuard interface {
 	// EncryptAppend encrypts msg to user's own certificates; it fails when that is impossible, and the
 	// APPEND is then refused.
 	EncryptAppend(ctx context.Context, user string, msg []byte) ([]byte, error)
+	// EmbedsServedPlaintext reports whether msg holds a served decrypted copy anywhere, not only in its
+	// top-level header (e.g. forwarded as a message/rfc822 attachment, RFC 2046 section 5.2.1).
+	EmbedsServedPlaintext(msg []byte) bool
+	// MaxAppendBytes bounds the messages the relay reads whole into memory (to encrypt them, or to remove
+	// status fields); 0 means the relay's default (64 MiB).
+	MaxAppendBytes() int64
 }
 
 // TextMatcher lets SEARCH BODY and SEARCH TEXT (RFC 9051 section 6.4.4) look inside the served (decrypted)
