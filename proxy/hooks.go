@@ -110,10 +110,34 @@ type DerivedCache interface {
 type MetaSource interface {
 	// Meta returns the stored metadata of m's served copy (MetaOf of the bytes Rewrite returned for it).
 	Meta(m MessageRef) (ServedMeta, bool)
+	// MetaRange calls f, in ascending UID order, with the stored metadata of the messages of m's mailbox from
+	// UID m.UID on, at most max of them: one read of the store for the next responses of a FETCH over a range.
+	// It returns the highest UID it covered (every stored message from m.UID through it was passed to f):
+	// math.MaxUint32 when there were fewer than max, m.UID-1 when nothing could be read.
+	MetaRange(m MessageRef, max int, f func(uid uint32, meta ServedMeta)) uint32
 }
 
 // MetaPruner drops the stored metadata of messages no longer in a mailbox: the relay calls it with every UID
 // of mailbox m (m.UID unused) up to upTo when it has listed them all.
 type MetaPruner interface {
 	PruneMeta(m MessageRef, live func(uid uint32) bool, upTo uint32)
+}
+
+// IndexStore keeps the relay's classification of a mailbox (which UIDs are served rewritten, up to which UID
+// every message is classified; index.go) across restarts, so a restarted proxy classifies only the messages
+// that arrived meanwhile instead of searching the whole mailbox again. m.UID is unused.
+type IndexStore interface {
+	LoadIndex(m MessageRef) (IndexState, bool)
+	SaveIndex(m MessageRef, st IndexState)
+}
+
+// IndexState is the classification of one mailbox in one UIDVALIDITY.
+type IndexState struct {
+	// Classifier identifies the rules the classification was made under (the relay's version of them, the
+	// status fields and the candidate criteria): a state made under others is not used.
+	Classifier string
+	// Checked: every UID up to it was classified.
+	Checked uint32
+	// Candidates are the UIDs served rewritten, ascending, each at most Checked.
+	Candidates []uint32
 }
