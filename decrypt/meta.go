@@ -97,19 +97,23 @@ func (d *Decrypter) MetaRange(m MessageRef, max int, f func(uid uint32, meta pro
 func (d *Decrypter) PruneMeta(m MessageRef, live func(uid uint32) bool, upTo uint32) {
 	if d.meta != nil {
 		d.meta.Prune(context.Background(), m.User, m.Mailbox, m.UIDValidity, live, upTo)
+		d.meta.Prune(context.Background(), m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, live, upTo)
 	}
 }
 
 // storeMeta queues the metadata of served, m's served copy, unless it is stored already. It is computed in
 // the store's writer, off the serving path.
+// Its searchable text (searchtext.go) goes beside it the same way.
 func (d *Decrypter) storeMeta(ctx context.Context, m MessageRef, served []byte) {
 	if d.meta == nil {
 		return
 	}
-	if _, ok := d.Meta(m); ok {
-		return
+	if _, ok := d.Meta(m); !ok {
+		d.meta.Put(ctx, m.User, m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeMeta(proxy.MetaOf(served)) })
 	}
-	d.meta.Put(ctx, m.User, m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeMeta(proxy.MetaOf(served)) })
+	if _, ok := d.meta.Get(ctx, m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, m.UID); !ok {
+		d.meta.Put(ctx, m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeText(textOf(served)) })
+	}
 }
 
 // The relay's classification of a mailbox (proxy.IndexState) is kept in the metadata store as the mailbox's

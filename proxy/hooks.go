@@ -84,6 +84,14 @@ type TextMatcher interface {
 	MatchText(served []byte, needle string, headerToo bool) bool
 }
 
+// StoredTextMatcher answers SEARCH BODY and SEARCH TEXT (RFC 9051 section 6.4.4) over a served copy that is not
+// at hand, from what a store kept of it (TextMatcher.MatchText semantics), so a search need not decrypt the
+// mailbox again.
+type StoredTextMatcher interface {
+	// MatchStoredText reports whether m's served copy matches; ok is false when the store cannot say.
+	MatchStoredText(m MessageRef, needle string, headerToo bool) (match, ok bool)
+}
+
 // HeaderMatcher lets SEARCH HEADER (RFC 9051 section 6.4.4) on the Rewriter's own header fields
 // (X-Smimeproxy-*) be answered from served copies instead of by the upstream server, which would find only
 // forged fields and never the ones the proxy adds.

@@ -432,3 +432,70 @@ func uidValidityOf(t testing.TB, d *testenv.Dovecot, mailbox string) uint32 {
 	}
 	return data.UIDValidity
 }
+
+// TestMetaStoreSearchAfterRestart: after a restart SEARCH BODY, TEXT and LARGER over encrypted messages are
+// answered from the metadata store (their text and sizes) with no decryption, as a proxy that decrypts
+// answers them.
+func TestMetaStoreSearchAfterRestart(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(t, "alice")
+	seedMetaMailbox(t, d, id, 5, 2000) // UID i+1 says "Marmalade Quetzal i" in its body
+	dir := t.TempDir()
+	searches := []*imap.SearchCriteria{
+		{Body: []string{"quetzal 3"}},
+		{Text: []string{"QUOKKA-invoice 1"}},
+		{Body: []string{"marmalade"}, Larger: 2100},
+		{Not: []imap.SearchCriteria{{Body: []string{"Quetzal 2"}}}},
+		{Body: []string{"no such word"}},
+	}
+	searchAll := func(addr string) []string {
+		c := dial(t, addr, "alice", "alice-pw", nil)
+		defer func() { c.Logout().Wait() }()
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, crit := range searches {
+			data, err := c.UIDSearch(crit, nil).Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, data.All.String())
+		}
+		return out
+	}
+	// The answers of a proxy that decrypts, with no store.
+	addr, srv := startProxy(t, d, id.decrypterWith(t, nil, -1, &countMetrics{}))
+	want := searchAll(addr)
+	srv.Close()
+	if want[0] != "4" || want[1] != "2" {
+		t.Fatalf("the reference proxy finds %v", want)
+	}
+
+	// A first run fills the store (the header sync decrypts everything).
+	ms := openMetaStore(t, dir)
+	addr, srv = startProxy(t, d, id.decrypterWith(t, ms, -1, &countMetrics{}))
+	c := dial(t, addr, "alice", "alice-pw", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	syncDump(t, c, false)
+	c.Logout().Wait()
+	srv.Close()
+	ms.Flush()
+	ms.Close()
+
+	ms = openMetaStore(t, dir)
+	defer ms.Close()
+	m := &countMetrics{}
+	addr, _ = startProxy(t, d, id.decrypterWith(t, ms, -1, m))
+	got := searchAll(addr)
+	if !slices.Equal(got, want) {
+		t.Errorf("searches after the restart = %v, want %v", got, want)
+	}
+	if n := m.decrypted.Load() + m.misses.Load(); n != 0 {
+		t.Errorf("searches after the restart decrypted %d messages (%d cache lookups); want none", m.decrypted.Load(), m.misses.Load())
+	}
+	ms.Flush()
+	grepNoPlaintext(t, dir)
+}

@@ -1,0 +1,187 @@
+package decrypt
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"context"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/mail"
+	"net/textproto"
+	"strings"
+	"sync"
+
+	"github.com/smimeproxy/smimeproxy/crypto/cms"
+	"github.com/smimeproxy/smimeproxy/proxy"
+)
+
+var _ proxy.StoredTextMatcher = (*Decrypter)(nil)
+
+// searchText is what MatchText looks at in a served copy, lower-cased, as NUL-separated segments (a needle,
+// an IMAP string, holds no NUL, so it never matches across two): body, what SEARCH BODY and SEARCH TEXT both
+// see (the decoded text parts, and the header fields of attached messages), and header, what only SEARCH TEXT
+// sees (the names and decoded values of the other header fields). It walks the message exactly as
+// matchEntity does; TestSearchTextAgreesWithMatchText holds the two together.
+type searchText struct {
+	body, header []byte
+}
+
+func (t *searchText) add(dst *[]byte, s string) {
+	*dst = append(*dst, strings.ToLower(s)...)
+	*dst = append(*dst, 0)
+}
+
+// textOf returns the searchable text of served.
+func textOf(served []byte) searchText {
+	var t searchText
+	msg, err := mail.ReadMessage(bytes.NewReader(served))
+	if err != nil {
+		t.add(&t.body, string(served))
+		return t
+	}
+	t.entity(textproto.MIMEHeader(msg.Header), msg.Body, false, 0)
+	return t
+}
+
+// entity collects one entity (matchEntity's walk); inMessage: its header fields count for BODY too (an
+// attached message's, which matchEntity searches with headerToo forced).
+func (t *searchText) entity(h textproto.MIMEHeader, body io.Reader, inMessage bool, depth int) {
+	dst := &t.header
+	if inMessage {
+		dst = &t.body
+	}
+	for name, values := range h {
+		t.add(dst, name)
+		for _, v := range values {
+			if dec, err := wordDecoder.DecodeHeader(v); err == nil {
+				v = dec
+			}
+			t.add(dst, v)
+		}
+	}
+	if depth >= maxMIMEDepth {
+		return
+	}
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		mt, params = "text/plain", nil
+	}
+	switch {
+	case strings.HasPrefix(mt, "multipart/"):
+		if params["boundary"] == "" {
+			return
+		}
+		mr := multipart.NewReader(body, params["boundary"])
+		for {
+			p, err := mr.NextRawPart()
+			if err != nil {
+				return
+			}
+			t.entity(p.Header, p, inMessage, depth+1)
+		}
+	case mt == "message/rfc822":
+		msg, err := mail.ReadMessage(bufio.NewReader(decodeTransfer(h, body)))
+		if err != nil {
+			return
+		}
+		t.entity(textproto.MIMEHeader(msg.Header), msg.Body, true, depth+1)
+	case isPKCS7Type(mt, params, h):
+		der, err := io.ReadAll(decodeTransfer(h, body))
+		if err != nil && len(der) == 0 {
+			return
+		}
+		inner, err := cms.SignedContent(der)
+		if err != nil {
+			return
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(inner))
+		if err != nil {
+			return
+		}
+		t.entity(textproto.MIMEHeader(msg.Header), msg.Body, inMessage, depth+1)
+	case strings.HasPrefix(mt, "text/"):
+		b, err := io.ReadAll(decodeTransfer(h, body))
+		if err != nil && len(b) == 0 {
+			return
+		}
+		t.add(&t.body, decodeCharset(b, params["charset"]))
+	}
+}
+
+// match is MatchText over the collected text.
+func (t searchText) match(needle string, headerToo bool) bool {
+	n := []byte(strings.ToLower(needle))
+	if len(n) == 0 {
+		return true
+	}
+	return bytes.Contains(t.body, n) || headerToo && bytes.Contains(t.header, n)
+}
+
+// The searchable text of a served copy is kept in the metadata store beside its metadata, as an entry of its
+// own (under the mailbox name textMailboxPrefix+name, which no IMAP mailbox name has: a header sync never
+// reads it), when it is at most maxStoredText bytes:
+//
+//	version (1) | generation (8) | DEFLATE (RFC 1951) of: len(body) (4) | body | header
+const (
+	textMailboxPrefix = "\x00text\x00"
+	maxStoredText     = 256 << 10
+	textVersion       = 1
+)
+
+func (d *Decrypter) encodeText(t searchText) []byte {
+	if len(t.body)+len(t.header) > maxStoredText {
+		return nil
+	}
+	var b bytes.Buffer
+	b.WriteByte(textVersion)
+	b.Write(d.metaGen[:])
+	w, _ := flateWriters.Get().(*flate.Writer)
+	if w == nil {
+		w, _ = flate.NewWriter(&b, flate.BestSpeed)
+	} else {
+		w.Reset(&b)
+	}
+	w.Write([]byte{byte(len(t.body) >> 24), byte(len(t.body) >> 16), byte(len(t.body) >> 8), byte(len(t.body))})
+	w.Write(t.body)
+	w.Write(t.header)
+	w.Close()
+	flateWriters.Put(w)
+	return b.Bytes()
+}
+
+// flateWriters holds compressors for encodeText (making one costs more than compressing a message's text).
+var flateWriters sync.Pool
+
+func (d *Decrypter) decodeText(v []byte) (searchText, bool) {
+	if len(v) < 9 || v[0] != textVersion || !bytes.Equal(v[1:9], d.metaGen[:]) {
+		return searchText{}, false
+	}
+	raw, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(v[9:])), maxStoredText+5))
+	if err != nil || len(raw) < 4 || len(raw) > maxStoredText+4 {
+		return searchText{}, false
+	}
+	n := int(raw[0])<<24 | int(raw[1])<<16 | int(raw[2])<<8 | int(raw[3])
+	if n > len(raw)-4 {
+		return searchText{}, false
+	}
+	return searchText{body: raw[4 : 4+n], header: raw[4+n:]}, true
+}
+
+// MatchStoredText implements proxy.StoredTextMatcher from the metadata store: SEARCH BODY and TEXT over a
+// served copy that is not at hand, without decrypting it again.
+func (d *Decrypter) MatchStoredText(m MessageRef, needle string, headerToo bool) (match, ok bool) {
+	if d.meta == nil {
+		return false, false
+	}
+	v, ok := d.meta.Get(context.Background(), m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, m.UID)
+	if !ok {
+		return false, false
+	}
+	t, ok := d.decodeText(v)
+	if !ok {
+		return false, false
+	}
+	return t.match(needle, headerToo), true
+}
