@@ -33,12 +33,27 @@ func (t *searchText) add(dst *[]byte, s string) {
 	*dst = append(*dst, 0)
 }
 
+// addBytes is add of b, without copying it first when it is ASCII (as most text is).
+func (t *searchText) addBytes(dst *[]byte, b []byte) {
+	if !isASCII(b) {
+		t.add(dst, string(b))
+		return
+	}
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		*dst = append(*dst, c)
+	}
+	*dst = append(*dst, 0)
+}
+
 // textOf returns the searchable text of served.
 func textOf(served []byte) searchText {
 	var t searchText
 	msg, err := mail.ReadMessage(bytes.NewReader(served))
 	if err != nil {
-		t.add(&t.body, string(served))
+		t.addBytes(&t.body, served)
 		return t
 	}
 	t.entity(textproto.MIMEHeader(msg.Header), msg.Body, false, 0)
@@ -106,7 +121,11 @@ func (t *searchText) entity(h textproto.MIMEHeader, body io.Reader, inMessage bo
 		if err != nil && len(b) == 0 {
 			return
 		}
-		t.add(&t.body, decodeCharset(b, params["charset"]))
+		if isASCII(b) {
+			t.addBytes(&t.body, b) // what decodeCharset would return
+		} else {
+			t.add(&t.body, decodeCharset(b, params["charset"]))
+		}
 	}
 }
 
