@@ -499,3 +499,53 @@ func TestMetaStoreSearchAfterRestart(t *testing.T) {
 	ms.Flush()
 	grepNoPlaintext(t, dir)
 }
+
+// TestMetaStoreIndexIsUsed: a restarted proxy takes the stored classification as it is for the UIDs it covers
+// (no search upstream for them) when it was made under the same rules, and classifies afresh otherwise. A
+// stored state that calls an encrypted message plain shows which happened.
+func TestMetaStoreIndexIsUsed(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(t, "alice")
+	seedMetaMailbox(t, d, id, 3, 500) // UIDs 1-3 encrypted
+	dir := t.TempDir()
+	ms := openMetaStore(t, dir)
+	defer ms.Close()
+	ref := proxy.MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: uidValidityOf(t, d, "INBOX")}
+	contentType := func(dec *decrypt.Decrypter) string {
+		addr, srv := startProxy(t, d, dec)
+		defer srv.Close()
+		c := dial(t, addr, "alice", "alice-pw", nil)
+		defer func() { c.Logout().Wait() }()
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		sec := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Content-Type"}, Peek: true}
+		msgs, err := c.Fetch(imap.UIDSetNum(3), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("FETCH UID 3: %v, %d messages", err, len(msgs))
+		}
+		return string(msgs[0].FindBodySection(sec))
+	}
+	dec := id.decrypterWith(t, ms, -1, &countMetrics{})
+	if got := contentType(dec); !strings.Contains(got, "text/plain") {
+		t.Fatalf("first run serves UID 3 with %q", got)
+	}
+	ms.Flush()
+	st, ok := dec.LoadIndex(ref)
+	if !ok || st.Checked != 5 || !slices.Equal(st.Candidates, []uint32{1, 2, 3}) {
+		t.Fatalf("stored classification = %+v, %v", st, ok)
+	}
+
+	// The same rules: UID 3 is taken as plain, as the state says, and served as stored (ciphertext).
+	dec.SaveIndex(ref, proxy.IndexState{Classifier: st.Classifier, Checked: 5, Candidates: []uint32{1, 2}})
+	ms.Flush()
+	if got := contentType(id.decrypterWith(t, ms, -1, &countMetrics{})); !strings.Contains(got, "pkcs7-mime") {
+		t.Errorf("a restart with the stored classification serves UID 3 with %q, want it as stored", got)
+	}
+	// Other rules: the state is not used, UID 3 is classified again and served decrypted.
+	dec.SaveIndex(ref, proxy.IndexState{Classifier: st.Classifier + "-old", Checked: 5, Candidates: []uint32{1, 2}})
+	ms.Flush()
+	if got := contentType(id.decrypterWith(t, ms, -1, &countMetrics{})); !strings.Contains(got, "text/plain") {
+		t.Errorf("a restart with a classification made under other rules serves UID 3 with %q", got)
+	}
+}
