@@ -26,15 +26,23 @@ var _ proxy.StoredTextMatcher = (*Decrypter)(nil)
 // matchEntity does; TestSearchTextAgreesWithMatchText holds the two together.
 type searchText struct {
 	body, header []byte
+	// over: the text is longer than maxStoredText (it is not stored, and no longer collected).
+	over bool
 }
 
 func (t *searchText) add(dst *[]byte, s string) {
+	if t.over = t.over || len(t.body)+len(t.header)+len(s) > maxStoredText; t.over {
+		return
+	}
 	*dst = append(*dst, strings.ToLower(s)...)
 	*dst = append(*dst, 0)
 }
 
 // addBytes is add of b, without copying it first when it is ASCII (as most text is).
 func (t *searchText) addBytes(dst *[]byte, b []byte) {
+	if t.over = t.over || len(t.body)+len(t.header)+len(b) > maxStoredText; t.over {
+		return
+	}
 	if !isASCII(b) {
 		t.add(dst, string(b))
 		return
@@ -50,7 +58,7 @@ func (t *searchText) addBytes(dst *[]byte, b []byte) {
 
 // textOf returns the searchable text of served.
 func textOf(served []byte) searchText {
-	var t searchText
+	t := searchText{body: make([]byte, 0, min(len(served), maxStoredText)+64)}
 	msg, err := mail.ReadMessage(bytes.NewReader(served))
 	if err != nil {
 		t.addBytes(&t.body, served)
@@ -63,6 +71,9 @@ func textOf(served []byte) searchText {
 // entity collects one entity (matchEntity's walk); inMessage: its header fields count for BODY too (an
 // attached message's, which matchEntity searches with headerToo forced).
 func (t *searchText) entity(h textproto.MIMEHeader, body io.Reader, inMessage bool, depth int) {
+	if t.over {
+		return
+	}
 	dst := &t.header
 	if inMessage {
 		dst = &t.body
@@ -117,7 +128,15 @@ func (t *searchText) entity(h textproto.MIMEHeader, body io.Reader, inMessage bo
 		}
 		t.entity(textproto.MIMEHeader(msg.Header), msg.Body, inMessage, depth+1)
 	case strings.HasPrefix(mt, "text/"):
-		b, err := io.ReadAll(decodeTransfer(h, body))
+		buf := partBufs.Get().(*bytes.Buffer)
+		defer func() {
+			if buf.Cap() <= 1<<20 {
+				partBufs.Put(buf)
+			}
+		}()
+		buf.Reset()
+		_, err := buf.ReadFrom(decodeTransfer(h, body))
+		b := buf.Bytes()
 		if err != nil && len(b) == 0 {
 			return
 		}
@@ -150,10 +169,11 @@ const (
 )
 
 func (d *Decrypter) encodeText(t searchText) []byte {
-	if len(t.body)+len(t.header) > maxStoredText {
+	if t.over || len(t.body)+len(t.header) > maxStoredText {
 		return nil
 	}
 	var b bytes.Buffer
+	b.Grow(64 + (len(t.body)+len(t.header))/4)
 	b.WriteByte(textVersion)
 	b.Write(d.metaGen[:])
 	w, _ := flateWriters.Get().(*flate.Writer)
@@ -169,6 +189,9 @@ func (d *Decrypter) encodeText(t searchText) []byte {
 	flateWriters.Put(w)
 	return b.Bytes()
 }
+
+// partBufs holds buffers for the decoded text parts textOf reads (copied into the collected text).
+var partBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // flateWriters holds compressors for encodeText (making one costs more than compressing a message's text).
 var flateWriters sync.Pool
