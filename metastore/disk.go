@@ -141,6 +141,11 @@ type diskStore struct {
 
 	idMu sync.Mutex
 	ids  map[string]mboxID
+
+	// states are the mailbox states not written yet (putState), the latest of each: written with the next
+	// batch, so that a caller never waits for a full queue.
+	statesMu sync.Mutex
+	states   map[string]op
 }
 
 type opKind int
@@ -342,7 +347,13 @@ func (d *diskStore) getState(mailbox string, uidValidity uint32) ([]byte, bool) 
 func (d *diskStore) putState(mailbox string, uidValidity uint32, value []byte) {
 	id := d.mailbox(mailbox)
 	value = bytes.Clone(value)
-	d.send(op{kind: opState, id: id, uv: uidValidity, value: func() []byte { return value }}, true)
+	d.statesMu.Lock()
+	if d.states == nil {
+		d.states = map[string]op{}
+	}
+	d.states[string(stateKey(id, uidValidity))] = op{id: id, uv: uidValidity, value: func() []byte { return value }}
+	d.statesMu.Unlock()
+	d.send(op{kind: opState}, false) // a nudge: when the queue is full, a batch comes soon anyway
 }
 
 func (d *diskStore) put(mailbox string, uidValidity, uid uint32, value func() []byte) {
@@ -433,13 +444,30 @@ func (d *diskStore) writer() {
 }
 
 func (d *diskStore) apply(batch []op) {
-	if len(batch) == 0 {
+	d.statesMu.Lock()
+	pending := len(d.states) > 0
+	d.statesMu.Unlock()
+	if len(batch) == 0 && !pending {
 		return
 	}
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		w := &txn{d: d, e: tx.Bucket(bucketEntries), a: tx.Bucket(bucketAccess), m: tx.Bucket(bucketMboxes),
 			i: tx.Bucket(bucketStates), st: tx.Bucket(bucketState), tick: d.tick.Load(), count: d.count.Load()}
 		w.bytes = int64(u64(w.st.Get([]byte("bytes"))))
+		// The states recorded so far, written where their nudge is in the batch (so after the entries put
+		// before them), or at its end.
+		writeStates := func() error {
+			d.statesMu.Lock()
+			states := d.states
+			d.states = nil
+			d.statesMu.Unlock()
+			for _, o := range states {
+				if err := w.putState(o); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		for _, o := range batch {
 			var err error
 			switch o.kind {
@@ -450,11 +478,14 @@ func (d *diskStore) apply(batch []op) {
 			case opPrune:
 				err = w.prune(o.id, o.uv, o.live, o.upTo)
 			case opState:
-				err = w.putState(o)
+				err = writeStates()
 			}
 			if err != nil {
 				return err
 			}
+		}
+		if err := writeStates(); err != nil {
+			return err
 		}
 		if err := w.evict(); err != nil {
 			return err
