@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"encoding/binary"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/mail"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 
@@ -38,22 +40,49 @@ func (t *searchText) add(dst *[]byte, s string) {
 	*dst = append(*dst, 0)
 }
 
-// addBytes is add of b, without copying it first when it is ASCII (as most text is).
-func (t *searchText) addBytes(dst *[]byte, b []byte) {
+// addBytes is add of b, without copying it first when it is ASCII (as most text is); charset, when not "",
+// is b's (decodeCharset converts it when b is not ASCII).
+func (t *searchText) addBytes(dst *[]byte, b []byte, charset string) {
 	if t.over = t.over || len(t.body)+len(t.header)+len(b) > maxStoredText; t.over {
 		return
 	}
-	if !isASCII(b) {
-		t.add(dst, string(b))
+	if !asciiFast(b) {
+		if charset != "" {
+			t.add(dst, decodeCharset(b, charset))
+		} else {
+			t.add(dst, string(b))
+		}
 		return
 	}
-	for _, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		*dst = append(*dst, c)
+	n := len(*dst)
+	*dst = slices.Grow(*dst, len(b)+1)[:n+len(b)]
+	out := (*dst)[n:]
+	for i, c := range b {
+		out[i] = lowerASCII[c]
 	}
 	*dst = append(*dst, 0)
+}
+
+// lowerASCII maps A-Z to a-z and every other byte to itself.
+var lowerASCII = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+		if 'A' <= i && i <= 'Z' {
+			t[i] = byte(i + 'a' - 'A')
+		}
+	}
+	return t
+}()
+
+// asciiFast is isASCII eight bytes at a time.
+func asciiFast(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	return isASCII(b)
 }
 
 // textOf returns the searchable text of served.
@@ -61,7 +90,7 @@ func textOf(served []byte) searchText {
 	t := searchText{body: make([]byte, 0, min(len(served), maxStoredText)+64)}
 	msg, err := mail.ReadMessage(bytes.NewReader(served))
 	if err != nil {
-		t.addBytes(&t.body, served)
+		t.addBytes(&t.body, served, "")
 		return t
 	}
 	t.entity(textproto.MIMEHeader(msg.Header), msg.Body, false, 0)
@@ -140,11 +169,7 @@ func (t *searchText) entity(h textproto.MIMEHeader, body io.Reader, inMessage bo
 		if err != nil && len(b) == 0 {
 			return
 		}
-		if isASCII(b) {
-			t.addBytes(&t.body, b) // what decodeCharset would return
-		} else {
-			t.add(&t.body, decodeCharset(b, params["charset"]))
-		}
+		t.addBytes(&t.body, b, params["charset"])
 	}
 }
 
