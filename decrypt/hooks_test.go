@@ -25,12 +25,15 @@ var (
 	_ proxy.DerivedCache    = (*Decrypter)(nil)
 	_ proxy.MetaSource      = (*Decrypter)(nil)
 	_ proxy.MetaPruner      = (*Decrypter)(nil)
+	_ proxy.IndexStore      = (*Decrypter)(nil)
+	_ proxy.StoredTextMatcher = (*Decrypter)(nil)
 )
 
 // proxyOptions is o with d as the Rewriter and every helper, as cmd/smimeproxy serve wires it.
 func proxyOptions(d *Decrypter, o proxy.Options) proxy.Options {
 	o.Rewriter, o.CandidateFilter, o.CacheProbe, o.HeaderGuard, o.AppendGuard = d, d, d, d, d
 	o.TextMatcher, o.HeaderMatcher, o.DerivedCache, o.MetaSource, o.MetaPruner = d, d, d, d, d
+	o.IndexStore, o.StoredText = d, d
 	return o
 }
 

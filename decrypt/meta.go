@@ -75,21 +75,134 @@ func (d *Decrypter) Meta(m MessageRef) (rewriting.Meta, bool) {
 	return d.decodeMeta(v)
 }
 
+// MetaRange implements proxy.MetaSource from the metadata store: one read for many messages.
+func (d *Decrypter) MetaRange(m MessageRef, max int, f func(uid uint32, meta rewriting.Meta)) uint32 {
+	if d.meta == nil {
+		return m.UID - 1
+	}
+	return d.meta.GetRange(context.Background(), m.User, m.Mailbox, m.UIDValidity, m.UID, max, func(uid uint32, v []byte) {
+		if meta, ok := d.decodeMeta(v); ok {
+			f(uid, meta)
+		}
+	})
+}
+
 // PruneMeta implements proxy.MetaPruner: expunged messages' metadata is dropped.
 func (d *Decrypter) PruneMeta(m MessageRef, live func(uid uint32) bool, upTo uint32) {
 	if d.meta != nil {
 		d.meta.Prune(context.Background(), m.User, m.Mailbox, m.UIDValidity, live, upTo)
+		d.meta.Prune(context.Background(), m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, live, upTo)
 	}
 }
 
 // storeMeta queues the metadata of served, m's served copy, unless it is stored already. It is computed in
 // the store's writer, off the serving path.
+// Its searchable text (searchtext.go) goes beside it the same way.
 func (d *Decrypter) storeMeta(ctx context.Context, m MessageRef, served []byte) {
 	if d.meta == nil {
 		return
 	}
-	if _, ok := d.Meta(m); ok {
-		return
+	if _, ok := d.Meta(m); !ok {
+		d.meta.Put(ctx, m.User, m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeMeta(rewriting.MetaOf(served)) })
 	}
-	d.meta.Put(ctx, m.User, m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeMeta(rewriting.MetaOf(served)) })
+	if _, ok := d.meta.Get(ctx, m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, m.UID); !ok {
+		d.meta.Put(ctx, m.User, textMailboxPrefix+m.Mailbox, m.UIDValidity, m.UID, func() []byte { return d.encodeText(textOf(served)) })
+	}
+}
+
+// The relay's classification of a mailbox (proxy.IndexState) is kept in the metadata store as the mailbox's
+// state (metastore.Store.PutState):
+//
+//	version (1) | len (uvarint) | classifier | checked (uvarint) | n (uvarint) | n × (gap (uvarint) | length-1 (uvarint))
+//
+// the candidates as ranges of consecutive UIDs, each gap counted from the end of the range before it.
+// indexVersion also covers Candidate's rules (decrypt.go): a change to which messages they accept must
+// change it, so that no stored classification made under the old ones is used.
+const indexVersion = 1
+
+// LoadIndex implements proxy.IndexStore.
+func (d *Decrypter) LoadIndex(m MessageRef) (rewriting.IndexState, bool) {
+	if d.meta == nil {
+		return rewriting.IndexState{}, false
+	}
+	v, ok := d.meta.GetState(context.Background(), m.User, m.Mailbox, m.UIDValidity)
+	if !ok {
+		return rewriting.IndexState{}, false
+	}
+	return decodeIndex(v)
+}
+
+// SaveIndex implements proxy.IndexStore.
+func (d *Decrypter) SaveIndex(m MessageRef, st rewriting.IndexState) {
+	if d.meta != nil {
+		d.meta.PutState(context.Background(), m.User, m.Mailbox, m.UIDValidity, encodeIndex(st))
+	}
+}
+
+func encodeIndex(st rewriting.IndexState) []byte {
+	type span struct{ start, end uint32 } // end inclusive
+	var spans []span
+	for _, u := range st.Candidates {
+		if n := len(spans); n > 0 && spans[n-1].end+1 == u {
+			spans[n-1].end = u
+			continue
+		}
+		spans = append(spans, span{u, u})
+	}
+	out := []byte{indexVersion}
+	out = binary.AppendUvarint(out, uint64(len(st.Classifier)))
+	out = append(out, st.Classifier...)
+	out = binary.AppendUvarint(out, uint64(st.Checked))
+	out = binary.AppendUvarint(out, uint64(len(spans)))
+	prev := uint32(0)
+	for _, sp := range spans {
+		out = binary.AppendUvarint(out, uint64(sp.start-prev))
+		out = binary.AppendUvarint(out, uint64(sp.end-sp.start))
+		prev = sp.end
+	}
+	return out
+}
+
+func decodeIndex(b []byte) (rewriting.IndexState, bool) {
+	var st rewriting.IndexState
+	if len(b) == 0 || b[0] != indexVersion {
+		return st, false
+	}
+	b = b[1:]
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	n, ok := next()
+	if !ok || n > uint64(len(b)) {
+		return st, false
+	}
+	st.Classifier, b = string(b[:n]), b[n:]
+	checked, ok := next()
+	if !ok || checked > 1<<32-1 {
+		return st, false
+	}
+	st.Checked = uint32(checked)
+	spans, ok := next()
+	if !ok || spans > uint64(len(b)) {
+		return st, false
+	}
+	prev := uint64(0)
+	for range spans {
+		gap, ok1 := next()
+		length, ok2 := next()
+		start := prev + gap
+		if !ok1 || !ok2 || (prev > 0 && gap == 0) || start == 0 || start+length > checked || len(st.Candidates)+int(length) > int(checked) {
+			return rewriting.IndexState{}, false
+		}
+		for u := start; u <= start+length; u++ {
+			st.Candidates = append(st.Candidates, uint32(u))
+		}
+		prev = start + length
+	}
+	return st, len(b) == 0
 }

@@ -26,6 +26,8 @@ func (d *Demo) startProxy(ln net.Listener, rw *decrypt.Decrypter, log *slog.Logg
 		DerivedCache:    rw,
 		MetaSource:      rw,
 		MetaPruner:      rw,
+		IndexStore:      rw,
+		StoredText:      rw,
 	})
 	if err != nil {
 		return err

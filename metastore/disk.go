@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 //	e  entries: mailbox id (16) | UIDVALIDITY (4) | UID (4)  →  tick (8) | nonce (24) | sealed value
 //	a  access order: tick (8) | entry key (28)  →  empty     (least recently used first)
 //	m  mailboxes: mailbox id  →  the UIDVALIDITY whose entries are kept
+//	i  mailbox states: mailbox id (16) | UIDVALIDITY (4)  →  nonce (24) | sealed value   (PutState)
 //	s  state: "check" (the key and namespace check), "tick", "bytes", "count"
 //
 // The mailbox id is HMAC-SHA256(mailbox name) under a key derived from the user's key, cut to 16 bytes.
@@ -33,6 +35,7 @@ var (
 	bucketEntries = []byte("e")
 	bucketAccess  = []byte("a")
 	bucketMboxes  = []byte("m")
+	bucketStates  = []byte("i")
 	bucketState   = []byte("s")
 )
 
@@ -103,6 +106,13 @@ func (s *sealer) open(ad, sealed []byte) ([]byte, error) {
 	return out, nil
 }
 
+func stateKey(id mboxID, uidValidity uint32) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte(nil), id[:]...), uidValidity)
+}
+
+// stateAD is the additional data of a mailbox state.
+func stateAD(key []byte) []byte { return append([]byte("state\x00"), key...) }
+
 func entryKey(id mboxID, uidValidity, uid uint32) []byte {
 	k := make([]byte, entryKeyLen)
 	copy(k, id[:])
@@ -123,6 +133,7 @@ type diskStore struct {
 	log     *slog.Logger
 	tick    atomic.Uint64
 	count   atomic.Int64
+	bytes   atomic.Int64
 	ops     chan op
 	stop    chan struct{}
 	stopped chan struct{}
@@ -130,6 +141,11 @@ type diskStore struct {
 
 	idMu sync.Mutex
 	ids  map[string]mboxID
+
+	// states are the mailbox states not written yet (putState), the latest of each: written with the next
+	// batch, so that a caller never waits for a full queue.
+	statesMu sync.Mutex
+	states   map[string]op
 }
 
 type opKind int
@@ -139,6 +155,7 @@ const (
 	opTouch
 	opPrune
 	opFlush
+	opState
 )
 
 type op struct {
@@ -188,7 +205,7 @@ func openFile(path string, s *sealer, namespace string) (*diskStore, error) {
 		stopped: make(chan struct{}), ids: map[string]mboxID{}}
 	ns := sha256.Sum256([]byte("namespace\x00" + namespace))
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketEntries, bucketAccess, bucketMboxes, bucketState} {
+		for _, b := range [][]byte{bucketEntries, bucketAccess, bucketMboxes, bucketStates, bucketState} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -207,6 +224,7 @@ func openFile(path string, s *sealer, namespace string) (*diskStore, error) {
 		}
 		d.tick.Store(u64(st.Get([]byte("tick"))))
 		d.count.Store(int64(u64(st.Get([]byte("count")))))
+		d.bytes.Store(int64(u64(st.Get([]byte("bytes")))))
 		return nil
 	})
 	if err != nil {
@@ -258,11 +276,84 @@ func (d *diskStore) get(mailbox string, uidValidity, uid uint32) ([]byte, bool) 
 	if err != nil {
 		return nil, false
 	}
-	// Recently used entries are not moved (a write per read); the older three quarters are, once.
-	if tick+uint64(d.count.Load())/4 < d.tick.Load() {
+	d.touch(key, tick)
+	return value, true
+}
+
+// touch records an access to the entry key last used at tick. Nothing is recorded while the store is at
+// most half full: nothing is evicted before it fills, and a header sync reads every entry of a mailbox, so
+// recording each read would rewrite the file on every sync. Above that, recently used entries are not moved
+// either; the older three quarters are, once.
+func (d *diskStore) touch(key []byte, tick uint64) {
+	if d.bytes.Load() > d.max/2 && tick+uint64(d.count.Load())/4 < d.tick.Load() {
 		d.send(op{kind: opTouch, key: key}, false)
 	}
-	return value, true
+}
+
+// getRangeBatch bounds the values read in one transaction by getRange.
+const getRangeBatch = 1024
+
+func (d *diskStore) getRange(mailbox string, uidValidity, from uint32, max int, f func(uid uint32, value []byte)) uint32 {
+	id := d.mailbox(mailbox)
+	prefix := stateKey(id, uidValidity)
+	type sealedEntry struct {
+		key, sealed []byte
+		tick        uint64
+	}
+	entries := make([]sealedEntry, 0, min(max, getRangeBatch))
+	through := uint32(math.MaxUint32)
+	err := d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, v := c.Seek(entryKey(id, uidValidity, from)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(entries) == cap(entries) {
+				through = binary.BigEndian.Uint32(entries[len(entries)-1].key[mboxIDLen+4:])
+				break
+			}
+			if len(k) != entryKeyLen || len(v) <= tickLen {
+				continue
+			}
+			entries = append(entries, sealedEntry{bytes.Clone(k), bytes.Clone(v[tickLen:]), binary.BigEndian.Uint64(v)})
+		}
+		return nil
+	})
+	if err != nil {
+		return from - 1
+	}
+	for _, e := range entries {
+		value, err := d.s.open(adOf(e.key), e.sealed)
+		if err != nil {
+			continue
+		}
+		d.touch(e.key, e.tick)
+		f(binary.BigEndian.Uint32(e.key[mboxIDLen+4:]), value)
+	}
+	return through
+}
+
+func (d *diskStore) getState(mailbox string, uidValidity uint32) ([]byte, bool) {
+	key := stateKey(d.mailbox(mailbox), uidValidity)
+	var sealed []byte
+	_ = d.db.View(func(tx *bolt.Tx) error {
+		sealed = bytes.Clone(tx.Bucket(bucketStates).Get(key))
+		return nil
+	})
+	if sealed == nil {
+		return nil, false
+	}
+	value, err := d.s.open(stateAD(key), sealed)
+	return value, err == nil
+}
+
+func (d *diskStore) putState(mailbox string, uidValidity uint32, value []byte) {
+	id := d.mailbox(mailbox)
+	value = bytes.Clone(value)
+	d.statesMu.Lock()
+	if d.states == nil {
+		d.states = map[string]op{}
+	}
+	d.states[string(stateKey(id, uidValidity))] = op{id: id, uv: uidValidity, value: func() []byte { return value }}
+	d.statesMu.Unlock()
+	d.send(op{kind: opState}, false) // a nudge: when the queue is full, a batch comes soon anyway
 }
 
 func (d *diskStore) put(mailbox string, uidValidity, uid uint32, value func() []byte) {
@@ -353,13 +444,30 @@ func (d *diskStore) writer() {
 }
 
 func (d *diskStore) apply(batch []op) {
-	if len(batch) == 0 {
+	d.statesMu.Lock()
+	pending := len(d.states) > 0
+	d.statesMu.Unlock()
+	if len(batch) == 0 && !pending {
 		return
 	}
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		w := &txn{d: d, e: tx.Bucket(bucketEntries), a: tx.Bucket(bucketAccess), m: tx.Bucket(bucketMboxes),
-			st: tx.Bucket(bucketState), tick: d.tick.Load(), count: d.count.Load()}
+			i: tx.Bucket(bucketStates), st: tx.Bucket(bucketState), tick: d.tick.Load(), count: d.count.Load()}
 		w.bytes = int64(u64(w.st.Get([]byte("bytes"))))
+		// The states recorded so far, written where their nudge is in the batch (so after the entries put
+		// before them), or at its end.
+		writeStates := func() error {
+			d.statesMu.Lock()
+			states := d.states
+			d.states = nil
+			d.statesMu.Unlock()
+			for _, o := range states {
+				if err := w.putState(o); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		for _, o := range batch {
 			var err error
 			switch o.kind {
@@ -369,10 +477,15 @@ func (d *diskStore) apply(batch []op) {
 				err = w.touch(o.key)
 			case opPrune:
 				err = w.prune(o.id, o.uv, o.live, o.upTo)
+			case opState:
+				err = writeStates()
 			}
 			if err != nil {
 				return err
 			}
+		}
+		if err := writeStates(); err != nil {
+			return err
 		}
 		if err := w.evict(); err != nil {
 			return err
@@ -384,6 +497,7 @@ func (d *diskStore) apply(batch []op) {
 		}
 		d.tick.Store(w.tick)
 		d.count.Store(w.count)
+		d.bytes.Store(w.bytes)
 		return nil
 	})
 	if err != nil {
@@ -393,6 +507,7 @@ func (d *diskStore) apply(batch []op) {
 			st := tx.Bucket(bucketState)
 			d.tick.Store(u64(st.Get([]byte("tick"))))
 			d.count.Store(int64(u64(st.Get([]byte("count")))))
+			d.bytes.Store(int64(u64(st.Get([]byte("bytes")))))
 			return nil
 		})
 	}
@@ -405,10 +520,10 @@ func (d *diskStore) apply(batch []op) {
 
 // txn is one write transaction's view of the buckets and counters.
 type txn struct {
-	d            *diskStore
-	e, a, m, st  *bolt.Bucket
-	tick         uint64
-	count, bytes int64
+	d              *diskStore
+	e, a, m, i, st *bolt.Bucket
+	tick           uint64
+	count, bytes   int64
 }
 
 func accessKey(tick uint64, key []byte) []byte {
@@ -425,16 +540,30 @@ func (w *txn) remove(key, v []byte) error {
 	return w.e.Delete(key)
 }
 
-func (w *txn) put(o op) error {
-	if uv := w.m.Get(o.id[:]); uv == nil || binary.BigEndian.Uint32(uv) != o.uv {
-		if uv != nil {
-			if err := w.prune(o.id, o.uv, nil, 0); err != nil {
+// setUIDValidity makes uv mailbox id's current UIDVALIDITY, dropping the entries and states of another.
+func (w *txn) setUIDValidity(id mboxID, uv uint32) error {
+	if old := w.m.Get(id[:]); old == nil || binary.BigEndian.Uint32(old) != uv {
+		if old != nil {
+			if err := w.prune(id, uv, nil, 0); err != nil {
 				return err
 			}
 		}
-		if err := w.m.Put(o.id[:], binary.BigEndian.AppendUint32(nil, o.uv)); err != nil {
-			return err
-		}
+		return w.m.Put(id[:], binary.BigEndian.AppendUint32(nil, uv))
+	}
+	return nil
+}
+
+func (w *txn) putState(o op) error {
+	if err := w.setUIDValidity(o.id, o.uv); err != nil {
+		return err
+	}
+	key := stateKey(o.id, o.uv)
+	return w.i.Put(key, w.d.s.seal(nil, stateAD(key), o.value()))
+}
+
+func (w *txn) put(o op) error {
+	if err := w.setUIDValidity(o.id, o.uv); err != nil {
+		return err
 	}
 	value := o.value()
 	if value == nil {
@@ -487,6 +616,18 @@ func (w *txn) prune(id mboxID, uv uint32, live func(uint32) bool, upTo uint32) e
 	}
 	for _, e := range drop {
 		if err := w.remove(e.k, e.v); err != nil {
+			return err
+		}
+	}
+	var stale [][]byte
+	c = w.i.Cursor()
+	for k, _ := c.Seek(id[:]); k != nil && bytes.HasPrefix(k, id[:]); k, _ = c.Next() {
+		if binary.BigEndian.Uint32(k[mboxIDLen:]) != uv {
+			stale = append(stale, bytes.Clone(k))
+		}
+	}
+	for _, k := range stale {
+		if err := w.i.Delete(k); err != nil {
 			return err
 		}
 	}

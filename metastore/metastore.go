@@ -64,6 +64,9 @@ type Store struct {
 // userStore is one user's entries.
 type userStore interface {
 	get(mailbox string, uidValidity, uid uint32) ([]byte, bool)
+	getRange(mailbox string, uidValidity, from uint32, max int, f func(uid uint32, value []byte)) uint32
+	getState(mailbox string, uidValidity uint32) ([]byte, bool)
+	putState(mailbox string, uidValidity uint32, value []byte)
 	put(mailbox string, uidValidity, uid uint32, value func() []byte)
 	prune(mailbox string, uidValidity uint32, live func(uid uint32) bool, upTo uint32)
 	flush()
@@ -153,6 +156,35 @@ func (s *Store) Get(ctx context.Context, user, mailbox string, uidValidity, uid 
 		return nil, false
 	}
 	return u.get(mailbox, uidValidity, uid)
+}
+
+// GetRange calls f, in ascending UID order, with the stored values of mailbox's messages from UID from on, at
+// most max of them: one read of the store for the messages a FETCH over a UID range will ask for next. It
+// returns the highest UID it covered: every stored value from from through it was passed to f (math.MaxUint32
+// when fewer than max were stored; from-1 when nothing could be read).
+func (s *Store) GetRange(ctx context.Context, user, mailbox string, uidValidity, from uint32, max int, f func(uid uint32, value []byte)) uint32 {
+	if u := s.user(ctx, user); u != nil && max > 0 {
+		return u.getRange(mailbox, uidValidity, from, max, f)
+	}
+	return from - 1
+}
+
+// GetState returns the value stored for mailbox as a whole (PutState) under uidValidity.
+func (s *Store) GetState(ctx context.Context, user, mailbox string, uidValidity uint32) ([]byte, bool) {
+	u := s.user(ctx, user)
+	if u == nil {
+		return nil, false
+	}
+	return u.getState(mailbox, uidValidity)
+}
+
+// PutState stores one value for mailbox as a whole under uidValidity (the caller's state of the mailbox, e.g.
+// which of its messages are encrypted), replacing the older one; like Put, it drops the entries of another
+// UIDVALIDITY and does not wait for the write. States are few (one per mailbox) and outside the byte bound.
+func (s *Store) PutState(ctx context.Context, user, mailbox string, uidValidity uint32, value []byte) {
+	if u := s.user(ctx, user); u != nil {
+		u.putState(mailbox, uidValidity, value)
+	}
 }
 
 // Put stores a message's value, computed by value later (in the background, never under a caller's lock),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -361,5 +362,125 @@ func TestRotate(t *testing.T) {
 	called = false
 	if err := Rotate(dir, "bob", newKey); err != nil || !called {
 		t.Fatalf("Rotate(no file) = %v, key replaced: %v", err, called)
+	}
+}
+
+func testRangeAndState(t *testing.T, s *Store, reopen func() *Store) {
+	ctx := context.Background()
+	for _, uid := range []uint32{2, 3, 5, 8, 9} {
+		s.Put(ctx, "alice", "INBOX", 10, uid, val("m"+strconv.Itoa(int(uid))))
+	}
+	s.Put(ctx, "alice", "Sent", 10, 4, val("sent"))
+	s.Put(ctx, "alice", "INBOX", 11, 6, val("other uidvalidity")) // drops INBOX 10
+	s.Put(ctx, "alice", "INBOX", 10, 1, val("m1"))                // drops INBOX 11
+	for _, uid := range []uint32{2, 3, 5, 8, 9} {
+		s.Put(ctx, "alice", "INBOX", 10, uid, val("m"+strconv.Itoa(int(uid))))
+	}
+	s.PutState(ctx, "alice", "INBOX", 10, []byte("state of INBOX"))
+	s.PutState(ctx, "alice", "Sent", 10, []byte("state of Sent"))
+	s.Flush()
+	if reopen != nil {
+		s = reopen()
+	}
+	rangeOf := func(from uint32, max int) (string, uint32) {
+		var got []string
+		through := s.GetRange(ctx, "alice", "INBOX", 10, from, max, func(uid uint32, v []byte) {
+			got = append(got, fmt.Sprintf("%d=%s", uid, v))
+		})
+		return fmt.Sprint(got), through
+	}
+	for _, c := range []struct {
+		from    uint32
+		max     int
+		want    string
+		through uint32
+	}{
+		{1, 100, "[1=m1 2=m2 3=m3 5=m5 8=m8 9=m9]", math.MaxUint32},
+		{4, 2, "[5=m5 8=m8]", 8},
+		{4, 3, "[5=m5 8=m8 9=m9]", math.MaxUint32},
+		{10, 3, "[]", math.MaxUint32},
+	} {
+		if got, through := rangeOf(c.from, c.max); got != c.want || through != c.through {
+			t.Errorf("GetRange(from %d, max %d) = %s through %d; want %s through %d", c.from, c.max, got, through, c.want, c.through)
+		}
+	}
+	if v, ok := s.GetState(ctx, "alice", "INBOX", 10); !ok || string(v) != "state of INBOX" {
+		t.Errorf("GetState(INBOX) = %q, %v", v, ok)
+	}
+	if _, ok := s.GetState(ctx, "alice", "INBOX", 11); ok {
+		t.Errorf("GetState of another UIDVALIDITY found a state")
+	}
+	if _, ok := s.GetState(ctx, "bob", "INBOX", 10); ok {
+		t.Errorf("GetState of another user found a state")
+	}
+	// A state replaces the older one; a new UIDVALIDITY drops the state of the old one (and its entries).
+	s.PutState(ctx, "alice", "Sent", 10, []byte("newer state of Sent"))
+	s.Put(ctx, "alice", "INBOX", 12, 1, val("new"))
+	s.Flush()
+	if v, ok := s.GetState(ctx, "alice", "Sent", 10); !ok || string(v) != "newer state of Sent" {
+		t.Errorf("GetState(Sent) = %q, %v", v, ok)
+	}
+	if v, ok := s.GetState(ctx, "alice", "INBOX", 10); ok {
+		t.Errorf("the state of the old UIDVALIDITY survived: %q", v)
+	}
+	if got, _ := rangeOf(1, 100); got != "[]" {
+		t.Errorf("entries of the old UIDVALIDITY survived: %s", got)
+	}
+	s.PutState(ctx, "alice", "INBOX", 12, []byte("state 12"))
+	s.Prune(ctx, "alice", "INBOX", 13, nil, 0)
+	s.Flush()
+	if v, ok := s.GetState(ctx, "alice", "INBOX", 12); ok {
+		t.Errorf("Prune under a new UIDVALIDITY kept the old state %q", v)
+	}
+}
+
+// TestRangeAndStateDisk: GetRange reads in UID order within one mailbox and UIDVALIDITY and says how far it
+// covered; mailbox states survive a reopen, are replaced, and go with their UIDVALIDITY; neither a state nor
+// a mailbox name is on disk in clear.
+func TestRangeAndStateDisk(t *testing.T) {
+	dir := t.TempDir()
+	s := openDisk(t, dir, 0)
+	testRangeAndState(t, s, func() *Store {
+		s.Close()
+		s = openDisk(t, dir, 0)
+		return s
+	})
+	s.PutState(context.Background(), "alice", "Drafts", 1, []byte("Marmalade state"))
+	s.Close()
+	b, err := os.ReadFile(filepath.Join(dir, FileName("alice")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"Marmalade", "state of", "Drafts", "INBOX"} {
+		if bytes.Contains(b, []byte(w)) {
+			t.Errorf("the file holds %q", w)
+		}
+	}
+}
+
+func TestRangeAndStateMemory(t *testing.T) {
+	s, _ := Open(Options{})
+	testRangeAndState(t, s, nil)
+}
+
+// TestReadsWriteNothingBelowHalf: while the store is at most half full, reads (a header sync reads every
+// entry) record no access, so they write nothing; above that the LRU order is kept (testLRU).
+func TestReadsWriteNothingBelowHalf(t *testing.T) {
+	ctx := context.Background()
+	s := openDisk(t, t.TempDir(), 1<<20)
+	defer s.Close()
+	for uid := uint32(1); uid <= 50; uid++ {
+		s.Put(ctx, "alice", "INBOX", 1, uid, val("value"))
+	}
+	s.Flush()
+	d := s.users["alice"].(*diskStore)
+	before := d.tick.Load()
+	for uid := uint32(1); uid <= 50; uid++ {
+		mustGet(t, s, "alice", "INBOX", 1, uid, "value")
+	}
+	s.GetRange(ctx, "alice", "INBOX", 1, 1, 100, func(uint32, []byte) {})
+	s.Flush()
+	if after := d.tick.Load(); after != before {
+		t.Fatalf("reads moved %d entries in a store far from full", after-before)
 	}
 }

@@ -36,6 +36,12 @@ type fetchReq struct {
 	// once per command instead of once per message (responseSection).
 	parsedMu sync.Mutex
 	parsed   map[string]parsedSection
+
+	// meta holds stored metadata read ahead (storedMeta, upstream reader only): of every message of mailbox
+	// metaBox with a UID in [metaFrom, metaTo] that has some.
+	meta             map[uint32]ServedMeta
+	metaBox          mailboxRef
+	metaFrom, metaTo uint32
 }
 
 type parsedSection struct {
@@ -995,15 +1001,20 @@ func buildServed(v *servedView, u []byte, seq uint32, items []fetchItem, req *fe
 	return p.all(), false, false
 }
 
+// metaReadAhead is how many messages' stored metadata storedMeta reads at once.
+const metaReadAhead = 512
+
 // storedMeta returns the stored metadata of a candidate when it answers every body-dependent item of its
-// response (and, for a FETCH sent without them, of the command: fetchReq.bodyNames).
+// response (and, for a FETCH sent without them, of the command: fetchReq.bodyNames). Within a command it
+// reads ahead: a FETCH over a range asks for the following UIDs next, and one read of the store for many
+// messages costs little more than one for each.
 func (r *relay) storedMeta(m mailboxRef, uid uint32, items []fetchItem, req *fetchReq) (ServedMeta, bool) {
 	ms, ok := r.srv.opts.MetaSource, r.srv.opts.MetaSource != nil
 	if !ok {
 		return ServedMeta{}, false
 	}
 	for _, it := range items {
-		if bodyDependentItem(it.name) && !metaItem(string(it.rawName)) {
+		if bodyDependentItem(it.name) && !metaItemOf(req, it) {
 			return ServedMeta{}, false
 		}
 	}
@@ -1014,7 +1025,33 @@ func (r *relay) storedMeta(m mailboxRef, uid uint32, items []fetchItem, req *fet
 			}
 		}
 	}
-	return ms.Meta(r.ref(m, uid))
+	if req == nil {
+		return ms.Meta(r.ref(m, uid))
+	}
+	if req.meta == nil || req.metaBox != m || uid < req.metaFrom || uid > req.metaTo {
+		if req.meta == nil {
+			req.meta = make(map[uint32]ServedMeta, metaReadAhead)
+		} else {
+			clear(req.meta)
+		}
+		req.metaBox, req.metaFrom = m, uid
+		req.metaTo = ms.MetaRange(r.ref(m, uid), metaReadAhead, func(u uint32, meta ServedMeta) { req.meta[u] = meta })
+		if req.metaTo < uid {
+			return ServedMeta{}, false // nothing could be read
+		}
+	}
+	meta, ok := req.meta[uid]
+	return meta, ok
+}
+
+// metaItemOf is metaItem for an item of a response to req (whose section items are parsed once).
+func metaItemOf(req *fetchReq, it fetchItem) bool {
+	switch it.name {
+	case "RFC822.SIZE", "RFC822.HEADER", "ENVELOPE", "BODY", "BODYSTRUCTURE":
+		return true
+	}
+	sr, ok := responseSection(req, it.rawName)
+	return ok && sr.kind == "BODY" && len(sr.sec.Part) == 0 && sr.sec.Specifier == imap.PartSpecifierHeader
 }
 
 // withoutBodyItems returns the response with only its items that do not depend on the content.

@@ -70,6 +70,8 @@ func wireHooks(o *proxy.Options, rw proxy.Rewriter) {
 	o.DerivedCache, _ = rw.(proxy.DerivedCache)
 	o.MetaSource, _ = rw.(proxy.MetaSource)
 	o.MetaPruner, _ = rw.(proxy.MetaPruner)
+	o.IndexStore, _ = rw.(proxy.IndexStore)
+	o.StoredText, _ = rw.(proxy.StoredTextMatcher)
 }
 
 // dial logs user in at addr (the proxy or Dovecot) and closes the client at cleanup.

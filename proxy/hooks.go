@@ -89,6 +89,14 @@ type TextMatcher interface {
 	MatchText(served []byte, needle string, headerToo bool) bool
 }
 
+// StoredTextMatcher answers SEARCH BODY and SEARCH TEXT (RFC 9051 section 6.4.4) over a served copy that is not
+// at hand, from what a store kept of it (TextMatcher.MatchText semantics), so a search need not decrypt the
+// mailbox again.
+type StoredTextMatcher interface {
+	// MatchStoredText reports whether m's served copy matches; ok is false when the store cannot say.
+	MatchStoredText(m MessageRef, needle string, headerToo bool) (match, ok bool)
+}
+
 // HeaderMatcher lets SEARCH HEADER (RFC 9051 section 6.4.4) on the Rewriter's own header fields
 // (X-Smimeproxy-*) be answered from served copies instead of by the upstream server, which would find only
 // forged fields and never the ones the proxy adds.
@@ -115,6 +123,11 @@ type DerivedCache interface {
 type MetaSource interface {
 	// Meta returns the stored metadata of m's served copy (MetaOf of the bytes Rewrite returned for it).
 	Meta(m MessageRef) (ServedMeta, bool)
+	// MetaRange calls f, in ascending UID order, with the stored metadata of the messages of m's mailbox from
+	// UID m.UID on, at most max of them: one read of the store for the next responses of a FETCH over a range.
+	// It returns the highest UID it covered (every stored message from m.UID through it was passed to f):
+	// math.MaxUint32 when there were fewer than max, m.UID-1 when nothing could be read.
+	MetaRange(m MessageRef, max int, f func(uid uint32, meta ServedMeta)) uint32
 }
 
 // MetaPruner drops the stored metadata of messages no longer in a mailbox: the relay calls it with every UID
@@ -122,3 +135,15 @@ type MetaSource interface {
 type MetaPruner interface {
 	PruneMeta(m MessageRef, live func(uid uint32) bool, upTo uint32)
 }
+
+// IndexStore keeps the relay's classification of a mailbox (which UIDs are served rewritten, up to which UID
+// every message is classified; index.go) across restarts, so a restarted proxy classifies only the messages
+// that arrived meanwhile instead of searching the whole mailbox again. m.UID is unused.
+type IndexStore interface {
+	LoadIndex(m MessageRef) (IndexState, bool)
+	SaveIndex(m MessageRef, st IndexState)
+}
+
+// IndexState is the classification of one mailbox in one UIDVALIDITY (defined in internal/rewriting, which
+// the store's side shares without importing proxy).
+type IndexState = rewriting.IndexState

@@ -2,6 +2,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -22,6 +26,11 @@ import (
 //	                                                                 name in HeaderGuard.StatusFields)
 //	UID SEARCH UID n:m OR HEADER Content-Type pkcs7 HEADER Content-Type smime    (CandidateFilter)
 //	UID FETCH <hits> (UID BODYSTRUCTURE)                             Rewriter.Candidate decides
+//
+// With an IndexStore (the metadata store) the classification outlives the process: the first classification
+// of a mailbox in a process loads the stored one, lists the mailbox's UIDs (UID SEARCH UID 1:*, needed anyway
+// to prune what was expunged meanwhile, also from the loaded candidates) and classifies only the UIDs above the
+// stored highest one; each classification that learns something stores the result again.
 //
 // SEARCH HEADER needs exact field names, and the upstream server parses the header its own way: a plain
 // message is found to carry a forged status field when the server sees a field of one of the names the
@@ -47,6 +56,8 @@ type mailboxIndex struct {
 	// not heard of the expunge yet may still be sent data for them.
 	gone map[uint32]bool
 	used uint64
+	// listed: the mailbox's UIDs were listed once (the first classification in this process).
+	listed bool
 }
 
 func (s *Server) index(user string, m mailboxRef) *mailboxIndex {
@@ -130,32 +141,111 @@ func (r *relay) candidates(ctx context.Context, m mailboxRef) ([]uint32, error) 
 	return out, nil
 }
 
+// classifierVersion changes when the relay's way of classifying changes, so that a stored classification
+// made the old way is not used.
+const classifierVersion = "1"
+
+// classifier identifies the rules the relay classifies by (IndexState.Classifier).
+func (r *relay) classifier() string {
+	h := sha256.New()
+	io.WriteString(h, "smimeproxy index "+classifierVersion+"\x00")
+	if hg := r.srv.opts.HeaderGuard; hg != nil {
+		for _, f := range hg.StatusFields() {
+			io.WriteString(h, f+"\x00")
+		}
+	}
+	if cf := r.srv.opts.CandidateFilter; cf != nil {
+		fmt.Fprintf(h, "%+v", *cf.CandidateCriteria())
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// load fills a fresh ix with m's stored classification, if there is one made by the same rules.
+func (r *relay) load(m mailboxRef, ix *mailboxIndex) {
+	is := r.srv.opts.IndexStore
+	if is == nil || ix.checked != 0 {
+		return
+	}
+	st, ok := is.LoadIndex(r.ref(m, 0))
+	if !ok || st.Classifier != r.classifier() {
+		return
+	}
+	for _, u := range st.Candidates {
+		if u <= st.Checked {
+			ix.cands[u] = true
+		}
+	}
+	ix.checked = st.Checked
+}
+
+// save stores ix as m's classification.
+func (r *relay) save(m mailboxRef, ix *mailboxIndex) {
+	is := r.srv.opts.IndexStore
+	if is == nil {
+		return
+	}
+	st := IndexState{Classifier: r.classifier(), Checked: ix.checked, Candidates: make([]uint32, 0, len(ix.cands))}
+	for u, ok := range ix.cands {
+		if ok {
+			st.Candidates = append(st.Candidates, u)
+		}
+	}
+	slices.Sort(st.Candidates)
+	is.SaveIndex(r.ref(m, 0), st)
+}
+
 // classify brings ix up to date over side connection c (mailbox open).
 func (r *relay) classify(c *backend.Conn, m mailboxRef, ix *mailboxIndex) error {
 	if err := c.Client.Noop().Wait(); err != nil {
 		return err
 	}
+	listing := !ix.listed
+	if listing {
+		r.load(m, ix)
+	}
 	from := imap.UID(ix.checked + 1)
-	newer, err := uidSearch(c, &imap.SearchCriteria{UID: []imap.UIDSet{{imap.UIDRange{Start: from, Stop: 0}}}})
+	searchFrom := from
+	if listing {
+		searchFrom = 1
+	}
+	newer, err := uidSearch(c, &imap.SearchCriteria{UID: []imap.UIDSet{{imap.UIDRange{Start: searchFrom, Stop: 0}}}})
 	if err != nil {
 		return err
 	}
 	var top imap.UID
-	exists := make(map[imap.UID]bool, len(newer))
 	for _, u := range newer {
 		top = max(top, u)
-		exists[u] = true
 	}
-	if p := r.srv.opts.MetaPruner; p != nil && from == 1 {
-		// Every UID of the mailbox is known: stored metadata of any other is of an expunged message.
+	dropped := false
+	if listing {
+		// Every UID of the mailbox is known: stored metadata of any other is of an expunged message, and so
+		// is a loaded candidate that is not listed (expunged while the proxy was down).
 		live := make(map[uint32]bool, len(newer))
 		for _, u := range newer {
 			live[uint32(u)] = true
 		}
-		p.PruneMeta(r.ref(m, 0), func(u uint32) bool { return live[u] }, uint32(top))
+		if p := r.srv.opts.MetaPruner; p != nil {
+			p.PruneMeta(r.ref(m, 0), func(u uint32) bool { return live[u] }, uint32(top))
+		}
+		for u := range ix.cands {
+			if !live[u] {
+				delete(ix.cands, u)
+				dropped = true
+			}
+		}
+		ix.listed = true
 	}
 	if top < from {
+		if dropped {
+			r.save(m, ix)
+		}
 		return nil // nothing new ("n:*" names the last message even when its UID is below n)
+	}
+	exists := make(map[imap.UID]bool, int(top-from)+1)
+	for _, u := range newer {
+		if u >= from {
+			exists[u] = true
+		}
 	}
 	rng := imap.UIDSet{imap.UIDRange{Start: from, Stop: top}}
 	if hg := r.srv.opts.HeaderGuard; hg != nil {
@@ -236,12 +326,18 @@ func (r *relay) classify(c *backend.Conn, m mailboxRef, ix *mailboxIndex) error 
 		}
 	}
 	ix.checked = uint32(top)
+	r.save(m, ix)
 	return nil
 }
 
-// uidSearch runs UID SEARCH and returns the UIDs found.
+// uidSearch runs UID SEARCH and returns the UIDs found: with RETURN (ALL) when the server has ESEARCH (RFC
+// 4731), whose answer is a set with ranges, far shorter than a list of a large mailbox's UIDs.
 func uidSearch(c *backend.Conn, crit *imap.SearchCriteria) ([]imap.UID, error) {
-	data, err := c.Client.UIDSearch(crit, nil).Wait()
+	var opts *imap.SearchOptions
+	if caps := c.Client.Caps(); caps.Has(imap.CapESearch) || caps.Has(imap.CapIMAP4rev2) {
+		opts = &imap.SearchOptions{ReturnAll: true}
+	}
+	data, err := c.Client.UIDSearch(crit, opts).Wait()
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/smimeproxy/smimeproxy/internal/testenv"
 	"github.com/smimeproxy/smimeproxy/keystore"
 	"github.com/smimeproxy/smimeproxy/metastore"
+	"github.com/smimeproxy/smimeproxy/proxy"
 )
 
 // metaIdentity is a user's key in a memory key store, the same across proxy restarts.
@@ -166,8 +168,9 @@ func TestMetaStoreHeaderSyncAfterRestart(t *testing.T) {
 		t.Fatalf("first sync does not show the decrypted subject:\n%.2000s", want)
 	}
 	ms.Flush()
-	if st, _ := ms.Stats(context.Background(), "alice"); st.Entries != n {
-		t.Fatalf("store holds %d entries, want %d", st.Entries, n)
+	// Two entries a message: its metadata and its searchable text.
+	if st, _ := ms.Stats(context.Background(), "alice"); st.Entries != 2*n {
+		t.Fatalf("store holds %d entries, want %d", st.Entries, 2*n)
 	}
 	c.Logout().Wait()
 	ms.Close()
@@ -261,8 +264,8 @@ func TestMetaStoreExpunge(t *testing.T) {
 	}
 	syncDump(t, c, true)
 	ms.Flush()
-	if st, _ := ms.Stats(context.Background(), "alice"); st.Entries != 4 {
-		t.Fatalf("%d entries, want 4", st.Entries)
+	if st, _ := ms.Stats(context.Background(), "alice"); st.Entries != 2*4 {
+		t.Fatalf("%d entries, want 2×4 (metadata and text)", st.Entries)
 	}
 	// Expunge UID 2 directly upstream.
 	dc := dial(t, d.Addr(), "alice", "alice-pw", nil)
@@ -284,10 +287,266 @@ func TestMetaStoreExpunge(t *testing.T) {
 	}
 	syncDump(t, c, true)
 	ms.Flush()
-	if st, _ := ms.Stats(context.Background(), "alice"); st.Entries != 3 {
-		t.Fatalf("%d entries after the expunge, want 3", st.Entries)
+	if st, _ := ms.Stats(context.Background(), "alice"); st.Entries != 2*3 {
+		t.Fatalf("%d entries after the expunge, want 2×3 (metadata and text)", st.Entries)
 	}
 	if m2.decrypted.Load() != 0 {
 		t.Fatalf("%d decrypted after the restart", m2.decrypted.Load())
+	}
+}
+
+// encryptedMessage is message i of seedMetaMailbox's kind (CRLF), encrypted to id.
+func encryptedMessage(t testing.TB, id *metaIdentity, i int) []byte {
+	t.Helper()
+	msg := fmt.Sprintf("From: Treasurer <treasurer@hidden.example>\r\nTo: alice@example.org\r\nSubject: Zanzibar quokka-invoice %d\r\n"+
+		"Date: Mon, 02 Mar 2026 10:%02d:00 +0000\r\nMessage-ID: <meta-%d@example.org>\r\nMIME-Version: 1.0\r\n"+
+		"Content-Type: text/plain; charset=us-ascii\r\n\r\nMarmalade Quetzal %d\r\n", i, i%60, i, i)
+	enc, err := decrypt.EncryptToSelf([]byte(msg), []*x509.Certificate{id.cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc
+}
+
+// expungeDirect expunges uids of user's mailbox straight at Dovecot (a phone that does not use the proxy).
+func expungeDirect(t testing.TB, d *testenv.Dovecot, mailbox string, uids ...imap.UID) {
+	t.Helper()
+	dc := dial(t, d.Addr(), "alice", "alice-pw", nil)
+	defer func() { dc.Logout().Wait() }()
+	if _, err := dc.Select(mailbox, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.Store(imap.UIDSetNum(uids...), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMetaStoreIndexChangesWhileDown: the relay's classification of a mailbox is kept in the store, and a
+// restarted proxy uses it only for what it still describes. While the proxy is down another client (talking
+// to Dovecot directly) expunges an encrypted and a plain message, appends an encrypted one, a plain one and a
+// plain one with a forged status field, and replaces a folder (new UIDVALIDITY, the same UIDs now naming
+// other messages). After the restart every sync equals that of a proxy that never stored anything, only the
+// new encrypted messages are decrypted, and the stored classification drops the expunged message.
+func TestMetaStoreIndexChangesWhileDown(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(t, "alice")
+	seedMetaMailbox(t, d, id, 6, 800) // UIDs 1-6 encrypted, 7-8 plain
+	d.Append("alice", "Work", encryptedMessage(t, id, 100), nil, time.Time{})
+	d.Append("alice", "Work", bytes.ReplaceAll(plainMessage(101, 300), []byte("\n"), []byte("\r\n")), nil, time.Time{})
+	dir := t.TempDir()
+	ctx := context.Background()
+
+	syncBoth := func(addr string) (inbox, work string) {
+		c := dial(t, addr, "alice", "alice-pw", nil)
+		defer func() { c.Logout().Wait() }()
+		for _, mb := range []string{"INBOX", "Work"} {
+			if _, err := c.Select(mb, nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := syncDump(t, c, true)
+			if mb == "INBOX" {
+				inbox = got
+			} else {
+				work = got
+			}
+		}
+		return inbox, work
+	}
+
+	// First run: classifies and decrypts everything, and stores both.
+	ms := openMetaStore(t, dir)
+	m1 := &countMetrics{}
+	addr, srv := startProxy(t, d, id.decrypterWith(t, ms, -1, m1))
+	syncBoth(addr)
+	if m1.decrypted.Load() != 7 {
+		t.Fatalf("first run decrypted %d messages, want 7", m1.decrypted.Load())
+	}
+	srv.Close()
+	ms.Flush()
+	ms.Close()
+
+	// Meanwhile, at Dovecot directly.
+	expungeDirect(t, d, "INBOX", 2, 7)
+	newEnc := d.Append("alice", "INBOX", encryptedMessage(t, id, 9), nil, time.Time{})
+	d.Append("alice", "INBOX", bytes.ReplaceAll(plainMessage(10, 300), []byte("\n"), []byte("\r\n")), nil, time.Time{})
+	forged := d.Append("alice", "INBOX", []byte("From: mallory@example.org\r\nTo: alice@example.org\r\nSubject: forged\r\n"+
+		"X-Smimeproxy-Status: decrypted; key=sha256:00\r\nContent-Type: text/plain\r\n\r\nhello\r\n"), nil, time.Time{})
+	dc := dial(t, d.Addr(), "alice", "alice-pw", nil)
+	if err := dc.Delete("Work").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	dc.Logout().Wait()
+	d.Append("alice", "Work", bytes.ReplaceAll(plainMessage(102, 300), []byte("\n"), []byte("\r\n")), nil, time.Time{})
+	d.Append("alice", "Work", encryptedMessage(t, id, 103), nil, time.Time{})
+
+	// What a proxy that never stored anything serves now.
+	addr, srv = startProxy(t, d, id.decrypterWith(t, nil, -1, &countMetrics{}))
+	wantInbox, wantWork := syncBoth(addr)
+	srv.Close()
+	if !strings.Contains(wantWork, "Zanzibar quokka-invoice 103") || strings.Contains(wantInbox, "X-Smimeproxy-Status: decrypted; key=sha256:00") {
+		t.Fatalf("the reference proxy does not serve the new mail rewritten:\n%s\n%s", wantInbox, wantWork)
+	}
+
+	// The restarted proxy with the store.
+	ms = openMetaStore(t, dir)
+	defer ms.Close()
+	m2 := &countMetrics{}
+	dec := id.decrypterWith(t, ms, -1, m2)
+	addr, _ = startProxy(t, d, dec)
+	gotInbox, gotWork := syncBoth(addr)
+	if gotInbox != wantInbox {
+		t.Errorf("INBOX after the restart:\n%s\nwant\n%s", gotInbox, wantInbox)
+	}
+	if gotWork != wantWork {
+		t.Errorf("Work after the restart:\n%s\nwant\n%s", gotWork, wantWork)
+	}
+	if m2.decrypted.Load() != 2 {
+		t.Errorf("after the restart %d messages were decrypted, want 2 (the new encrypted ones)", m2.decrypted.Load())
+	}
+	ms.Flush()
+	st, ok := dec.LoadIndex(proxy.MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: uidValidityOf(t, d, "INBOX")})
+	want := []uint32{1, 3, 4, 5, 6, uint32(newEnc), uint32(forged)}
+	if !ok || st.Checked != uint32(forged) || !slices.Equal(st.Candidates, want) {
+		t.Errorf("stored classification = %+v, %v; want checked %d, candidates %v", st, ok, forged, want)
+	}
+	// INBOX 1, 3-6, 9 and the forged one (served rewritten too); Work's new encrypted one, not the old; each
+	// with its metadata and its searchable text.
+	if st, _ := ms.Stats(ctx, "alice"); st.Entries != 2*8 {
+		t.Errorf("store holds %d entries, want 2×8", st.Entries)
+	}
+	if _, ok := ms.Get(ctx, "alice", "INBOX", uidValidityOf(t, d, "INBOX"), uint32(forged)); !ok {
+		t.Errorf("the forged message's served copy is not stored")
+	}
+}
+
+// uidValidityOf returns the UIDVALIDITY of user alice's mailbox at Dovecot.
+func uidValidityOf(t testing.TB, d *testenv.Dovecot, mailbox string) uint32 {
+	t.Helper()
+	c := dial(t, d.Addr(), "alice", "alice-pw", nil)
+	defer func() { c.Logout().Wait() }()
+	data, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data.UIDValidity
+}
+
+// TestMetaStoreSearchAfterRestart: after a restart SEARCH BODY, TEXT and LARGER over encrypted messages are
+// answered from the metadata store (their text and sizes) with no decryption, as a proxy that decrypts
+// answers them.
+func TestMetaStoreSearchAfterRestart(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(t, "alice")
+	seedMetaMailbox(t, d, id, 5, 2000) // UID i+1 says "Marmalade Quetzal i" in its body
+	dir := t.TempDir()
+	searches := []*imap.SearchCriteria{
+		{Body: []string{"quetzal 3"}},
+		{Text: []string{"QUOKKA-invoice 1"}},
+		{Body: []string{"marmalade"}, Larger: 2100},
+		{Not: []imap.SearchCriteria{{Body: []string{"Quetzal 2"}}}},
+		{Body: []string{"no such word"}},
+	}
+	searchAll := func(addr string) []string {
+		c := dial(t, addr, "alice", "alice-pw", nil)
+		defer func() { c.Logout().Wait() }()
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, crit := range searches {
+			data, err := c.UIDSearch(crit, nil).Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, data.All.String())
+		}
+		return out
+	}
+	// The answers of a proxy that decrypts, with no store.
+	addr, srv := startProxy(t, d, id.decrypterWith(t, nil, -1, &countMetrics{}))
+	want := searchAll(addr)
+	srv.Close()
+	if want[0] != "4" || want[1] != "2" {
+		t.Fatalf("the reference proxy finds %v", want)
+	}
+
+	// A first run fills the store (the header sync decrypts everything).
+	ms := openMetaStore(t, dir)
+	addr, srv = startProxy(t, d, id.decrypterWith(t, ms, -1, &countMetrics{}))
+	c := dial(t, addr, "alice", "alice-pw", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	syncDump(t, c, false)
+	c.Logout().Wait()
+	srv.Close()
+	ms.Flush()
+	ms.Close()
+
+	ms = openMetaStore(t, dir)
+	defer ms.Close()
+	m := &countMetrics{}
+	addr, _ = startProxy(t, d, id.decrypterWith(t, ms, -1, m))
+	got := searchAll(addr)
+	if !slices.Equal(got, want) {
+		t.Errorf("searches after the restart = %v, want %v", got, want)
+	}
+	if n := m.decrypted.Load() + m.misses.Load(); n != 0 {
+		t.Errorf("searches after the restart decrypted %d messages (%d cache lookups); want none", m.decrypted.Load(), m.misses.Load())
+	}
+	ms.Flush()
+	grepNoPlaintext(t, dir)
+}
+
+// TestMetaStoreIndexIsUsed: a restarted proxy takes the stored classification as it is for the UIDs it covers
+// (no search upstream for them) when it was made under the same rules, and classifies afresh otherwise. A
+// stored state that calls an encrypted message plain shows which happened.
+func TestMetaStoreIndexIsUsed(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
+	id := newMetaIdentity(t, "alice")
+	seedMetaMailbox(t, d, id, 3, 500) // UIDs 1-3 encrypted
+	dir := t.TempDir()
+	ms := openMetaStore(t, dir)
+	defer ms.Close()
+	ref := proxy.MessageRef{User: "alice", Mailbox: "INBOX", UIDValidity: uidValidityOf(t, d, "INBOX")}
+	contentType := func(dec *decrypt.Decrypter) string {
+		addr, srv := startProxy(t, d, dec)
+		defer srv.Close()
+		c := dial(t, addr, "alice", "alice-pw", nil)
+		defer func() { c.Logout().Wait() }()
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		sec := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Content-Type"}, Peek: true}
+		msgs, err := c.Fetch(imap.UIDSetNum(3), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("FETCH UID 3: %v, %d messages", err, len(msgs))
+		}
+		return string(msgs[0].FindBodySection(sec))
+	}
+	dec := id.decrypterWith(t, ms, -1, &countMetrics{})
+	if got := contentType(dec); !strings.Contains(got, "text/plain") {
+		t.Fatalf("first run serves UID 3 with %q", got)
+	}
+	ms.Flush()
+	st, ok := dec.LoadIndex(ref)
+	if !ok || st.Checked != 5 || !slices.Equal(st.Candidates, []uint32{1, 2, 3}) {
+		t.Fatalf("stored classification = %+v, %v", st, ok)
+	}
+
+	// The same rules: UID 3 is taken as plain, as the state says, and served as stored (ciphertext).
+	dec.SaveIndex(ref, proxy.IndexState{Classifier: st.Classifier, Checked: 5, Candidates: []uint32{1, 2}})
+	ms.Flush()
+	if got := contentType(id.decrypterWith(t, ms, -1, &countMetrics{})); !strings.Contains(got, "pkcs7-mime") {
+		t.Errorf("a restart with the stored classification serves UID 3 with %q, want it as stored", got)
+	}
+	// Other rules: the state is not used, UID 3 is classified again and served decrypted.
+	dec.SaveIndex(ref, proxy.IndexState{Classifier: st.Classifier + "-old", Checked: 5, Candidates: []uint32{1, 2}})
+	ms.Flush()
+	if got := contentType(id.decrypterWith(t, ms, -1, &countMetrics{})); !strings.Contains(got, "text/plain") {
+		t.Errorf("a restart with a classification made under other rules serves UID 3 with %q", got)
 	}
 }

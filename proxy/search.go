@@ -321,6 +321,16 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-r.srv.rewriteSem }()
+			if hits, ok := r.storedHits(m, uid, keys, hm); ok {
+				mu.Lock()
+				for i, hit := range hits {
+					if hit {
+						matches[i] = append(matches[i], uid)
+					}
+				}
+				mu.Unlock()
+				return
+			}
 			served, err := r.srv.opts.Rewriter.Rewrite(ctx, r.ref(m, uid), func() ([]byte, error) { return r.fetchRaw(ctx, m, uid) })
 			if err != nil {
 				return // expunged meanwhile, or unreadable: the upstream's answer stands
@@ -374,6 +384,50 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		return r.prepareSort(c, out, progStart, sortBy, m, enc), nil
 	}
 	return out, nil
+}
+
+// storedHits evaluates the rewritten keys over what the metadata store kept of uid's served copy (sizes and
+// header from MetaSource, text from StoredTextMatcher), so the copy need not be read and decrypted again; ok is
+// false unless the store answers every key.
+func (r *relay) storedHits(m mailboxRef, uid uint32, keys []textKey, hm HeaderMatcher) (hits []bool, ok bool) {
+	ms, stm := r.srv.opts.MetaSource, r.srv.opts.StoredText
+	ref := r.ref(m, uid)
+	var meta *ServedMeta
+	metaOf := func() *ServedMeta {
+		if meta == nil && ms != nil {
+			if v, ok := ms.Meta(ref); ok {
+				meta = &v
+			}
+		}
+		return meta
+	}
+	hits = make([]bool, len(keys))
+	for i, k := range keys {
+		switch {
+		case k.sizeOp != "":
+			mt := metaOf()
+			if mt == nil {
+				return nil, false
+			}
+			hits[i] = k.sizeOp == "LARGER" && uint64(mt.Size) > k.size || k.sizeOp == "SMALLER" && uint64(mt.Size) < k.size
+		case k.field != "":
+			mt := metaOf()
+			if mt == nil || hm == nil {
+				return nil, false
+			}
+			hits[i] = hm.MatchHeader(mt.Header, k.field, k.needle)
+		default:
+			if stm == nil {
+				return nil, false
+			}
+			match, ok := stm.MatchStoredText(ref, k.needle, k.headerToo)
+			if !ok {
+				return nil, false
+			}
+			hits[i] = match
+		}
+	}
+	return hits, true
 }
 
 // keyHit evaluates one rewritten key over a served copy.

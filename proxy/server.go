@@ -58,6 +58,11 @@ type Options struct {
 	// messages.
 	MetaSource MetaSource
 	MetaPruner MetaPruner
+	// IndexStore keeps the relay's classification of each mailbox across restarts; nil classifies afresh in
+	// every process.
+	IndexStore IndexStore
+	// StoredText answers SEARCH BODY and TEXT from stored text without decrypting; nil asks TextMatcher.
+	StoredText StoredTextMatcher
 	// CommandTimeout bounds each upstream command; 0 means DefaultCommandTimeout.
 	CommandTimeout time.Duration
 	// ShutdownTimeout bounds Close; 0 means DefaultShutdownTimeout.

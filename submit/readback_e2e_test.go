@@ -26,7 +26,8 @@ func (e *e2e) startIMAPProxy() string {
 	}
 	srv, err := proxy.New(proxy.Options{Upstream: backend.Options{URL: "imap://" + e.d.Addr(), CAFile: e.d.CAFile()},
 		Rewriter: dec, CandidateFilter: dec, CacheProbe: dec, HeaderGuard: dec, AppendGuard: dec, TextMatcher: dec,
-		HeaderMatcher: dec, DerivedCache: dec, MetaSource: dec, MetaPruner: dec})
+		HeaderMatcher: dec, DerivedCache: dec, MetaSource: dec, MetaPruner: dec,
+		IndexStore: dec, StoredText: dec})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -326,6 +326,8 @@ func fetchRound(ctx context.Context, tb testenv.TB, cfg config, r int, d *testen
 		DerivedCache:    dec,
 		MetaSource:      dec,
 		MetaPruner:      dec,
+		IndexStore:      dec,
+		StoredText:      dec,
 	})
 	if err != nil {
 		return rd, 0, fmt.Errorf("smimebench: %w", err)

@@ -232,8 +232,9 @@ func TestServeKill9MidSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := metastore.StatFile(metaDir, "bob"); err != nil || st.Entries != n {
-		t.Errorf("the store: %+v, %v; want %d entries", st, err, n)
+	// Two entries a message: its metadata and its searchable text.
+	if st, err := metastore.StatFile(metaDir, "bob"); err != nil || st.Entries != 2*n {
+		t.Errorf("the store: %+v, %v; want %d entries", st, err, 2*n)
 	}
 	if files < 2 {
 		t.Errorf("only %d files in the working directory: the store and log were expected", files)
@@ -273,8 +274,8 @@ func TestServeKill9MidSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	if st, err := metastore.StatFile(metaDir, "bob"); err != nil || st.Entries != n {
-		t.Errorf("the store rebuilt under the new key: %+v, %v; want %d entries", st, err, n)
+	if st, err := metastore.StatFile(metaDir, "bob"); err != nil || st.Entries != 2*n {
+		t.Errorf("the store rebuilt under the new key: %+v, %v; want %d entries", st, err, 2*n)
 	}
 }
 

@@ -199,7 +199,7 @@ func (sf *serveFlags) run(ctx context.Context, env *cmdEnv, fs *flag.FlagSet, ar
 		// The Decrypter is the Rewriter and every one of its helpers (proxy/hooks.go).
 		opts.Rewriter, opts.CandidateFilter, opts.CacheProbe, opts.DerivedCache = d, d, d, d
 		opts.HeaderGuard, opts.AppendGuard, opts.TextMatcher, opts.HeaderMatcher = d, d, d, d
-		opts.MetaSource, opts.MetaPruner = d, d
+		opts.MetaSource, opts.MetaPruner, opts.IndexStore, opts.StoredText = d, d, d, d
 		opts.EncryptAppends = sf.encryptAppends
 		if !sf.encryptAppends {
 			logger.Warn(encryptAppendsOffWarning)

@@ -40,3 +40,15 @@ func MetaOf(served []byte) Meta {
 	return Meta{Size: int64(len(served)), Header: header, Envelope: imapfmt.Envelope(served),
 		Body: imapfmt.BodyStructure(served, false), BodyStructure: imapfmt.BodyStructure(served, true)}
 }
+
+// IndexState is the relay's classification of one mailbox in one UIDVALIDITY (proxy.IndexStore), as the
+// metadata store keeps it across restarts.
+type IndexState struct {
+	// Classifier identifies the rules the classification was made under (the relay's version of them, the
+	// status fields and the candidate criteria): a state made under others is not used.
+	Classifier string
+	// Checked: every UID up to it was classified.
+	Checked uint32
+	// Candidates are the UIDs served rewritten, ascending, each at most Checked.
+	Candidates []uint32
+}
