@@ -15,17 +15,17 @@ import (
 // The Decrypter implements the Rewriter and each of its helpers (proxy/hooks.go); this package does not import
 // proxy, so the checks are here.
 var (
-	_ proxy.Rewriter        = (*Decrypter)(nil)
-	_ proxy.CandidateFilter = (*Decrypter)(nil)
-	_ proxy.CacheProbe      = (*Decrypter)(nil)
-	_ proxy.HeaderGuard     = (*Decrypter)(nil)
-	_ proxy.AppendGuard     = (*Decrypter)(nil)
-	_ proxy.TextMatcher     = (*Decrypter)(nil)
-	_ proxy.HeaderMatcher   = (*Decrypter)(nil)
-	_ proxy.DerivedCache    = (*Decrypter)(nil)
-	_ proxy.MetaSource      = (*Decrypter)(nil)
-	_ proxy.MetaPruner      = (*Decrypter)(nil)
-	_ proxy.IndexStore      = (*Decrypter)(nil)
+	_ proxy.Rewriter          = (*Decrypter)(nil)
+	_ proxy.CandidateFilter   = (*Decrypter)(nil)
+	_ proxy.CacheProbe        = (*Decrypter)(nil)
+	_ proxy.HeaderGuard       = (*Decrypter)(nil)
+	_ proxy.AppendGuard       = (*Decrypter)(nil)
+	_ proxy.TextMatcher       = (*Decrypter)(nil)
+	_ proxy.HeaderMatcher     = (*Decrypter)(nil)
+	_ proxy.DerivedCache      = (*Decrypter)(nil)
+	_ proxy.MetaSource        = (*Decrypter)(nil)
+	_ proxy.MetaPruner        = (*Decrypter)(nil)
+	_ proxy.IndexStore        = (*Decrypter)(nil)
 	_ proxy.StoredTextMatcher = (*Decrypter)(nil)
 )
 
