@@ -106,6 +106,11 @@ type HeaderMatcher interface {
 	// MatchHeader reports whether the top-level header of served has a field called name whose unfolded
 	// value contains needle, case-insensitively; an empty needle matches any such field.
 	MatchHeader(served []byte, name, needle string) bool
+	// MatchSearchHeader reports whether the top-level header of served (a served copy, or the header block
+	// MetaSource stored of it) matches the search key ("FROM", "TO", "CC", "BCC", "SUBJECT", or "HEADER" with
+	// the field name) with needle as the upstream server would if it stored served: the served header is
+	// what a client sees (for RFC 9788 header-protected mail the inner fields), the stored one is not.
+	MatchSearchHeader(served []byte, key, name, needle string) bool
 }
 
 // DerivedCache lets the proxy keep what it derives from a rewritten message (its BODYSTRUCTURE and ENVELOPE)

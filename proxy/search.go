@@ -55,6 +55,10 @@ type textKey struct {
 	field      string // HEADER key: the field name; "" for BODY and TEXT
 	sizeOp     string // "LARGER" or "SMALLER" (then size is the number); "" for the others
 	size       uint64
+	// hdrKey is a header key evaluated as the upstream server would over the served header: "FROM", "TO",
+	// "CC", "BCC", "SUBJECT", or "HEADER" on a field the Rewriter does not own (field names it); "" for the
+	// others.
+	hdrKey string
 }
 
 // errSearchSyntax stops the rewrite: the command goes upstream unchanged (and the server says what is wrong).
@@ -63,9 +67,15 @@ var errSearchSyntax = &protoError{"search program not understood"}
 // searchKeys finds the text keys (BODY, TEXT) of the search program that starts at s.
 func searchKeys(s *scanner, depth int) ([]textKey, error) { return searchKeysOwned(s, depth, nil) }
 
-// searchKeysOwned finds the text keys of the search program that starts at s and, when owns is not nil, the
-// HEADER keys on the fields it reports true for.
-func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, error) {
+// keyFilter says which keys besides BODY, TEXT, LARGER and SMALLER searchKeysOwned collects: HEADER keys on the
+// fields owns reports true for, and with headers the other header keys (BCC, CC, FROM, SUBJECT, TO, HEADER).
+type keyFilter struct {
+	owns    func(string) bool
+	headers bool
+}
+
+// searchKeysOwned finds the text keys of the search program that starts at s and those f asks for.
+func searchKeysOwned(s *scanner, depth int, f *keyFilter) ([]textKey, error) {
 	var out []textKey
 	for {
 		save := s.pos
@@ -84,7 +94,7 @@ func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, 
 			s.pos = save
 			return out, nil
 		}
-		keys, err := searchKey(s, t, depth, owns)
+		keys, err := searchKey(s, t, depth, f)
 		if err != nil {
 			return nil, err
 		}
@@ -93,13 +103,13 @@ func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, 
 }
 
 // searchKey reads one key whose first token is t.
-func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKey, error) {
+func searchKey(s *scanner, t token, depth int, f *keyFilter) ([]textKey, error) {
 	if depth > 100 {
 		return nil, errSearchSyntax
 	}
 	switch t.kind {
 	case tokOpen:
-		keys, err := searchKeysOwned(s, depth+1, owns)
+		keys, err := searchKeysOwned(s, depth+1, f)
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +128,7 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 		if err != nil {
 			return nil, err
 		}
-		keys, err := searchKey(s, n, depth+1, owns)
+		keys, err := searchKey(s, n, depth+1, f)
 		if name == "FUZZY" && len(keys) > 0 {
 			return nil, errSearchSyntax // a fuzzy text key cannot be rewritten into a group
 		}
@@ -130,7 +140,7 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 			if err != nil {
 				return nil, err
 			}
-			keys, err := searchKey(s, n, depth+1, owns)
+			keys, err := searchKey(s, n, depth+1, f)
 			if err != nil {
 				return nil, err
 			}
@@ -179,11 +189,20 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 		return []textKey{{start: t.start, end: last.end, sizeOp: name, size: n}}, nil
 	case name == "BODY" || name == "TEXT":
 		return []textKey{{start: t.start, end: last.end, needle: string(last.val), headerToo: name == "TEXT"}}, nil
-	case name == "HEADER" && owns != nil && owns(string(first.val)):
+	case name == "HEADER" && f != nil && f.owns != nil && f.owns(string(first.val)):
 		return []textKey{{start: t.start, end: last.end, needle: string(last.val), field: string(first.val)}}, nil
+	case f != nil && f.headers && (name == "HEADER" || headerKeys[name]):
+		k := textKey{start: t.start, end: last.end, needle: string(last.val), hdrKey: name}
+		if name == "HEADER" {
+			k.field = string(first.val)
+		}
+		return []textKey{k}, nil
 	}
 	return nil, nil
 }
+
+// headerKeys are the search keys on one header field besides HEADER (RFC 9051 section 6.4.4).
+var headerKeys = map[string]bool{"BCC": true, "CC": true, "FROM": true, "SUBJECT": true, "TO": true}
 
 func isSequenceSet(b []byte) bool {
 	for _, c := range b {
@@ -253,11 +272,11 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	}
 	progStart := s.pos
 	sortBy := sortBySize(u, c.name)
-	var owns func(string) bool
+	var filter keyFilter
 	if headerOK {
-		owns = hm.OwnsField
+		filter = keyFilter{owns: hm.OwnsField, headers: true}
 	}
-	all, err := searchKeysOwned(s, 0, owns)
+	all, err := searchKeysOwned(s, 0, &filter)
 	if err != nil {
 		return u, nil
 	}
@@ -271,11 +290,11 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	var keys []textKey
 	onlyCandidates := false // some key matches only candidates
 	for _, k := range all {
-		if k.field == "" && k.sizeOp == "" && !textOK {
+		if k.field == "" && k.sizeOp == "" && k.hdrKey == "" && !textOK {
 			continue
 		}
 		keys = append(keys, k)
-		onlyCandidates = onlyCandidates || k.field != "" && written[strings.ToLower(k.field)]
+		onlyCandidates = onlyCandidates || k.owned() && written[strings.ToLower(k.field)]
 	}
 	if len(keys) == 0 && sortBy == nil {
 		return u, nil
@@ -351,7 +370,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	for i, k := range keys {
 		out = append(out, u[prev:k.start]...)
 		prev = k.end
-		if k.field != "" && written[strings.ToLower(k.field)] {
+		if k.owned() && written[strings.ToLower(k.field)] {
 			if len(matches[i]) == 0 {
 				out = append(out, "(NOT ALL)"...)
 			} else {
@@ -410,6 +429,12 @@ func (r *relay) storedHits(m mailboxRef, uid uint32, keys []textKey, hm HeaderMa
 				return nil, false
 			}
 			hits[i] = k.sizeOp == "LARGER" && uint64(mt.Size) > k.size || k.sizeOp == "SMALLER" && uint64(mt.Size) < k.size
+		case k.hdrKey != "":
+			mt := metaOf()
+			if mt == nil || hm == nil {
+				return nil, false
+			}
+			hits[i] = hm.MatchSearchHeader(mt.Header, k.hdrKey, k.field, k.needle)
 		case k.field != "":
 			mt := metaOf()
 			if mt == nil || hm == nil {
@@ -437,12 +462,17 @@ func keyHit(served []byte, k textKey, tm TextMatcher, hm HeaderMatcher) bool {
 		return uint64(len(served)) > k.size
 	case k.sizeOp == "SMALLER":
 		return uint64(len(served)) < k.size
+	case k.hdrKey != "":
+		return hm != nil && hm.MatchSearchHeader(served, k.hdrKey, k.field, k.needle)
 	case k.field != "":
 		return hm != nil && hm.MatchHeader(served, k.field, k.needle)
 	default:
 		return tm != nil && tm.MatchText(served, k.needle, k.headerToo)
 	}
 }
+
+// owned reports a HEADER key on a field the Rewriter owns (HeaderMatcher.OwnsField).
+func (k textKey) owned() bool { return k.field != "" && k.hdrKey == "" }
 
 func sortedUnique(l []uint32) []uint32 {
 	out := append([]uint32(nil), l...)
