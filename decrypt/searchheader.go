@@ -19,7 +19,7 @@ import (
 // (index-search.c search_header_arg): a field of that name whose value — unfolded, for address keys parsed
 // and written back as "name <mailbox@domain>", for SUBJECT with white space runs as one space, then with
 // encoded words decoded (RFC 2047) — contains needle, compared after Dovecot's normalization (title case,
-// decomposed, marks dropped, so "cafe" finds "Café"). An empty needle matches when such a field exists; a
+// decomposed, so "cafe" finds "Café"). An empty needle matches when such a field exists; a
 // needle that normalizes to nothing matches nothing.
 func MatchSearchHeader(served []byte, key, name, needle string) bool {
 	kind := imapfmt.HeaderPlain
@@ -44,8 +44,9 @@ func MatchSearchHeader(served []byte, key, name, needle string) bool {
 }
 
 // searchFold is Dovecot's uni_utf8_to_decomposed_titlecase, the normalizer its searches compare with: each
-// character in title case, decomposed (compatibility decomposition, combining marks dropped as Dovecot's
-// one-character decomposition drops them), invalid UTF-8 as U+FFFD (one for a run).
+// character in title case, then decomposed (Dovecot takes one level of the canonical or compatibility
+// decomposition, here NFKD), so that "cafe" finds "Café" (E and a combining acute) but "cafe olberg" does not
+// find "Café Ölberg"; invalid UTF-8 as U+FFFD (one for a run).
 func searchFold(s string) string {
 	ascii := true
 	for i := 0; i < len(s); i++ {
@@ -75,11 +76,7 @@ func searchFold(s string) string {
 			b.WriteRune(t)
 			continue
 		}
-		for _, d := range norm.NFKD.String(string(t)) {
-			if !unicode.Is(unicode.Mn, d) {
-				b.WriteRune(unicode.ToTitle(d))
-			}
-		}
+		b.WriteString(norm.NFKD.String(string(t)))
 	}
 	return b.String()
 }
