@@ -188,7 +188,7 @@ func appendAddressText(out []byte, list []address) []byte {
 }
 
 // appendMaybeEscape is Dovecot's str_append_maybe_escape: s (a C string) as it is when every octet is atext
-// (or a dot, unless escapeDot), else quoted with '"', '\' and '\'' escaped.
+// (or a dot, unless escapeDot), else quoted with '"', '\' and '\” escaped.
 func appendMaybeEscape(out []byte, s string, escapeDot bool) []byte {
 	if i := strings.IndexByte(s, 0); i >= 0 {
 		s = s[:i]
