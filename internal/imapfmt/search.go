@@ -188,7 +188,8 @@ func appendAddressText(out []byte, list []address) []byte {
 }
 
 // appendMaybeEscape is Dovecot's str_append_maybe_escape: s (a C string) as it is when every octet is atext
-// (or a dot, unless escapeDot), else quoted with '"', '\' and '\” escaped.
+// (or a dot, unless escapeDot), else in double quotes with every double quote, backslash and apostrophe
+// escaped by a backslash.
 func appendMaybeEscape(out []byte, s string, escapeDot bool) []byte {
 	if i := strings.IndexByte(s, 0); i >= 0 {
 		s = s[:i]
