@@ -97,9 +97,10 @@ type StoredTextMatcher interface {
 	MatchStoredText(m MessageRef, needle string, headerToo bool) (match, ok bool)
 }
 
-// HeaderMatcher lets SEARCH HEADER (RFC 9051 section 6.4.4) on the Rewriter's own header fields
-// (X-Smimeproxy-*) be answered from served copies instead of by the upstream server, which would find only
-// forged fields and never the ones the proxy adds.
+// HeaderMatcher lets the header keys of SEARCH (RFC 9051 section 6.4.4: FROM, TO, CC, BCC, SUBJECT, HEADER) be
+// answered from served copies instead of by the upstream server, which reads the stored header: for HEADER on
+// the Rewriter's own fields (X-Smimeproxy-*) it would find only forged fields and never the ones the proxy
+// adds, and for RFC 9788 header-protected mail it would see the outer header, not the protected one served.
 type HeaderMatcher interface {
 	// OwnsField reports whether a SEARCH HEADER on the field name must be answered from served copies.
 	OwnsField(name string) bool

@@ -16,8 +16,17 @@ import (
 //
 // where M is the subset of E whose served copy matches. LARGER n and SMALLER n are rewritten the same way,
 // M being the subset of E whose served copy (RFC822.SIZE as served, the length of BODY[]) is larger or
-// smaller than n: the upstream server would compare the stored ciphertext's size. Everything else (the other
-// keys, sequence numbers, RETURN options, SAVE and $, threading, CONTEXT updates) stays the upstream's.
+// smaller than n: the upstream server would compare the stored ciphertext's size. So are the header keys
+// FROM, TO, CC, BCC, SUBJECT and HEADER <field> x (a field the Rewriter does not own, below), M being the
+// subset of E whose served top-level header matches (HeaderMatcher.MatchSearchHeader, which follows the
+// upstream server's own rules: Dovecot's address normalization, white space folding for SUBJECT, encoded words
+// decoded): the upstream server would read the stored outer header, which for RFC 9788 header-protected mail
+// is not what the client is served (an obscured Subject, no To). The rule is fidelity: the answer is the one
+// the upstream server would give if it stored the served copies. M is computed from the metadata store
+// (MetaSource: size and header; StoredTextMatcher: text) for the candidates it holds, so a search after a
+// restart decrypts nothing, and from the served copy (cache or decryption) for the others. Everything else
+// (the other keys, sequence numbers, RETURN options, SAVE and $, threading and SORT orders other than SIZE,
+// CONTEXT updates) stays the upstream's.
 // Encrypted messages that arrive after the rewrite of a SEARCH RETURN (UPDATE) are judged by the relay, which
 // keeps the context (context.go); other new messages are the upstream's. A SORT with a
 // SIZE key over a mailbox with candidates is ordered by the relay with served sizes (sort.go).
@@ -45,9 +54,9 @@ var searchArity = map[string]int{
 	"HEADER": 2,
 }
 
-// textKey is one BODY or TEXT key of a search program, a HEADER key on a field the Rewriter owns, or a LARGER
-// or SMALLER key: its bytes [start,end), its string, for HEADER the field name, for LARGER and SMALLER the
-// comparison.
+// textKey is one BODY or TEXT key of a search program, a HEADER key on a field the Rewriter owns, a LARGER or
+// SMALLER key, or another header key (hdrKey): its bytes [start,end), its string, for HEADER the field name,
+// for LARGER and SMALLER the comparison.
 type textKey struct {
 	start, end int
 	needle     string
