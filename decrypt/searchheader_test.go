@@ -239,3 +239,27 @@ func TestMatchSearchHeaderMatchesDovecot(t *testing.T) {
 	}
 	t.Logf("%d of %d (needle, message) pairs match", positives, total)
 }
+
+// FuzzMatchSearchHeader: any header and needle are searched under every key without panic; an ASCII word in a
+// header field's value is found by HEADER on that field and by SUBJECT, and an empty needle finds the field.
+func FuzzMatchSearchHeader(f *testing.F) {
+	f.Add([]byte(caseHeader), "kumquat")
+	f.Add([]byte("To: a: b@c, \"d\\\" e\" <f@g>;\r\n =?x?Q?=4?=\r\n\r\n"), "<")
+	f.Add([]byte("From: =?UTF-8?B?w4Fsdm8=?= <@r:a@b>,,\r\nSubject: \t=?bogus?Q?half"), "é")
+	f.Fuzz(func(t *testing.T, hdr []byte, needle string) {
+		for _, key := range []string{"FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER"} {
+			MatchSearchHeader(hdr, key, "X-F", needle)
+		}
+		if len(needle) == 0 || len(needle) > 20 || !isPrintableASCII(needle) || strings.Contains(needle, "=?") {
+			return
+		}
+		msg := []byte("X-F: xx" + needle + "yy\r\nSubject: " + needle + "\r\n\r\n")
+		if !MatchSearchHeader(msg, "HEADER", "X-F", needle) || !MatchSearchHeader(msg, "HEADER", "x-f", "") {
+			t.Errorf("HEADER X-F %q not found in %q", needle, msg)
+		}
+		if strings.TrimLeft(needle, " \t") == needle && !strings.Contains(needle, "  ") && !strings.Contains(needle, "\t") &&
+			!MatchSearchHeader(msg, "SUBJECT", "", needle) {
+			t.Errorf("SUBJECT %q not found in %q", needle, msg)
+		}
+	})
+}
