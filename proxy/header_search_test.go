@@ -69,6 +69,8 @@ var hdrSearchCommands = []string{
 	`UID SEARCH SUBJECT "weekly kumquat digest"`,
 	"UID SEARCH CHARSET UTF-8 SUBJECT {7}\r\ngrüße",
 	`UID SEARCH SUBJECT "grüße aus köln"`,
+	"UID SEARCH CHARSET ISO-8859-1 SUBJECT {6}\r\n\xd6lberg",
+	"UID SORT (ARRIVAL) ISO-8859-1 OR SUBJECT {4}\r\ncaf\xe9 BODY {4}\r\nbody",
 	`UID SEARCH SUBJECT ""`,
 	"UID SEARCH FROM alice",
 	`UID SEARCH FROM "Alice <"`,

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/text/encoding/htmlindex"
 )
 
 // SEARCH, UID SEARCH, SORT, THREAD (RFC 9051 section 6.4.4, RFC 5256, RFC 4731, RFC 5267) with BODY or TEXT
@@ -224,7 +226,20 @@ func isSequenceSet(b []byte) bool {
 
 // searchProgram positions s at the search program of a SEARCH, SORT or THREAD command.
 func searchProgram(u unit, name string) (*scanner, bool) {
-	s := &scanner{b: u}
+	s, _, ok := searchProgramCharset(u, name)
+	return s, ok
+}
+
+// searchProgramCharset is searchProgram that also returns the command's CHARSET ("" when it names none).
+func searchProgramCharset(u unit, name string) (s *scanner, charset string, ok bool) {
+	s = &scanner{b: u}
+	cs := func() {
+		if t, err := s.next(); err == nil {
+			if v, ok := astring(t); ok {
+				charset = string(v)
+			}
+		}
+	}
 	s.next() // tag
 	if strings.HasPrefix(name, "UID ") {
 		s.next()
@@ -234,15 +249,15 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 	case "SORT":
 		t, _ := s.next()
 		if t.kind != tokOpen {
-			return nil, false
+			return nil, "", false
 		}
 		if _, err := s.skipValue(t); err != nil {
-			return nil, false
+			return nil, "", false
 		}
-		s.next() // charset
+		cs()
 	case "THREAD":
 		s.next() // algorithm
-		s.next() // charset
+		cs()
 	default:
 		for {
 			save := s.pos
@@ -255,18 +270,38 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 			case "RETURN":
 				o, _ := s.next()
 				if _, err := s.skipValue(o); err != nil {
-					return nil, false
+					return nil, "", false
 				}
 				continue
 			case "CHARSET":
-				s.next()
+				cs()
 				continue
 			}
 			s.pos = save
 			break
 		}
 	}
-	return s, true
+	return s, charset, true
+}
+
+// utf8Needle converts a search string from the command's charset to UTF-8, as the upstream server does before
+// it compares (RFC 9051 section 6.4.4: strings are in CHARSET, default US-ASCII or UTF-8); a charset it cannot
+// convert leaves the needle as sent (the server then answers NO [BADCHARSET] itself).
+func utf8Needle(needle, charset string) string {
+	switch cs := strings.ToLower(charset); cs {
+	case "", "utf-8", "utf8", "us-ascii":
+		return needle
+	default:
+		enc, err := htmlindex.Get(cs)
+		if err != nil {
+			return needle
+		}
+		out, err := enc.NewDecoder().String(needle)
+		if err != nil {
+			return needle
+		}
+		return out
+	}
 }
 
 // prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
@@ -275,7 +310,7 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.TextMatcher, r.srv.opts.TextMatcher != nil
 	hm, headerOK := r.srv.opts.HeaderMatcher, r.srv.opts.HeaderMatcher != nil
-	s, ok := searchProgram(u, c.name)
+	s, charset, ok := searchProgramCharset(u, c.name)
 	if !ok {
 		return u, nil
 	}
@@ -302,6 +337,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		if k.field == "" && k.sizeOp == "" && k.hdrKey == "" && !textOK {
 			continue
 		}
+		k.needle = utf8Needle(k.needle, charset)
 		keys = append(keys, k)
 		onlyCandidates = onlyCandidates || k.owned() && written[strings.ToLower(k.field)]
 	}

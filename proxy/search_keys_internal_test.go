@@ -47,3 +47,33 @@ func TestSearchHeaderKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchCharset: the CHARSET of SEARCH, SORT and THREAD is found, and needles in it become UTF-8 as the
+// server converts them before comparing.
+func TestSearchCharset(t *testing.T) {
+	for cmd, want := range map[string]string{
+		"a SEARCH FROM x\r\n": "",
+		"a UID SEARCH RETURN (MIN) CHARSET ISO-8859-1 FROM x\r\n": "ISO-8859-1",
+		"a SORT (DATE) UTF-8 ALL\r\n":                             "UTF-8",
+		"a UID THREAD REFERENCES \"windows-1252\" ALL\r\n":        "windows-1252",
+	} {
+		name := strings.Fields(cmd)[1]
+		if name == "UID" {
+			name += " " + strings.Fields(cmd)[2]
+		}
+		if _, cs, ok := searchProgramCharset(unit(cmd), name); !ok || cs != want {
+			t.Errorf("%q: charset %q, %v; want %q", cmd, cs, ok, want)
+		}
+	}
+	for _, tc := range []struct{ needle, charset, want string }{
+		{"caf\xe9", "ISO-8859-1", "café"},
+		{"caf\xe9", "iso-8859-1", "café"},
+		{"café", "UTF-8", "café"},
+		{"caf\xe9", "x-unknown", "caf\xe9"},
+		{"abc", "", "abc"},
+	} {
+		if got := utf8Needle(tc.needle, tc.charset); got != tc.want {
+			t.Errorf("utf8Needle(%q, %q) = %q, want %q", tc.needle, tc.charset, got, tc.want)
+		}
+	}
+}
