@@ -20,7 +20,9 @@ import (
 // and written back as "name <mailbox@domain>", for SUBJECT with white space runs as one space, then with
 // encoded words decoded (RFC 2047) — contains needle, compared after Dovecot's normalization (title case,
 // decomposed, so "cafe" finds "Café"). An empty needle matches when such a field exists; a
-// needle that normalizes to nothing matches nothing.
+// needle that normalizes to nothing matches nothing. Each key is judged alone: Dovecot 2.3 lets a later key of
+// another kind on the same field line reuse the value an earlier key decoded (FROM x HEADER From y compares y
+// with the written-back addresses), which is not imitated.
 func MatchSearchHeader(served []byte, key, name, needle string) bool {
 	kind := imapfmt.HeaderPlain
 	switch strings.ToUpper(key) {
