@@ -53,6 +53,11 @@ func (d *Decrypter) MatchHeader(served []byte, name, needle string) bool {
 	return MatchHeader(served, name, needle)
 }
 
+// MatchSearchHeader is the package function MatchSearchHeader.
+func (d *Decrypter) MatchSearchHeader(served []byte, key, name, needle string) bool {
+	return MatchSearchHeader(served, key, name, needle)
+}
+
 // Derived implements proxy.DerivedCache: values derived from the served bytes of m (the proxy's parsed
 // BODYSTRUCTURE and ENVELOPE) are kept with them in the cache, so a message is parsed once, not per FETCH.
 func (d *Decrypter) Derived(m MessageRef, served []byte, name string, compute func() any) any {

@@ -11,8 +11,8 @@ import (
 // progNode is that program as a tree, built only from the keys the relay can evaluate for one message without
 // the upstream's session: ALL, the flag keys (RFC 9051 section 6.4.4: ANSWERED, DELETED, DRAFT, FLAGGED, SEEN,
 // their UN- forms, KEYWORD, UNKEYWORD), UID with a set of numbers, NOT, OR, parenthesised lists and the keys
-// the relay rewrote (BODY, TEXT, LARGER, SMALLER, HEADER on the Rewriter's fields). Any other key (dates,
-// header fields, sequence numbers, $, RECENT, MODSEQ, "*" in a set, ...) makes the program unsupported: the
+// the relay rewrote (BODY, TEXT, LARGER, SMALLER, FROM, TO, CC, BCC, SUBJECT, HEADER). Any other key (dates,
+// sequence numbers, $, RECENT, MODSEQ, "*" in a set, ...) makes the program unsupported: the
 // relay then refuses RETURN (UPDATE) rather than let the context drift.
 type progNode struct {
 	op   byte // 'a' and (kids), 'o' or (kids[0], kids[1]), 'n' not (kids[0]), 'T' all, 'f' flag, 'u' uid, 'c' content

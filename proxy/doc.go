@@ -16,7 +16,7 @@
 //     message the index (index.go) says is encrypted has its body-dependent items computed from the served
 //     copy (or from its stored metadata, Options.MetaSource), its other items kept as sent; plain responses
 //     pass unchanged (minus the added UID);
-//   - SEARCH, SORT, THREAD with BODY, TEXT, LARGER or SMALLER keys or HEADER keys on a status field
+//   - SEARCH, SORT, THREAD with BODY, TEXT, LARGER, SMALLER, FROM, TO, CC, BCC, SUBJECT or HEADER keys
 //     (search.go): those keys are evaluated over the served copies and substituted by UID sets, everything
 //     else stays the server's; SORT by SIZE is ordered by the relay (sort.go), and a SEARCH RETURN (UPDATE)
 //     it rewrote keeps its context in the relay (context.go);

@@ -97,15 +97,21 @@ type StoredTextMatcher interface {
 	MatchStoredText(m MessageRef, needle string, headerToo bool) (match, ok bool)
 }
 
-// HeaderMatcher lets SEARCH HEADER (RFC 9051 section 6.4.4) on the Rewriter's own header fields
-// (X-Smimeproxy-*) be answered from served copies instead of by the upstream server, which would find only
-// forged fields and never the ones the proxy adds.
+// HeaderMatcher lets the header keys of SEARCH (RFC 9051 section 6.4.4: FROM, TO, CC, BCC, SUBJECT, HEADER) be
+// answered from served copies instead of by the upstream server, which reads the stored header: for HEADER on
+// the Rewriter's own fields (X-Smimeproxy-*) it would find only forged fields and never the ones the proxy
+// adds, and for RFC 9788 header-protected mail it would see the outer header, not the protected one served.
 type HeaderMatcher interface {
 	// OwnsField reports whether a SEARCH HEADER on the field name must be answered from served copies.
 	OwnsField(name string) bool
 	// MatchHeader reports whether the top-level header of served has a field called name whose unfolded
 	// value contains needle, case-insensitively; an empty needle matches any such field.
 	MatchHeader(served []byte, name, needle string) bool
+	// MatchSearchHeader reports whether the top-level header of served (a served copy, or the header block
+	// MetaSource stored of it) matches the search key ("FROM", "TO", "CC", "BCC", "SUBJECT", or "HEADER" with
+	// the field name) with needle as the upstream server would if it stored served: the served header is
+	// what a client sees (for RFC 9788 header-protected mail the inner fields), the stored one is not.
+	MatchSearchHeader(served []byte, key, name, needle string) bool
 }
 
 // DerivedCache lets the proxy keep what it derives from a rewritten message (its BODYSTRUCTURE and ENVELOPE)

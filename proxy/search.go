@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/text/encoding/htmlindex"
 )
 
 // SEARCH, UID SEARCH, SORT, THREAD (RFC 9051 section 6.4.4, RFC 5256, RFC 4731, RFC 5267) with BODY or TEXT
@@ -16,8 +18,17 @@ import (
 //
 // where M is the subset of E whose served copy matches. LARGER n and SMALLER n are rewritten the same way,
 // M being the subset of E whose served copy (RFC822.SIZE as served, the length of BODY[]) is larger or
-// smaller than n: the upstream server would compare the stored ciphertext's size. Everything else (the other
-// keys, sequence numbers, RETURN options, SAVE and $, threading, CONTEXT updates) stays the upstream's.
+// smaller than n: the upstream server would compare the stored ciphertext's size. So are the header keys
+// FROM, TO, CC, BCC, SUBJECT and HEADER <field> x (a field the Rewriter does not own, below), M being the
+// subset of E whose served top-level header matches (HeaderMatcher.MatchSearchHeader, which follows the
+// upstream server's own rules: Dovecot's address normalization, white space folding for SUBJECT, encoded words
+// decoded): the upstream server would read the stored outer header, which for RFC 9788 header-protected mail
+// is not what the client is served (an obscured Subject, no To). The rule is fidelity: the answer is the one
+// the upstream server would give if it stored the served copies. M is computed from the metadata store
+// (MetaSource: size and header; StoredTextMatcher: text) for the candidates it holds, so a search after a
+// restart decrypts nothing, and from the served copy (cache or decryption) for the others. Everything else
+// (the other keys, sequence numbers, RETURN options, SAVE and $, threading and SORT orders other than SIZE,
+// CONTEXT updates) stays the upstream's.
 // Encrypted messages that arrive after the rewrite of a SEARCH RETURN (UPDATE) are judged by the relay, which
 // keeps the context (context.go); other new messages are the upstream's. A SORT with a
 // SIZE key over a mailbox with candidates is ordered by the relay with served sizes (sort.go).
@@ -45,9 +56,9 @@ var searchArity = map[string]int{
 	"HEADER": 2,
 }
 
-// textKey is one BODY or TEXT key of a search program, a HEADER key on a field the Rewriter owns, or a LARGER
-// or SMALLER key: its bytes [start,end), its string, for HEADER the field name, for LARGER and SMALLER the
-// comparison.
+// textKey is one BODY or TEXT key of a search program, a HEADER key on a field the Rewriter owns, a LARGER or
+// SMALLER key, or another header key (hdrKey): its bytes [start,end), its string, for HEADER the field name,
+// for LARGER and SMALLER the comparison.
 type textKey struct {
 	start, end int
 	needle     string
@@ -55,6 +66,10 @@ type textKey struct {
 	field      string // HEADER key: the field name; "" for BODY and TEXT
 	sizeOp     string // "LARGER" or "SMALLER" (then size is the number); "" for the others
 	size       uint64
+	// hdrKey is a header key evaluated as the upstream server would over the served header: "FROM", "TO",
+	// "CC", "BCC", "SUBJECT", or "HEADER" on a field the Rewriter does not own (field names it); "" for the
+	// others.
+	hdrKey string
 }
 
 // errSearchSyntax stops the rewrite: the command goes upstream unchanged (and the server says what is wrong).
@@ -63,9 +78,15 @@ var errSearchSyntax = &protoError{"search program not understood"}
 // searchKeys finds the text keys (BODY, TEXT) of the search program that starts at s.
 func searchKeys(s *scanner, depth int) ([]textKey, error) { return searchKeysOwned(s, depth, nil) }
 
-// searchKeysOwned finds the text keys of the search program that starts at s and, when owns is not nil, the
-// HEADER keys on the fields it reports true for.
-func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, error) {
+// keyFilter says which keys besides BODY, TEXT, LARGER and SMALLER searchKeysOwned collects: HEADER keys on the
+// fields owns reports true for, and with headers the other header keys (BCC, CC, FROM, SUBJECT, TO, HEADER).
+type keyFilter struct {
+	owns    func(string) bool
+	headers bool
+}
+
+// searchKeysOwned finds the text keys of the search program that starts at s and those f asks for.
+func searchKeysOwned(s *scanner, depth int, f *keyFilter) ([]textKey, error) {
 	var out []textKey
 	for {
 		save := s.pos
@@ -84,7 +105,7 @@ func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, 
 			s.pos = save
 			return out, nil
 		}
-		keys, err := searchKey(s, t, depth, owns)
+		keys, err := searchKey(s, t, depth, f)
 		if err != nil {
 			return nil, err
 		}
@@ -93,13 +114,13 @@ func searchKeysOwned(s *scanner, depth int, owns func(string) bool) ([]textKey, 
 }
 
 // searchKey reads one key whose first token is t.
-func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKey, error) {
+func searchKey(s *scanner, t token, depth int, f *keyFilter) ([]textKey, error) {
 	if depth > 100 {
 		return nil, errSearchSyntax
 	}
 	switch t.kind {
 	case tokOpen:
-		keys, err := searchKeysOwned(s, depth+1, owns)
+		keys, err := searchKeysOwned(s, depth+1, f)
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +139,7 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 		if err != nil {
 			return nil, err
 		}
-		keys, err := searchKey(s, n, depth+1, owns)
+		keys, err := searchKey(s, n, depth+1, f)
 		if name == "FUZZY" && len(keys) > 0 {
 			return nil, errSearchSyntax // a fuzzy text key cannot be rewritten into a group
 		}
@@ -130,7 +151,7 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 			if err != nil {
 				return nil, err
 			}
-			keys, err := searchKey(s, n, depth+1, owns)
+			keys, err := searchKey(s, n, depth+1, f)
 			if err != nil {
 				return nil, err
 			}
@@ -179,11 +200,20 @@ func searchKey(s *scanner, t token, depth int, owns func(string) bool) ([]textKe
 		return []textKey{{start: t.start, end: last.end, sizeOp: name, size: n}}, nil
 	case name == "BODY" || name == "TEXT":
 		return []textKey{{start: t.start, end: last.end, needle: string(last.val), headerToo: name == "TEXT"}}, nil
-	case name == "HEADER" && owns != nil && owns(string(first.val)):
+	case name == "HEADER" && f != nil && f.owns != nil && f.owns(string(first.val)):
 		return []textKey{{start: t.start, end: last.end, needle: string(last.val), field: string(first.val)}}, nil
+	case f != nil && f.headers && (name == "HEADER" || headerKeys[name]):
+		k := textKey{start: t.start, end: last.end, needle: string(last.val), hdrKey: name}
+		if name == "HEADER" {
+			k.field = string(first.val)
+		}
+		return []textKey{k}, nil
 	}
 	return nil, nil
 }
+
+// headerKeys are the search keys on one header field besides HEADER (RFC 9051 section 6.4.4).
+var headerKeys = map[string]bool{"BCC": true, "CC": true, "FROM": true, "SUBJECT": true, "TO": true}
 
 func isSequenceSet(b []byte) bool {
 	for _, c := range b {
@@ -196,7 +226,20 @@ func isSequenceSet(b []byte) bool {
 
 // searchProgram positions s at the search program of a SEARCH, SORT or THREAD command.
 func searchProgram(u unit, name string) (*scanner, bool) {
-	s := &scanner{b: u}
+	s, _, ok := searchProgramCharset(u, name)
+	return s, ok
+}
+
+// searchProgramCharset is searchProgram that also returns the command's CHARSET ("" when it names none).
+func searchProgramCharset(u unit, name string) (s *scanner, charset string, ok bool) {
+	s = &scanner{b: u}
+	cs := func() {
+		if t, err := s.next(); err == nil {
+			if v, ok := astring(t); ok {
+				charset = string(v)
+			}
+		}
+	}
 	s.next() // tag
 	if strings.HasPrefix(name, "UID ") {
 		s.next()
@@ -206,15 +249,15 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 	case "SORT":
 		t, _ := s.next()
 		if t.kind != tokOpen {
-			return nil, false
+			return nil, "", false
 		}
 		if _, err := s.skipValue(t); err != nil {
-			return nil, false
+			return nil, "", false
 		}
-		s.next() // charset
+		cs()
 	case "THREAD":
 		s.next() // algorithm
-		s.next() // charset
+		cs()
 	default:
 		for {
 			save := s.pos
@@ -227,18 +270,38 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 			case "RETURN":
 				o, _ := s.next()
 				if _, err := s.skipValue(o); err != nil {
-					return nil, false
+					return nil, "", false
 				}
 				continue
 			case "CHARSET":
-				s.next()
+				cs()
 				continue
 			}
 			s.pos = save
 			break
 		}
 	}
-	return s, true
+	return s, charset, true
+}
+
+// utf8Needle converts a search string from the command's charset to UTF-8, as the upstream server does before
+// it compares (RFC 9051 section 6.4.4: strings are in CHARSET, default US-ASCII or UTF-8); a charset it cannot
+// convert leaves the needle as sent (the server then answers NO [BADCHARSET] itself).
+func utf8Needle(needle, charset string) string {
+	switch cs := strings.ToLower(charset); cs {
+	case "", "utf-8", "utf8", "us-ascii":
+		return needle
+	default:
+		enc, err := htmlindex.Get(cs)
+		if err != nil {
+			return needle
+		}
+		out, err := enc.NewDecoder().String(needle)
+		if err != nil {
+			return needle
+		}
+		return out
+	}
 }
 
 // prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
@@ -247,17 +310,17 @@ func searchProgram(u unit, name string) (*scanner, bool) {
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.TextMatcher, r.srv.opts.TextMatcher != nil
 	hm, headerOK := r.srv.opts.HeaderMatcher, r.srv.opts.HeaderMatcher != nil
-	s, ok := searchProgram(u, c.name)
+	s, charset, ok := searchProgramCharset(u, c.name)
 	if !ok {
 		return u, nil
 	}
 	progStart := s.pos
 	sortBy := sortBySize(u, c.name)
-	var owns func(string) bool
+	var filter keyFilter
 	if headerOK {
-		owns = hm.OwnsField
+		filter = keyFilter{owns: hm.OwnsField, headers: true}
 	}
-	all, err := searchKeysOwned(s, 0, owns)
+	all, err := searchKeysOwned(s, 0, &filter)
 	if err != nil {
 		return u, nil
 	}
@@ -271,11 +334,12 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	var keys []textKey
 	onlyCandidates := false // some key matches only candidates
 	for _, k := range all {
-		if k.field == "" && k.sizeOp == "" && !textOK {
+		if k.field == "" && k.sizeOp == "" && k.hdrKey == "" && !textOK {
 			continue
 		}
+		k.needle = utf8Needle(k.needle, charset)
 		keys = append(keys, k)
-		onlyCandidates = onlyCandidates || k.field != "" && written[strings.ToLower(k.field)]
+		onlyCandidates = onlyCandidates || k.owned() && written[strings.ToLower(k.field)]
 	}
 	if len(keys) == 0 && sortBy == nil {
 		return u, nil
@@ -351,7 +415,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	for i, k := range keys {
 		out = append(out, u[prev:k.start]...)
 		prev = k.end
-		if k.field != "" && written[strings.ToLower(k.field)] {
+		if k.owned() && written[strings.ToLower(k.field)] {
 			if len(matches[i]) == 0 {
 				out = append(out, "(NOT ALL)"...)
 			} else {
@@ -410,6 +474,12 @@ func (r *relay) storedHits(m mailboxRef, uid uint32, keys []textKey, hm HeaderMa
 				return nil, false
 			}
 			hits[i] = k.sizeOp == "LARGER" && uint64(mt.Size) > k.size || k.sizeOp == "SMALLER" && uint64(mt.Size) < k.size
+		case k.hdrKey != "":
+			mt := metaOf()
+			if mt == nil || hm == nil {
+				return nil, false
+			}
+			hits[i] = hm.MatchSearchHeader(mt.Header, k.hdrKey, k.field, k.needle)
 		case k.field != "":
 			mt := metaOf()
 			if mt == nil || hm == nil {
@@ -437,12 +507,17 @@ func keyHit(served []byte, k textKey, tm TextMatcher, hm HeaderMatcher) bool {
 		return uint64(len(served)) > k.size
 	case k.sizeOp == "SMALLER":
 		return uint64(len(served)) < k.size
+	case k.hdrKey != "":
+		return hm != nil && hm.MatchSearchHeader(served, k.hdrKey, k.field, k.needle)
 	case k.field != "":
 		return hm != nil && hm.MatchHeader(served, k.field, k.needle)
 	default:
 		return tm != nil && tm.MatchText(served, k.needle, k.headerToo)
 	}
 }
+
+// owned reports a HEADER key on a field the Rewriter owns (HeaderMatcher.OwnsField).
+func (k textKey) owned() bool { return k.field != "" && k.hdrKey == "" }
 
 func sortedUnique(l []uint32) []uint32 {
 	out := append([]uint32(nil), l...)

@@ -50,7 +50,8 @@ type Options struct {
 	AppendGuard AppendGuard
 	// TextMatcher evaluates SEARCH BODY and TEXT over served copies; nil leaves them to the server.
 	TextMatcher TextMatcher
-	// HeaderMatcher answers SEARCH HEADER on the Rewriter's own fields from served copies.
+	// HeaderMatcher answers SEARCH FROM, TO, CC, BCC, SUBJECT and HEADER from served headers; nil leaves them to
+	// the server.
 	HeaderMatcher HeaderMatcher
 	// DerivedCache keeps what the relay derives from a served copy next to the Rewriter's cached bytes.
 	DerivedCache DerivedCache

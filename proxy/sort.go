@@ -333,12 +333,22 @@ func tieRanks(asc, desc []uint32) map[uint32]int {
 }
 
 // servedSizes returns the served size (len of the served copy, as RFC822.SIZE is computed, served.go) of each
-// candidate in uids that can be read.
+// candidate in uids that can be read: from the metadata store when it holds the message (MetaSource), else
+// from the served copy.
 func (r *relay) servedSizes(ctx context.Context, m mailboxRef, uids []uint32) map[uint32]int64 {
 	out := make(map[uint32]int64, len(uids))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	ms := r.srv.opts.MetaSource
 	for _, uid := range uids {
+		if ms != nil {
+			if meta, ok := ms.Meta(r.ref(m, uid)); ok {
+				mu.Lock()
+				out[uid] = int64(meta.Size)
+				mu.Unlock()
+				continue
+			}
+		}
 		r.srv.rewriteSem <- struct{}{}
 		wg.Add(1)
 		go func() {

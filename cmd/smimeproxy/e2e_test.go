@@ -376,7 +376,9 @@ func TestE2E(t *testing.T) {
 				"tb/alice.env.sig.SHA256.opaque.eml", "forged/encrypted")},
 			{[]string{"TEXT", "quokka-7"}, tbUIDs("gen/signed-then-encrypted")},
 			{[]string{"BODY", "kangaroo-3"}, tbUIDs("gen/header-protection")},
-			{[]string{"TEXT", "wombat-42"}, tbUIDs("gen/header-protection")}, // protected Subject: TEXT covers headers
+			{[]string{"TEXT", "wombat-42"}, tbUIDs("gen/header-protection")},    // protected Subject: TEXT covers headers
+			{[]string{"SUBJECT", "wombat-42"}, tbUIDs("gen/header-protection")}, // the served Subject is the protected one
+			{[]string{"SUBJECT", `"[...]"`}, nil},                               // not the stored outer one
 			{[]string{"BODY", "zebrafinch"}, tbUIDs("plain/zebrafinch")},
 			{[]string{"BODY", "ocelot-5"}, tbUIDs("forged/plain")},
 			{[]string{"BODY", "no-such-word-anywhere"}, nil},
