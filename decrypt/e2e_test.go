@@ -101,6 +101,25 @@ func atoi(s string) (int, error) {
 	return n, nil
 }
 
+// e2eFiles is the INBOX of the end-to-end tests (UID n is e2eFiles[n-1]): Thunderbird's mail to Bob, encrypted
+// (alone, in and around signatures) and one only signed.
+var e2eFiles = []string{"alice.env.eml", "alice.sig.SHA256.opaque.env.eml", "alice.dsig.SHA256.multipart.env.eml",
+	"alice.env.dsig.SHA256.multipart.eml", "alice.dsig.SHA256.multipart.eml"}
+
+// e2eCorpus reads e2eFiles.
+func e2eCorpus(t *testing.T) [][]byte {
+	t.Helper()
+	var msgs [][]byte
+	for _, f := range e2eFiles {
+		b, err := os.ReadFile(filepath.Join(thunderbirdDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, b)
+	}
+	return msgs
+}
+
 // TestEndToEndVault: Python imaplib → proxy with this Decrypter → a go-imap server (imapmemserver; Dovecot
 // under testenv cannot yet serve mailboxes when run as root), keys in a real Vault dev server. Bob reads the Thunderbird corpus decrypted; Alice's session sees the same mail undecrypted;
 // with Vault cut, messages not yet decrypted come back undecryptable (key-unavailable) and the session stays
@@ -116,16 +135,7 @@ func TestEndToEndVault(t *testing.T) {
 	putP12(t, store, "bob", "Bob.p12")
 	putP12(t, store, "alice", "Alice.p12")
 
-	files := []string{"alice.env.eml", "alice.sig.SHA256.opaque.env.eml", "alice.dsig.SHA256.multipart.env.eml",
-		"alice.env.dsig.SHA256.multipart.eml", "alice.dsig.SHA256.multipart.eml"}
-	var msgs [][]byte
-	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(thunderbirdDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, b)
-	}
+	msgs := e2eCorpus(t)
 	up := startMemUpstream(t, map[string]string{"bob": "bob-pw", "alice": "alice-pw"}, msgs)
 	var orig [][]byte
 	for i := range msgs {
@@ -161,10 +171,10 @@ func TestEndToEndVault(t *testing.T) {
 	want := map[int]string{1: "This is a test message from Alice to Bob."}
 	for pass := 0; pass < 2; pass++ { // second pass: from the cache
 		bob := imaplibFetchAll(t, ln.Addr().String(), "bob", "bob-pw")
-		if len(bob) != len(files) {
-			t.Fatalf("bob got %d messages, want %d", len(bob), len(files))
+		if len(bob) != len(e2eFiles) {
+			t.Fatalf("bob got %d messages, want %d", len(bob), len(e2eFiles))
 		}
-		for uid := 1; uid <= len(files); uid++ {
+		for uid := 1; uid <= len(e2eFiles); uid++ {
 			got := bob[uid]
 			if got.size != len(got.body) {
 				t.Errorf("UID %d: RFC822.SIZE %d != len(BODY[]) %d", uid, got.size, len(got.body))
@@ -174,7 +184,7 @@ func TestEndToEndVault(t *testing.T) {
 				wantSt = "" // signed only
 			}
 			if st := statusOf(got.body); st != wantSt {
-				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, files[uid-1], mimepart.Values(got.body, StatusField), wantSt)
+				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, e2eFiles[uid-1], mimepart.Values(got.body, StatusField), wantSt)
 			}
 			if w := want[uid]; w != "" && !bytes.Contains(got.body, []byte(w)) {
 				t.Errorf("bob UID %d: plaintext %q missing", uid, w)
@@ -216,16 +226,7 @@ func TestEndToEndMemory(t *testing.T) {
 	store := keystore.NewMemory()
 	putP12(t, store, "bob", "Bob.p12")
 	putP12(t, store, "alice", "Alice.p12")
-	files := []string{"alice.env.eml", "alice.sig.SHA256.opaque.env.eml", "alice.dsig.SHA256.multipart.env.eml",
-		"alice.env.dsig.SHA256.multipart.eml", "alice.dsig.SHA256.multipart.eml"}
-	var msgs [][]byte
-	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(thunderbirdDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, b)
-	}
+	msgs := e2eCorpus(t)
 	up := startMemUpstream(t, map[string]string{"bob": "bob-pw", "alice": "alice-pw"}, msgs)
 	d, err := New(Options{Store: store})
 	if err != nil {
@@ -274,16 +275,16 @@ func TestEndToEndMemory(t *testing.T) {
 	const secret = "This is a test message from Alice to Bob."
 	for pass := 0; pass < 2; pass++ {
 		bob := fetchAll("bob", "bob-pw")
-		if len(bob) != len(files) {
-			t.Fatalf("bob got %d messages, want %d", len(bob), len(files))
+		if len(bob) != len(e2eFiles) {
+			t.Fatalf("bob got %d messages, want %d", len(bob), len(e2eFiles))
 		}
-		for uid := imap.UID(1); uid <= imap.UID(len(files)); uid++ {
+		for uid := imap.UID(1); uid <= imap.UID(len(e2eFiles)); uid++ {
 			want := "decrypted"
 			if uid == 5 {
 				want = "" // signed only
 			}
 			if st := statusOf(bob[uid]); st != want {
-				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, files[uid-1], mimepart.Values(bob[uid], StatusField), want)
+				t.Errorf("pass %d, bob UID %d (%s): status %q, want %q", pass, uid, e2eFiles[uid-1], mimepart.Values(bob[uid], StatusField), want)
 			}
 		}
 		if !bytes.Contains(bob[1], []byte(secret)) {
