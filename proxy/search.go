@@ -315,7 +315,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		return u, nil
 	}
 	progStart := s.pos
-	sortBy := sortBySize(u, c.name)
+	sortBy := sortServed(u, c.name)
 	var filter keyFilter
 	if headerOK {
 		filter = keyFilter{owns: hm.OwnsField, headers: true}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,9 +49,18 @@ var sortKeys = map[string]bool{
 	"DISPLAYFROM": true, "DISPLAYTO": true, // RFC 5957
 }
 
-// sortBySize returns the criteria of a SORT or UID SORT command u when they include SIZE; nil otherwise (no
-// SIZE, another command, the ESORT form, a key the relay does not know).
-func sortBySize(u unit, name string) []sortCrit {
+// servedSortKeys are the keys whose value differs between a message as stored and as served: SIZE, and the
+// header keys (the served header of RFC 9788 header-protected mail is the protected one).
+var servedSortKeys = map[string]bool{
+	"SIZE": true, "DATE": true, "SUBJECT": true, "FROM": true, "TO": true, "CC": true, "DISPLAYFROM": true, "DISPLAYTO": true,
+}
+
+// headerSortKey reports whether k is ordered by a header field's value (decrypt.SortKey).
+func headerSortKey(k string) bool { return k != "SIZE" && servedSortKeys[k] }
+
+// sortServed returns the criteria of a SORT or UID SORT command u when they include a key of servedSortKeys;
+// nil otherwise (no such key, another command, the ESORT form, a key the relay does not know).
+func sortServed(u unit, name string) []sortCrit {
 	if name != "SORT" && name != "UID SORT" {
 		return nil
 	}
@@ -64,7 +74,7 @@ func sortBySize(u unit, name string) []sortCrit {
 		return nil
 	}
 	var out []sortCrit
-	reverse, size := false, false
+	reverse, served := false, false
 	for {
 		t, err := s.next()
 		if err != nil {
@@ -86,9 +96,9 @@ func sortBySize(u unit, name string) []sortCrit {
 		}
 		out = append(out, sortCrit{key: k, reverse: reverse})
 		reverse = false
-		size = size || k == "SIZE"
+		served = served || servedSortKeys[k]
 	}
-	if !size || reverse {
+	if !served || reverse {
 		return nil
 	}
 	return out
@@ -184,8 +194,8 @@ func parseSearchResponse(line []byte) (nums []uint32, suffix []byte, ok bool) {
 // errSortStale reports that the client's session knows a message the side connection no longer sees.
 var errSortStale = errors.New("proxy: mailbox changed while sorting")
 
-// sortOrder sorts the messages uids of mailbox m (enc its candidates) by crit with served sizes, and returns
-// their UIDs (byUID) or their sequence numbers in that order.
+// sortOrder sorts the messages uids of mailbox m (enc its candidates) by crit with served sizes and served
+// header fields, and returns their UIDs (byUID) or their sequence numbers in that order.
 func (r *relay) sortOrder(ctx context.Context, m mailboxRef, enc, uids []uint32, crit []sortCrit, byUID bool) ([]uint32, error) {
 	if len(uids) == 0 {
 		return nil, nil
@@ -201,8 +211,28 @@ func (r *relay) sortOrder(ctx context.Context, m mailboxRef, enc, uids []uint32,
 			cands = append(cands, u)
 		}
 	}
-	served := r.servedSizes(ctx, m, cands)
+	hm := r.srv.opts.HeaderMatcher
+	// byHeader[i]: crit[i] is ordered by the relay over header fields (served ones for candidates).
+	byHeader := make([]bool, len(crit))
+	var fields []string
+	for i, k := range crit {
+		if hm != nil && headerSortKey(k.key) {
+			byHeader[i] = true
+			f := sortField(k.key)
+			if !slices.Contains(fields, f) {
+				fields = append(fields, f)
+			}
+		}
+	}
+	served := r.servedSortValues(ctx, m, cands, crit, byHeader)
 	sizes := map[uint32]int64{}
+	arrived := map[uint32]int64{} // INTERNALDATE, by which a message without a valid Date sorts under DATE
+	keys := make([]map[uint32]string, len(crit))
+	for i := range crit {
+		if byHeader[i] {
+			keys[i] = make(map[uint32]string, len(uids))
+		}
+	}
 	ranks := make([]map[uint32]int, len(crit))
 	var order, all []uint32
 	err := r.side.do(ctx, m, func(c *backend.Conn) error {
@@ -221,20 +251,36 @@ func (r *relay) sortOrder(ctx context.Context, m mailboxRef, enc, uids []uint32,
 			}
 			order = got
 		} else {
-			cmd := c.Client.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true})
+			opts := &imap.FetchOptions{UID: true, RFC822Size: true, InternalDate: slices.Contains(fields, "Date")}
+			var section *imap.FetchItemBodySection
+			if len(fields) > 0 {
+				section = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: fields, Peek: true}
+				opts.BodySection = []*imap.FetchItemBodySection{section}
+			}
+			cmd := c.Client.Fetch(set, opts)
 			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 				buf, err := msg.Collect()
 				if err != nil {
 					cmd.Close()
 					return err
 				}
-				sizes[uint32(buf.UID)] = buf.RFC822Size
+				u := uint32(buf.UID)
+				sizes[u] = buf.RFC822Size
+				arrived[u] = int64(uint32(buf.InternalDate.Unix())) // as Dovecot's index keeps it
+				if section != nil {
+					hdr := buf.FindBodySection(section)
+					for i, k := range crit {
+						if byHeader[i] {
+							keys[i][u], _ = hm.SortKey(hdr, k.key)
+						}
+					}
+				}
 			}
 			if err := cmd.Close(); err != nil {
 				return err
 			}
 			for i, k := range crit {
-				if k.key == "SIZE" {
+				if k.key == "SIZE" || byHeader[i] {
 					continue
 				}
 				var lists [2][]uint32
@@ -267,16 +313,33 @@ func (r *relay) sortOrder(ctx context.Context, m mailboxRef, enc, uids []uint32,
 		return nil, err
 	}
 	if len(served) > 0 {
-		for u, n := range served {
-			sizes[u] = n
+		for u, v := range served {
+			sizes[u] = v.size
+			for i := range crit {
+				if byHeader[i] {
+					keys[i][u] = v.keys[i]
+				}
+			}
+		}
+		for i, k := range crit {
+			if byHeader[i] && k.key == "DATE" {
+				for u, v := range keys[i] {
+					if v == "" {
+						keys[i][u] = fmt.Sprintf("%010d", arrived[u])
+					}
+				}
+			}
 		}
 		order = slices.Clone(uids)
 		slices.SortFunc(order, func(a, b uint32) int {
 			for i, k := range crit {
 				var d int
-				if k.key == "SIZE" {
+				switch {
+				case k.key == "SIZE":
 					d = cmpInt(sizes[a], sizes[b])
-				} else {
+				case byHeader[i]:
+					d = strings.Compare(keys[i][a], keys[i][b])
+				default:
 					d = ranks[i][a] - ranks[i][b]
 				}
 				if k.reverse {
@@ -301,6 +364,21 @@ func (r *relay) sortOrder(ctx context.Context, m mailboxRef, enc, uids []uint32,
 		seqs = append(seqs, uint32(i+1))
 	}
 	return seqs, nil
+}
+
+// sortField names the header field a header sort key reads.
+func sortField(key string) string {
+	switch key {
+	case "SUBJECT":
+		return "Subject"
+	case "FROM", "DISPLAYFROM":
+		return "From"
+	case "TO", "DISPLAYTO":
+		return "To"
+	case "DATE":
+		return "Date"
+	}
+	return "Cc"
 }
 
 func cmpInt(a, b int64) int {
@@ -332,19 +410,37 @@ func tieRanks(asc, desc []uint32) map[uint32]int {
 	return ranks
 }
 
-// servedSizes returns the served size (len of the served copy, as RFC822.SIZE is computed, served.go) of each
-// candidate in uids that can be read: from the metadata store when it holds the message (MetaSource), else
-// from the served copy.
-func (r *relay) servedSizes(ctx context.Context, m mailboxRef, uids []uint32) map[uint32]int64 {
-	out := make(map[uint32]int64, len(uids))
+// servedValue is what a candidate is sorted by as served: its size and, for each criterion ordered by a
+// header field, its sort key.
+type servedValue struct {
+	size int64
+	keys []string
+}
+
+// servedSortValues returns the served size (len of the served copy, as RFC822.SIZE is computed, served.go)
+// and the sort keys of the criteria marked in byHeader (HeaderMatcher.SortKey over the served header) of each
+// candidate in uids that can be read: from the metadata store when it holds the message (MetaSource, its
+// stored size and header), else from the served copy.
+func (r *relay) servedSortValues(ctx context.Context, m mailboxRef, uids []uint32, crit []sortCrit, byHeader []bool) map[uint32]servedValue {
+	out := make(map[uint32]servedValue, len(uids))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	ms := r.srv.opts.MetaSource
+	ms, hm := r.srv.opts.MetaSource, r.srv.opts.HeaderMatcher
+	value := func(size int64, header []byte) servedValue {
+		v := servedValue{size: size, keys: make([]string, len(crit))}
+		for i, k := range crit {
+			if byHeader[i] {
+				v.keys[i], _ = hm.SortKey(header, k.key)
+			}
+		}
+		return v
+	}
 	for _, uid := range uids {
 		if ms != nil {
 			if meta, ok := ms.Meta(r.ref(m, uid)); ok {
+				v := value(meta.Size, meta.Header)
 				mu.Lock()
-				out[uid] = int64(meta.Size)
+				out[uid] = v
 				mu.Unlock()
 				continue
 			}
@@ -356,10 +452,11 @@ func (r *relay) servedSizes(ctx context.Context, m mailboxRef, uids []uint32) ma
 			defer func() { <-r.srv.rewriteSem }()
 			served, err := r.srv.opts.Rewriter.Rewrite(ctx, r.ref(m, uid), func() ([]byte, error) { return r.fetchRaw(ctx, m, uid) })
 			if err != nil {
-				return // expunged meanwhile, or unreadable: the upstream's size stands
+				return // expunged meanwhile, or unreadable: the upstream's size and header stand
 			}
+			v := value(int64(len(served)), served)
 			mu.Lock()
-			out[uid] = int64(len(served))
+			out[uid] = v
 			mu.Unlock()
 		}()
 	}

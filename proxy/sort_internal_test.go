@@ -39,7 +39,7 @@ func TestSortBySizeAndSearchResponse(t *testing.T) {
 		{"a SORT (SIZE X-SCORE) UTF-8 ALL\r\n", "SORT", nil},
 		{"a SEARCH LARGER 5\r\n", "SEARCH", nil},
 	} {
-		if got := sortBySize(unit(tc.cmd), tc.name); !slices.Equal(got, tc.want) {
+		if got := sortServed(unit(tc.cmd), tc.name); !slices.Equal(got, tc.want) {
 			t.Errorf("%q: %v, want %v", tc.cmd, got, tc.want)
 		}
 	}
