@@ -61,6 +61,16 @@ func hdrSortSeed(t *testing.T, own, other *x509.Certificate) [][]byte {
 		hp("Relay <aaa@relay.example>", "From: Fw Sender <fw@example.org>", "To: bob@example.org", "Subject: Fw[x]: zebra minutes",
 			date(5)),
 		enc(msg([]string{"Content-Type: text/plain", "From: Bob <bob@example.org>", "Subject: Re: Re: mango", date(1)}, "enc\n"), own),
+		// Dates Dovecot parses leniently or not at all (then the internal date counts), and more subject forms.
+		msg([]string{"From: x@example.org", "Subject: [FWD: Re: [x] nested (fwd)]  ", "Date: 3 Mar 26 10:00 EST"}, "plain\n"),
+		msg([]string{"From: y@example.org", "Subject: Fwd:Fwd: re[list]: deep", "Date: garbage"}, "plain\n"),
+		hp("Relay <aaa@relay.example>", "From: team: x@example.org;", "To: Bob <bob@example.org>", "Subject:   leading spaces"),
+		msg([]string{"From: z@example.org", "Subject: =?UTF-8?B?w6nDqQ==?= =?UTF-8?Q?_x?=", "Date: Tue, 31 Feb 2026 10:00:00 +0000"},
+			"plain\n"),
+		msg([]string{"From: w@example.org", "Subject: re: [blob]", "Date: Wed, 4 Mar 2026 09:00 (comment) +0100"}, "plain\n"),
+		hp("Relay <aaa@relay.example>", "From: v@example.org", "Subject: [a] [b]", "Date: Mon, 02 Mar 2026 10:00:00 z"),
+		msg([]string{"From: u@example.org", "Subject: FW:", "Date: Mon, 02 Mar 2026 10:00:00 b"}, "plain\n"),
+		hp("Relay <aaa@relay.example>", "From: t@example.org", "Subject: (fwd) (FWD)", "Date: Mon, 2 Mar 2026 09:59:60 PDT"),
 	}
 }
 
@@ -90,6 +100,9 @@ var hdrSortCommands = []string{
 	"UID SORT (TO) UTF-8 SUBJECT mango",
 	"UID SORT (SUBJECT) US-ASCII OR TO amy CC amy",
 	"UID SORT (ARRIVAL) UTF-8 ALL",
+	"UID SORT (DATE) UTF-8 ALL",
+	"SORT (REVERSE DATE) UTF-8 ALL",
+	"UID SORT (DATE REVERSE FROM) UTF-8 ALL",
 }
 
 // TestSortHeaderKeysServed: SORT and UID SORT by SUBJECT, FROM, TO, CC (RFC 5256) and DISPLAYFROM, DISPLAYTO
