@@ -103,6 +103,23 @@ var hdrSortCommands = []string{
 	"UID SORT (DATE) UTF-8 ALL",
 	"SORT (REVERSE DATE) UTF-8 ALL",
 	"UID SORT (DATE REVERSE FROM) UTF-8 ALL",
+	"UID SORT (SUBJECT) UTF-8 SUBJECT zebra",
+	"SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL",
+	"UID SORT RETURN (ALL) (REVERSE FROM) UTF-8 ALL",
+	"SORT RETURN () (DISPLAYFROM) UTF-8 NOT SUBJECT apple",
+	"UID SORT RETURN (MIN MAX) (SUBJECT DATE) UTF-8 ALL",
+	"UID SORT RETURN (COUNT) (TO) UTF-8 SUBJECT zebra",
+	"UID SORT RETURN (ALL) (SUBJECT) UTF-8 SUBJECT zebra",
+	"SORT RETURN (MIN MAX COUNT ALL) (SIZE) UTF-8 SUBJECT nomatchatall",
+	"UID SORT RETURN (ALL COUNT) (ARRIVAL) UTF-8 SUBJECT mango",
+}
+
+// hdrSortDiffer are commands beyond the first ten that the upstream server alone answers differently.
+var hdrSortDiffer = map[string]bool{
+	"UID SORT (DATE) UTF-8 ALL":                           true,
+	"SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL": true,
+	"UID SORT RETURN (ALL) (SUBJECT) UTF-8 SUBJECT zebra": true,
+	"UID SORT RETURN (COUNT) (TO) UTF-8 SUBJECT zebra":    true,
 }
 
 // TestSortHeaderKeysServed: SORT and UID SORT by SUBJECT, FROM, TO, CC (RFC 5256) and DISPLAYFROM, DISPLAYTO
@@ -149,7 +166,7 @@ func TestSortHeaderKeysServed(t *testing.T) {
 	want := make([]string, len(hdrSortCommands))
 	for i, cmd := range hdrSortCommands {
 		want[i] = searchAnswer(t, cmd, twin.do(cmd))
-		if i < 10 && want[i] == searchAnswer(t, cmd, direct.do(cmd)) {
+		if (i < 10 || hdrSortDiffer[cmd]) && want[i] == searchAnswer(t, cmd, direct.do(cmd)) {
 			t.Errorf("the upstream server answers %q as over the twins: the test would not show anything", cmd)
 		}
 	}

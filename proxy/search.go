@@ -248,6 +248,13 @@ func searchProgramCharset(u unit, name string) (s *scanner, charset string, ok b
 	switch strings.TrimPrefix(name, "UID ") {
 	case "SORT":
 		t, _ := s.next()
+		if t.kind == tokAtom && strings.EqualFold(string(t.val), "RETURN") { // ESORT, RFC 5267 section 3
+			o, _ := s.next()
+			if _, err := s.skipValue(o); err != nil {
+				return nil, "", false
+			}
+			t, _ = s.next()
+		}
 		if t.kind != tokOpen {
 			return nil, "", false
 		}

@@ -58,9 +58,18 @@ var servedSortKeys = map[string]bool{
 // headerSortKey reports whether k is ordered by a header field's value (decrypt.SortKey).
 func headerSortKey(k string) bool { return k != "SIZE" && servedSortKeys[k] }
 
+// sortReq is a SORT the relay orders itself: its criteria and, in the ESORT form (RFC 5267 section 3), the
+// RETURN options.
+type sortReq struct {
+	crit                        []sortCrit
+	esort, min, max, count, all bool
+}
+
 // sortServed returns the criteria of a SORT or UID SORT command u when they include a key of servedSortKeys;
-// nil otherwise (no such key, another command, the ESORT form, a key the relay does not know).
-func sortServed(u unit, name string) []sortCrit {
+// nil otherwise (no such key, another command, a key the relay does not know, an ESORT form with RETURN
+// options other than MIN, MAX, COUNT and ALL, or with only MIN or MAX where a MODSEQ key would make the
+// server report the MODSEQ of those messages alone).
+func sortServed(u unit, name string) *sortReq {
 	if name != "SORT" && name != "UID SORT" {
 		return nil
 	}
@@ -70,10 +79,48 @@ func sortServed(u unit, name string) []sortCrit {
 		s.next()
 	}
 	s.next() // SORT
-	if t, err := s.next(); err != nil || t.kind != tokOpen {
+	req := &sortReq{}
+	t, err := s.next()
+	if err == nil && t.kind == tokAtom && strings.EqualFold(string(t.val), "RETURN") {
+		if o, err := s.next(); err != nil || o.kind != tokOpen {
+			return nil
+		}
+		req.esort = true
+		for {
+			o, err := s.next()
+			if err != nil {
+				return nil
+			}
+			if o.kind == tokClose {
+				break
+			}
+			if o.kind != tokAtom {
+				return nil
+			}
+			switch strings.ToUpper(string(o.val)) {
+			case "MIN":
+				req.min = true
+			case "MAX":
+				req.max = true
+			case "COUNT":
+				req.count = true
+			case "ALL":
+				req.all = true
+			default:
+				return nil
+			}
+		}
+		if !req.min && !req.max && !req.count {
+			req.all = true // RETURN () means ALL (RFC 4731 section 3.1)
+		}
+		if !req.all && !req.count && bytes.Contains(bytes.ToUpper(u), []byte("MODSEQ")) {
+			return nil
+		}
+		t, err = s.next()
+	}
+	if err != nil || t.kind != tokOpen {
 		return nil
 	}
-	var out []sortCrit
 	reverse, served := false, false
 	for {
 		t, err := s.next()
@@ -94,20 +141,20 @@ func sortServed(u unit, name string) []sortCrit {
 		if !sortKeys[k] {
 			return nil
 		}
-		out = append(out, sortCrit{key: k, reverse: reverse})
+		req.crit = append(req.crit, sortCrit{key: k, reverse: reverse})
 		reverse = false
 		served = served || servedSortKeys[k]
 	}
 	if !served || reverse {
 		return nil
 	}
-	return out
+	return req
 }
 
 // prepareSort turns a SORT by SIZE (u, its search program already rewritten, starting at progStart) into the
 // UID SEARCH described above and arranges for its answer to be sorted. m is the selected mailbox, enc its
 // candidates.
-func (r *relay) prepareSort(c *command, u unit, progStart int, crit []sortCrit, m mailboxRef, enc []uint32) unit {
+func (r *relay) prepareSort(c *command, u unit, progStart int, req *sortReq, m mailboxRef, enc []uint32) unit {
 	s := &scanner{b: u[:progStart]}
 	tag, _ := s.next()
 	var charset token
@@ -135,11 +182,14 @@ func (r *relay) prepareSort(c *command, u unit, progStart int, crit []sortCrit, 
 		if !ok {
 			return line
 		}
-		order, err := r.sortOrder(r.ctx, m, enc, uids, crit, byUID)
+		order, err := r.sortOrder(r.ctx, m, enc, uids, req.crit, byUID)
 		if err != nil {
-			r.log.Warn("cannot sort by served size", "err", err)
+			r.log.Warn("cannot sort by served values", "err", err)
 			failed = true
 			return nil
+		}
+		if req.esort {
+			return esortResponse(c.tag, byUID, req, order, suffix)
 		}
 		resp := []byte("* SORT")
 		for _, n := range order {
@@ -159,6 +209,54 @@ func (r *relay) prepareSort(c *command, u unit, progStart int, crit []sortCrit, 
 		return line
 	}
 	return out
+}
+
+// esortResponse is the ESEARCH response (RFC 5267 section 3) to an ESORT as Dovecot writes it
+// (imap-search.c): MIN and MAX the first and last message in sort order and ALL the sorted numbers, runs of
+// consecutive ascending numbers as n:m (none of them when nothing matched), COUNT always, then the MODSEQ of
+// the SEARCH response.
+func esortResponse(tag string, byUID bool, req *sortReq, order []uint32, suffix []byte) []byte {
+	resp := []byte(`* ESEARCH (TAG "` + tag + `")`) // a tag has no quote or backslash (RFC 9051 section 9)
+	if byUID {
+		resp = append(resp, " UID"...)
+	}
+	if len(order) > 0 {
+		if req.min {
+			resp = append(resp, " MIN "...)
+			resp = strconv.AppendUint(resp, uint64(order[0]), 10)
+		}
+		if req.max {
+			resp = append(resp, " MAX "...)
+			resp = strconv.AppendUint(resp, uint64(order[len(order)-1]), 10)
+		}
+		if req.all {
+			resp = append(resp, " ALL "...)
+			for i := 0; i < len(order); {
+				j := i
+				for j+1 < len(order) && order[j+1] == order[j]+1 {
+					j++
+				}
+				if i > 0 {
+					resp = append(resp, ',')
+				}
+				resp = strconv.AppendUint(resp, uint64(order[i]), 10)
+				if j > i {
+					resp = append(resp, ':')
+					resp = strconv.AppendUint(resp, uint64(order[j]), 10)
+				}
+				i = j + 1
+			}
+		}
+	}
+	if req.count {
+		resp = append(resp, " COUNT "...)
+		resp = strconv.AppendInt(resp, int64(len(order)), 10)
+	}
+	if m := bytes.TrimSpace(suffix); len(m) > 0 { // "(MODSEQ n)"
+		resp = append(resp, ' ')
+		resp = append(resp, bytes.Trim(m, "()")...)
+	}
+	return append(resp, "\r\n"...)
 }
 
 // parseSearchResponse reads "* SEARCH n n ... [(MODSEQ m)]": the numbers, and the rest before CRLF (the
