@@ -27,11 +27,12 @@ import (
 // the upstream server would give if it stored the served copies. M is computed from the metadata store
 // (MetaSource: size and header; StoredTextMatcher: text) for the candidates it holds, so a search after a
 // restart decrypts nothing, and from the served copy (cache or decryption) for the others. Everything else
-// (the other keys, sequence numbers, RETURN options, SAVE and $, threading and SORT orders other than SIZE,
-// CONTEXT updates) stays the upstream's.
+// (the other keys, sequence numbers, RETURN options, SAVE and $, threading, CONTEXT updates) stays the
+// upstream's.
 // Encrypted messages that arrive after the rewrite of a SEARCH RETURN (UPDATE) are judged by the relay, which
 // keeps the context (context.go); other new messages are the upstream's. A SORT with a
-// SIZE key over a mailbox with candidates is ordered by the relay with served sizes (sort.go).
+// SIZE, DATE, SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO key over a mailbox with candidates is ordered by
+// the relay with served sizes and served header fields (sort.go).
 //
 // HEADER keys on the Rewriter's own fields (HeaderMatcher.OwnsField: X-Smimeproxy-*) are never answered by the
 // upstream server alone, which would find forged fields and never the status fields the proxy adds. For a
@@ -312,7 +313,7 @@ func utf8Needle(needle, charset string) string {
 }
 
 // prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
-// search command (see above), and a SORT by SIZE (sort.go); it returns u unchanged when there is nothing to
+// search command (see above), and a SORT by served values (sort.go); it returns u unchanged when there is nothing to
 // rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot keep).
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.TextMatcher, r.srv.opts.TextMatcher != nil

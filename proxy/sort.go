@@ -16,27 +16,42 @@ import (
 	"github.com/smimeproxy/smimeproxy/backend"
 )
 
-// SORT (RFC 5256) by SIZE must order encrypted messages by their served size (RFC822.SIZE as served), not by
-// the stored ciphertext's size the upstream server sees. When the selected mailbox has candidates, the relay
-// answers a SORT or UID SORT whose criteria include SIZE itself:
+// SORT (RFC 5256) must order encrypted messages by what the client is served, not by what the upstream server
+// stores: by SIZE the served size (RFC822.SIZE as served), not the ciphertext's; by SUBJECT, FROM, TO, CC,
+// DISPLAYFROM, DISPLAYTO (RFC 5957) and DATE the served header fields, which for RFC 9788 header-protected
+// mail (hp="cipher") are the protected ones, while the stored outer header has an obscured Subject "[...]",
+// perhaps another From, no To or Date. The rule is fidelity: the answer is the one Dovecot would give for a
+// mailbox holding the served copies. When the selected mailbox has candidates, the relay answers a SORT or UID
+// SORT whose criteria include one of these keys itself:
 //
 //  1. The client's command goes upstream, on the client's connection, as
 //     tag UID SEARCH CHARSET <charset> <program>
 //     with the program rewritten as for SEARCH (search.go), so that sequence numbers, $ and the session's
 //     state mean what they mean to the client. Its "* SEARCH" answer (the set X) is replaced by the sorted
-//     "* SORT" response; "Search completed" in the tagged response says "Sort completed".
-//  2. Over a side connection: RFC822.SIZE of X (UID FETCH), served sizes of the candidates in X, and for every
-//     other key K a rank with ties from UID SORT (K) and UID SORT (REVERSE K) over X. Both lists break ties by
-//     ascending UID (RFC 5256: by sequence number, which ascends with the UID), so two messages tie under K
-//     exactly when they are adjacent in ascending UID order in both lists.
-//  3. X is sorted lexicographically by the criteria (REVERSE reversing one key), ties by UID. A SORT (not UID
-//     SORT) answers with sequence numbers, mapped from UIDs with the side connection's UID SEARCH ALL: they
-//     are the client's as long as the client has been told of every expunge (while it has not, which RFC 9051
-//     section 7.5.1 allows until its next command, the numbers after an unannounced expunge would be off by
-//     one, so the relay answers NO [UNAVAILABLE] when it notices).
+//     "* SORT" response (or, for ESORT, RFC 5267 section 3, the "* ESEARCH" response with MIN, MAX, COUNT
+//     and ALL as Dovecot's imap-search.c writes them); "Search completed" in the tagged response says "Sort
+//     completed".
+//  2. Over a side connection: RFC822.SIZE, INTERNALDATE and the header fields the keys read (UID FETCH
+//     BODY.PEEK[HEADER.FIELDS (...)]) of X; for the candidates in X the served size and header, from the
+//     metadata store when it holds the message (MetaSource: stored size and header, so a sort after a restart
+//     decrypts nothing), else from the served copy; and for every other key K (ARRIVAL) a rank with ties
+//     from UID SORT (K) and UID SORT (REVERSE K) over X. Both lists break ties by ascending UID (RFC 5256: by
+//     sequence number, which ascends with the UID), so two messages tie under K exactly when they are
+//     adjacent in ascending UID order in both lists.
+//  3. Each header key gives every message of X Dovecot 2.3's sort string (HeaderMatcher.SortKey,
+//     decrypt.SortKey: index-sort.c's rules, the RFC 5256 base subject of imap-base-subject.c, the first
+//     address's mailbox or display name, its title-case decomposing normalizer; DATE the Date field as
+//     message-date.c parses it, else the internal date), compared octet by octet as Dovecot compares them.
+//     X is sorted lexicographically by the criteria (REVERSE reversing one key), ties by UID. A SORT (not
+//     UID SORT) answers with sequence numbers, mapped from UIDs with the side connection's UID SEARCH ALL:
+//     they are the client's as long as the client has been told of every expunge (while it has not, which
+//     RFC 9051 section 7.5.1 allows until its next command, the numbers after an unannounced expunge would be
+//     off by one, so the relay answers NO [UNAVAILABLE] when it notices).
 //
-// A SORT without SIZE, over a mailbox without candidates, or in the ESORT form (RETURN options, RFC 5267) is
-// relayed as before.
+// A SORT by ARRIVAL alone, over a mailbox without candidates, or in an ESORT form with other RETURN options
+// (PARTIAL, SAVE, UPDATE) is relayed as before (its search program rewritten). THREAD (RFC 5256) is relayed:
+// ORDEREDSUBJECT and REFERENCES group and order by the stored (outer) Subject, Date and references, so
+// header-protected messages thread under "[...]".
 
 // sortCrit is one sort criterion (RFC 5256 section 3).
 type sortCrit struct {
