@@ -386,7 +386,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	var wg sync.WaitGroup
 	for _, uid := range enc {
 		if len(keys) == 0 {
-			break // SORT by SIZE only: the sort reads the served copies itself
+			break // a SORT by served values only: the sort reads the served copies itself
 		}
 		r.srv.rewriteSem <- struct{}{}
 		wg.Add(1)

@@ -166,7 +166,7 @@ func sortServed(u unit, name string) *sortReq {
 	return req
 }
 
-// prepareSort turns a SORT by SIZE (u, its search program already rewritten, starting at progStart) into the
+// prepareSort turns a SORT by served values (u, its search program already rewritten, starting at progStart) into the
 // UID SEARCH described above and arranges for its answer to be sorted. m is the selected mailbox, enc its
 // candidates.
 func (r *relay) prepareSort(c *command, u unit, progStart int, req *sortReq, m mailboxRef, enc []uint32) unit {
