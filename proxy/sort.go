@@ -166,9 +166,9 @@ func sortServed(u unit, name string) *sortReq {
 	return req
 }
 
-// prepareSort turns a SORT by served values (u, its search program already rewritten, starting at progStart) into the
-// UID SEARCH described above and arranges for its answer to be sorted. m is the selected mailbox, enc its
-// candidates.
+// prepareSort turns a SORT by served values (u, its search program already rewritten, starting at
+// progStart) into the UID SEARCH described above and arranges for its answer to be sorted. m is the selected
+// mailbox, enc its candidates.
 func (r *relay) prepareSort(c *command, u unit, progStart int, req *sortReq, m mailboxRef, enc []uint32) unit {
 	s := &scanner{b: u[:progStart]}
 	tag, _ := s.next()
