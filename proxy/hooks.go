@@ -114,7 +114,8 @@ type HeaderMatcher interface {
 	MatchSearchHeader(served []byte, key, name, needle string) bool
 	// SortKey returns the string by which the upstream server would order served (a served copy, its stored
 	// header block, or header fields fetched from the server) under the SORT key ("SUBJECT", "FROM", "TO",
-	// "CC", RFC 5256; "DISPLAYFROM", "DISPLAYTO", RFC 5957), compared octet by octet; ok is false for another key.
+	// "CC", "DATE", RFC 5256; "DISPLAYFROM", "DISPLAYTO", RFC 5957), compared octet by octet; for DATE ""
+	// means no valid Date field (the server then uses the internal date). ok is false for another key.
 	SortKey(served []byte, key string) (s string, ok bool)
 }
 

@@ -313,8 +313,9 @@ func utf8Needle(needle, charset string) string {
 }
 
 // prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
-// search command (see above), and a SORT by served values (sort.go); it returns u unchanged when there is nothing to
-// rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot keep).
+// search command (see above), and a SORT by served values (sort.go); it returns u unchanged when there is
+// nothing to rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot
+// keep).
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.TextMatcher, r.srv.opts.TextMatcher != nil
 	hm, headerOK := r.srv.opts.HeaderMatcher, r.srv.opts.HeaderMatcher != nil

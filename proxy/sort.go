@@ -67,7 +67,8 @@ var sortKeys = map[string]bool{
 // servedSortKeys are the keys whose value differs between a message as stored and as served: SIZE, and the
 // header keys (the served header of RFC 9788 header-protected mail is the protected one).
 var servedSortKeys = map[string]bool{
-	"SIZE": true, "DATE": true, "SUBJECT": true, "FROM": true, "TO": true, "CC": true, "DISPLAYFROM": true, "DISPLAYTO": true,
+	"SIZE": true, "DATE": true, "SUBJECT": true, "FROM": true, "TO": true, "CC": true,
+	"DISPLAYFROM": true, "DISPLAYTO": true,
 }
 
 // headerSortKey reports whether k is ordered by a header field's value (decrypt.SortKey).
