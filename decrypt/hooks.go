@@ -58,6 +58,9 @@ func (d *Decrypter) MatchSearchHeader(served []byte, key, name, needle string) b
 	return MatchSearchHeader(served, key, name, needle)
 }
 
+// SortKey implements proxy.HeaderMatcher with Dovecot's sort keys (SortKey).
+func (d *Decrypter) SortKey(served []byte, key string) (string, bool) { return SortKey(served, key) }
+
 // Derived implements proxy.DerivedCache: values derived from the served bytes of m (the proxy's parsed
 // BODYSTRUCTURE and ENVELOPE) are kept with them in the cache, so a message is parsed once, not per FETCH.
 func (d *Decrypter) Derived(m MessageRef, served []byte, name string, compute func() any) any {

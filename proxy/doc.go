@@ -18,7 +18,8 @@
 //     pass unchanged (minus the added UID);
 //   - SEARCH, SORT, THREAD with BODY, TEXT, LARGER, SMALLER, FROM, TO, CC, BCC, SUBJECT or HEADER keys
 //     (search.go): those keys are evaluated over the served copies and substituted by UID sets, everything
-//     else stays the server's; SORT by SIZE is ordered by the relay (sort.go), and a SEARCH RETURN (UPDATE)
+//     else stays the server's; SORT by SIZE, DATE, SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO is
+//     ordered by the relay over served sizes and headers (sort.go), and a SEARCH RETURN (UPDATE)
 //     it rewrote keeps its context in the relay (context.go);
 //   - APPEND, MULTIAPPEND, CATENATE (append.go): the APPEND guard keeps served plaintext from going upstream.
 //

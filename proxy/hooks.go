@@ -112,6 +112,11 @@ type HeaderMatcher interface {
 	// the field name) with needle as the upstream server would if it stored served: the served header is
 	// what a client sees (for RFC 9788 header-protected mail the inner fields), the stored one is not.
 	MatchSearchHeader(served []byte, key, name, needle string) bool
+	// SortKey returns the string by which the upstream server would order served (a served copy, its stored
+	// header block, or header fields fetched from the server) under the SORT key ("SUBJECT", "FROM", "TO",
+	// "CC", "DATE", RFC 5256; "DISPLAYFROM", "DISPLAYTO", RFC 5957), compared octet by octet; for DATE ""
+	// means no valid Date field (the server then uses the internal date). ok is false for another key.
+	SortKey(served []byte, key string) (s string, ok bool)
 }
 
 // DerivedCache lets the proxy keep what it derives from a rewritten message (its BODYSTRUCTURE and ENVELOPE)

@@ -27,11 +27,12 @@ import (
 // the upstream server would give if it stored the served copies. M is computed from the metadata store
 // (MetaSource: size and header; StoredTextMatcher: text) for the candidates it holds, so a search after a
 // restart decrypts nothing, and from the served copy (cache or decryption) for the others. Everything else
-// (the other keys, sequence numbers, RETURN options, SAVE and $, threading and SORT orders other than SIZE,
-// CONTEXT updates) stays the upstream's.
+// (the other keys, sequence numbers, RETURN options, SAVE and $, threading, CONTEXT updates) stays the
+// upstream's.
 // Encrypted messages that arrive after the rewrite of a SEARCH RETURN (UPDATE) are judged by the relay, which
 // keeps the context (context.go); other new messages are the upstream's. A SORT with a
-// SIZE key over a mailbox with candidates is ordered by the relay with served sizes (sort.go).
+// SIZE, DATE, SUBJECT, FROM, TO, CC, DISPLAYFROM or DISPLAYTO key over a mailbox with candidates is ordered by
+// the relay with served sizes and served header fields (sort.go).
 //
 // HEADER keys on the Rewriter's own fields (HeaderMatcher.OwnsField: X-Smimeproxy-*) are never answered by the
 // upstream server alone, which would find forged fields and never the status fields the proxy adds. For a
@@ -248,6 +249,13 @@ func searchProgramCharset(u unit, name string) (s *scanner, charset string, ok b
 	switch strings.TrimPrefix(name, "UID ") {
 	case "SORT":
 		t, _ := s.next()
+		if t.kind == tokAtom && strings.EqualFold(string(t.val), "RETURN") { // ESORT, RFC 5267 section 3
+			o, _ := s.next()
+			if _, err := s.skipValue(o); err != nil {
+				return nil, "", false
+			}
+			t, _ = s.next()
+		}
 		if t.kind != tokOpen {
 			return nil, "", false
 		}
@@ -305,8 +313,9 @@ func utf8Needle(needle, charset string) string {
 }
 
 // prepareSearch rewrites the text keys, the size keys and the HEADER keys on the Rewriter's own fields of a
-// search command (see above), and a SORT by SIZE (sort.go); it returns u unchanged when there is nothing to
-// rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot keep).
+// search command (see above), and a SORT by served values (sort.go); it returns u unchanged when there is
+// nothing to rewrite, and nil when it answered the command itself (NO [CANNOT] for a RETURN (UPDATE) it cannot
+// keep).
 func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	tm, textOK := r.srv.opts.TextMatcher, r.srv.opts.TextMatcher != nil
 	hm, headerOK := r.srv.opts.HeaderMatcher, r.srv.opts.HeaderMatcher != nil
@@ -315,7 +324,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 		return u, nil
 	}
 	progStart := s.pos
-	sortBy := sortBySize(u, c.name)
+	sortBy := sortServed(u, c.name)
 	var filter keyFilter
 	if headerOK {
 		filter = keyFilter{owns: hm.OwnsField, headers: true}
@@ -378,7 +387,7 @@ func (r *relay) prepareSearch(c *command, u unit) (unit, error) {
 	var wg sync.WaitGroup
 	for _, uid := range enc {
 		if len(keys) == 0 {
-			break // SORT by SIZE only: the sort reads the served copies itself
+			break // a SORT by served values only: the sort reads the served copies itself
 		}
 		r.srv.rewriteSem <- struct{}{}
 		wg.Add(1)

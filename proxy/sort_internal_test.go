@@ -35,11 +35,21 @@ func TestSortBySizeAndSearchResponse(t *testing.T) {
 		{"a SORT (ARRIVAL reverse size) UTF-8 ALL\r\n", "SORT", []sortCrit{{"ARRIVAL", false}, {"SIZE", true}}},
 		{"a UID SORT (SIZE) US-ASCII 1:*\r\n", "UID SORT", []sortCrit{{"SIZE", false}}},
 		{"a SORT (ARRIVAL) UTF-8 ALL\r\n", "SORT", nil},
-		{"a SORT RETURN (MIN) (SIZE) UTF-8 ALL\r\n", "SORT", nil},
+		{"a SORT (DATE) UTF-8 ALL\r\n", "SORT", []sortCrit{{"DATE", false}}},
+		{"a SORT RETURN (MIN) (SIZE) UTF-8 ALL\r\n", "SORT", []sortCrit{{"SIZE", false}}},
+		{"a SORT RETURN (PARTIAL 1:5) (SIZE) UTF-8 ALL\r\n", "SORT", nil},
+		{"a SORT RETURN (SAVE) (SUBJECT) UTF-8 ALL\r\n", "SORT", nil},
+		{"a SORT RETURN (MIN) (SUBJECT) UTF-8 MODSEQ 5\r\n", "SORT", nil},
+		{"a SORT (ARRIVAL) UTF-8 SUBJECT x\r\n", "SORT", nil},
+		{"a SORT (REVERSE DISPLAYFROM) UTF-8 ALL\r\n", "SORT", []sortCrit{{"DISPLAYFROM", true}}},
 		{"a SORT (SIZE X-SCORE) UTF-8 ALL\r\n", "SORT", nil},
 		{"a SEARCH LARGER 5\r\n", "SEARCH", nil},
 	} {
-		if got := sortBySize(unit(tc.cmd), tc.name); !slices.Equal(got, tc.want) {
+		var got []sortCrit
+		if req := sortServed(unit(tc.cmd), tc.name); req != nil {
+			got = req.crit
+		}
+		if !slices.Equal(got, tc.want) {
 			t.Errorf("%q: %v, want %v", tc.cmd, got, tc.want)
 		}
 	}

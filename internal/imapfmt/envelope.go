@@ -439,3 +439,15 @@ func (p *addressParser) parseList() {
 		}
 	}
 }
+
+// FirstAddress returns the first address of an address-list header value (its name, mailbox and domain, nil
+// when absent) as Dovecot's message_address_parse with max_addresses 1 and MESSAGE_ADDRESS_PARSE_FLAG_FILL_MISSING
+// gives it, which its SORT keys FROM, TO, CC (RFC 5256) and DISPLAYFROM, DISPLAYTO (RFC 5957) read; ok is
+// false when the value holds no address.
+func FirstAddress(v []byte) (name, mailbox, domain *string, ok bool) {
+	list := parseAddressList(v, 1)
+	if len(list) == 0 {
+		return nil, nil, nil, false
+	}
+	return list[0].name, list[0].mailbox, list[0].domain, true
+}
