@@ -53,3 +53,27 @@ func FuzzOrigin(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSortKey: any header gives a sort string for every SORT key without panicking, the same one twice
+// (SORT needs a total order, so a key must be a function of the header), and base subjects are idempotent
+// (RFC 5256 section 2.1: extracting the base subject of a base subject changes nothing).
+func FuzzSortKey(f *testing.F) {
+	f.Add([]byte("Subject: Re: [tag] Fwd: hello (fwd)\r\nFrom: \"A\" <a@example.com>\r\nDate: Tue, 1 Dec 2026 07:00:00 +0100\r\n\r\n"))
+	f.Add([]byte("Subject: =?utf-8?q?Caf=C3=A9?=\r\nTo: undisclosed-recipients:;\r\nCc: <>, b@\r\nDate: 99 Foo 2026\r\n\r\n"))
+	f.Add([]byte("Subject: [Fwd: [Fwd: x]]\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, header []byte) {
+		for _, key := range []string{"SUBJECT", "FROM", "TO", "CC", "DISPLAYFROM", "DISPLAYTO", "DATE"} {
+			a, ok := SortKey(header, key)
+			if !ok {
+				t.Fatalf("SortKey(%s) not ok", key)
+			}
+			if b, _ := SortKey(header, key); a != b {
+				t.Fatalf("SortKey(%s) not deterministic: %q then %q", key, a, b)
+			}
+		}
+		sub, _ := SortKey(header, "SUBJECT")
+		if again := BaseSubject(sub); again != sub {
+			t.Fatalf("BaseSubject not idempotent: %q -> %q", sub, again)
+		}
+	})
+}
