@@ -9,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/smimeproxy/smimeproxy/decrypt"
-	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // hdrSearchSeed is the mail of TestSearchHeaderKeysServed: RFC 9788 header-protected messages whose served
@@ -20,13 +17,7 @@ import (
 // that Dovecot writes back differently from how they are stored.
 func hdrSearchSeed(t *testing.T, own, other *x509.Certificate) [][]byte {
 	t.Helper()
-	enc := func(m []byte, c *x509.Certificate) []byte {
-		out, err := decrypt.EncryptToSelf(m, []*x509.Certificate{c})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	enc := func(m []byte, c *x509.Certificate) []byte { return encryptTo(t, m, c) }
 	const date = "Date: Mon, 02 Mar 2026 10:00:00 +0000"
 	return [][]byte{
 		// 1: hp="cipher" with HP-Outer: the outer header holds only the recorded From and Subject.
@@ -150,121 +141,32 @@ func searchAnswer(t *testing.T, cmd, r string) string {
 // under NOT and OR, with BODY and LARGER, in SEARCH, UID SEARCH, ESEARCH, SORT and THREAD: by decrypting, from
 // the memory cache, and after a restart from the metadata store with no decryption at all.
 func TestSearchHeaderKeysServed(t *testing.T) {
-	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
-	id := newMetaIdentity(t, "alice")
-	other := newMetaIdentity(t, "carol")
 	date := time.Date(2026, 3, 1, 8, 30, 0, 0, time.UTC)
-	seedMsgs := hdrSearchSeed(t, id.cert, other.cert)
-	for i, m := range seedMsgs {
-		d.Append("alice", "INBOX", m, nil, date.Add(time.Duration(len(seedMsgs)-i)*time.Hour))
-	}
-	direct := wireDial(t, d.Addr())
-	direct.do("LOGIN alice alice-pw")
-	direct.do("EXAMINE INBOX")
+	at := func(i, n int) time.Time { return date.Add(time.Duration(n-i) * time.Hour) }
+	o := newTwinOracle(t, hdrSearchSeed, at, "Subject: Quarterly kumquat report", hdrSearchCommands,
+		"UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID)])")
+	direct := o.login(t, o.d.Addr(), "EXAMINE INBOX")
 	if got := searchUIDs(t, direct.do("UID SEARCH SUBJECT kumquat")); slices.Contains(got, "1") {
 		t.Fatalf("the upstream server alone finds the protected subject (%v): the test would not show anything", got)
 	}
-
-	// The served copies, stored plain as twins with the same internal dates.
-	addr, srv := startProxy(t, d, id.decrypterWith(t, nil, -1, &countMetrics{}))
-	c := wireDial(t, addr)
-	c.do("LOGIN alice alice-pw")
-	c.do("SELECT INBOX")
-	for i := range seedMsgs {
-		r := c.do(fmt.Sprintf("UID FETCH %d (BODY.PEEK[])", i+1))
-		m := bodyLiteralRE.FindStringSubmatchIndex(r)
-		if m == nil {
-			t.Fatalf("UID FETCH %d: %.300q", i+1, r)
-		}
-		n, _ := strconv.Atoi(r[m[2]:m[3]])
-		served := []byte(r[m[1] : m[1]+n])
-		if i == 0 && !strings.Contains(string(served), "Subject: Quarterly kumquat report") {
-			t.Fatalf("the protected subject is not served: %q", served)
-		}
-		d.Append("alice", "Twins", served, nil, date.Add(time.Duration(len(seedMsgs)-i)*time.Hour))
+	if o.want[0] == o.direct[0] {
+		t.Fatalf("the upstream server answers %q as over the twins: the test would not show anything", hdrSearchCommands[0])
 	}
-	srv.Close()
-	twin := wireDial(t, d.Addr())
-	twin.do("LOGIN alice alice-pw")
-	twin.do("EXAMINE Twins")
-	want := make([]string, len(hdrSearchCommands))
-	for i, cmd := range hdrSearchCommands {
-		want[i] = searchAnswer(t, cmd, twin.do(cmd))
-	}
-	if want[0] == searchAnswer(t, hdrSearchCommands[0], direct.do(hdrSearchCommands[0])) {
-		t.Fatalf("the upstream server answers %q as over the twins: the test would not show anything", want[0])
-	}
-
-	check := func(name, addr string) {
-		t.Helper()
-		c := wireDial(t, addr)
-		c.do("LOGIN alice alice-pw")
-		c.do("SELECT INBOX")
-		for i, cmd := range hdrSearchCommands {
-			if got := searchAnswer(t, cmd, c.do(cmd)); got != want[i] {
-				t.Errorf("%s: %q:\n got %q\nwant %q (Dovecot over the twins)", name, cmd, got, want[i])
-			}
-		}
-	}
-	// Decrypting (a fresh proxy, nothing cached, no store), then from the memory cache.
-	m0 := &countMetrics{}
-	addr, srv = startProxy(t, d, id.decrypterWith(t, nil, -1, m0))
-	check("decrypting", addr)
-	if m0.decrypted.Load() == 0 {
-		t.Errorf("the searches decrypted nothing: the served copies were not looked at")
-	}
-	check("cached", addr)
-	srv.Close()
-
-	// With the store: a header sync fills it; after a restart the searches decrypt nothing.
-	dir := t.TempDir()
-	ms := openMetaStore(t, dir)
-	addr, srv = startProxy(t, d, id.decrypterWith(t, ms, -1, &countMetrics{}))
-	s := wireDial(t, addr)
-	s.do("LOGIN alice alice-pw")
-	s.do("SELECT INBOX")
-	s.do("UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID)])")
-	srv.Close()
-	ms.Flush()
-	ms.Close()
-	ms = openMetaStore(t, dir)
-	defer ms.Close()
-	m2 := &countMetrics{}
-	addr, _ = startProxy(t, d, id.decrypterWith(t, ms, -1, m2))
-	check("from the store after a restart", addr)
-	if n := m2.decrypted.Load() + m2.undecryptable.Load() + m2.misses.Load(); n != 0 {
-		t.Errorf("after the restart the searches decrypted %d messages (%d undecryptable, %d cache lookups); want none",
-			m2.decrypted.Load(), m2.undecryptable.Load(), m2.misses.Load())
-	}
+	// Decrypting (a fresh proxy, nothing cached, no store), then from the memory cache, then from the store.
+	addr := o.checkAll(t, "searches", true)
 
 	// CONTEXT=SEARCH (RFC 5267): a protected message that arrives later is added to a SUBJECT search kept up to
 	// date, as Dovecot adds its plain twin.
-	pc, tc := wireDial(t, addr), wireDial(t, d.Addr())
-	pc.do("LOGIN alice alice-pw")
-	pc.do("SELECT INBOX")
-	tc.do("LOGIN alice alice-pw")
-	tc.do("SELECT Twins")
+	pc, tc := o.login(t, addr, "SELECT INBOX"), o.login(t, o.d.Addr(), "SELECT Twins")
 	const update = "UID SEARCH RETURN (UPDATE) SUBJECT kumquat"
 	if p, w := ctxLines(pc.do(update)), ctxLines(tc.do(update)); p != w {
 		t.Errorf("%s:\nproxy: %s\ntwins: %s", update, p, w)
 	}
-	late, err := decrypt.EncryptToSelf(msg([]string{`Content-Type: text/plain; charset=utf-8; hp="cipher"`,
+	late := encryptTo(t, msg([]string{`Content-Type: text/plain; charset=utf-8; hp="cipher"`,
 		"From: alice@inner.example", "Subject: late kumquat memo", "Date: Tue, 03 Mar 2026 10:00:00 +0000"}, "late\n"),
-		[]*x509.Certificate{id.cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid := d.Append("alice", "INBOX", late, nil, date)
-	f := wireDial(t, addr)
-	f.do("LOGIN alice alice-pw")
-	f.do("EXAMINE INBOX")
-	r := f.do(fmt.Sprintf("UID FETCH %d (BODY.PEEK[])", uid))
-	m := bodyLiteralRE.FindStringSubmatchIndex(r)
-	if m == nil {
-		t.Fatalf("UID FETCH %d: %.300q", uid, r)
-	}
-	n, _ := strconv.Atoi(r[m[2]:m[3]])
-	d.Append("alice", "Twins", []byte(r[m[1]:m[1]+n]), nil, date)
+		o.id.cert)
+	uid := o.d.Append("alice", "INBOX", late, nil, date)
+	o.d.Append("alice", "Twins", servedCopy(t, o.login(t, addr, "EXAMINE INBOX"), uint32(uid)), nil, date)
 	p, w := ctxLines(pc.do("NOOP")), ctxLines(tc.do("NOOP"))
 	if p != w {
 		t.Errorf("NOOP after a protected message arrived:\nproxy: %s\ntwins: %s", p, w)

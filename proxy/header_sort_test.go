@@ -3,13 +3,8 @@ package proxy_test
 import (
 	"crypto/x509"
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/smimeproxy/smimeproxy/decrypt"
-	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // hdrSortSeed is the mail of TestSortHeaderKeysServed: RFC 9788 header-protected messages (hp="cipher", the
@@ -19,13 +14,7 @@ import (
 // forms that give different sort keys (comments, quoted and encoded display names, groups, no domain).
 func hdrSortSeed(t *testing.T, own, other *x509.Certificate) [][]byte {
 	t.Helper()
-	enc := func(m []byte, c *x509.Certificate) []byte {
-		out, err := decrypt.EncryptToSelf(m, []*x509.Certificate{c})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	enc := func(m []byte, c *x509.Certificate) []byte { return encryptTo(t, m, c) }
 	hp := func(outerFrom string, fields ...string) []byte {
 		h := append([]string{`Content-Type: text/plain; charset=utf-8; hp="cipher"`}, fields...)
 		h = append(h, "HP-Outer: From: "+outerFrom, "HP-Outer: Subject: [...]")
@@ -129,84 +118,14 @@ var hdrSortDiffer = map[string]bool{
 // REVERSE, with other keys, with search criteria; by decrypting, and after a restart from the metadata store
 // with no decryption at all.
 func TestSortHeaderKeysServed(t *testing.T) {
-	d := testenv.StartDovecot(t, testenv.DovecotOptions{NoTLS: true})
-	id := newMetaIdentity(t, "alice")
-	other := newMetaIdentity(t, "carol")
 	arrival := time.Date(2026, 3, 1, 8, 30, 0, 0, time.UTC)
-	seedMsgs := hdrSortSeed(t, id.cert, other.cert)
-	at := func(i int) time.Time { return arrival.Add(time.Duration((i*7)%5) * time.Hour) }
-	for i, m := range seedMsgs {
-		d.Append("alice", "INBOX", m, nil, at(i))
-	}
-
-	addr, srv := startProxy(t, d, id.decrypterWith(t, nil, -1, &countMetrics{}))
-	c := wireDial(t, addr)
-	c.do("LOGIN alice alice-pw")
-	c.do("SELECT INBOX")
-	for i := range seedMsgs {
-		r := c.do(fmt.Sprintf("UID FETCH %d (BODY.PEEK[])", i+1))
-		m := bodyLiteralRE.FindStringSubmatchIndex(r)
-		if m == nil {
-			t.Fatalf("UID FETCH %d: %.300q", i+1, r)
-		}
-		n, _ := strconv.Atoi(r[m[2]:m[3]])
-		served := []byte(r[m[1] : m[1]+n])
-		if i == 0 && !strings.Contains(string(served), "Subject: Re: zebra minutes") {
-			t.Fatalf("the protected subject is not served: %q", served)
-		}
-		d.Append("alice", "Twins", served, nil, at(i))
-	}
-	srv.Close()
-	twin := wireDial(t, d.Addr())
-	twin.do("LOGIN alice alice-pw")
-	twin.do("EXAMINE Twins")
-	direct := wireDial(t, d.Addr())
-	direct.do("LOGIN alice alice-pw")
-	direct.do("EXAMINE INBOX")
-	want := make([]string, len(hdrSortCommands))
+	at := func(i, _ int) time.Time { return arrival.Add(time.Duration((i*7)%5) * time.Hour) }
+	o := newTwinOracle(t, hdrSortSeed, at, "Subject: Re: zebra minutes", hdrSortCommands,
+		"UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date)])")
 	for i, cmd := range hdrSortCommands {
-		want[i] = searchAnswer(t, cmd, twin.do(cmd))
-		if (i < 10 || hdrSortDiffer[cmd]) && want[i] == searchAnswer(t, cmd, direct.do(cmd)) {
+		if (i < 10 || hdrSortDiffer[cmd]) && o.want[i] == o.direct[i] {
 			t.Errorf("the upstream server answers %q as over the twins: the test would not show anything", cmd)
 		}
 	}
-
-	check := func(name, addr string) {
-		t.Helper()
-		c := wireDial(t, addr)
-		c.do("LOGIN alice alice-pw")
-		c.do("SELECT INBOX")
-		for i, cmd := range hdrSortCommands {
-			if got := searchAnswer(t, cmd, c.do(cmd)); got != want[i] {
-				t.Errorf("%s: %q:\n got %q\nwant %q (Dovecot over the twins)", name, cmd, got, want[i])
-			}
-		}
-	}
-	m0 := &countMetrics{}
-	addr, srv = startProxy(t, d, id.decrypterWith(t, nil, -1, m0))
-	check("decrypting", addr)
-	if m0.decrypted.Load() == 0 {
-		t.Errorf("the sorts decrypted nothing: the served copies were not looked at")
-	}
-	srv.Close()
-
-	dir := t.TempDir()
-	ms := openMetaStore(t, dir)
-	addr, srv = startProxy(t, d, id.decrypterWith(t, ms, -1, &countMetrics{}))
-	s := wireDial(t, addr)
-	s.do("LOGIN alice alice-pw")
-	s.do("SELECT INBOX")
-	s.do("UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date)])")
-	srv.Close()
-	ms.Flush()
-	ms.Close()
-	ms = openMetaStore(t, dir)
-	defer ms.Close()
-	m2 := &countMetrics{}
-	addr, _ = startProxy(t, d, id.decrypterWith(t, ms, -1, m2))
-	check("from the store after a restart", addr)
-	if n := m2.decrypted.Load() + m2.undecryptable.Load() + m2.misses.Load(); n != 0 {
-		t.Errorf("after the restart the sorts decrypted %d messages (%d undecryptable, %d cache lookups); want none",
-			m2.decrypted.Load(), m2.undecryptable.Load(), m2.misses.Load())
-	}
+	o.checkAll(t, "sorts", false)
 }
