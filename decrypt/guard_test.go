@@ -106,14 +106,7 @@ func fetchBody(t *testing.T, c *imapclient.Client, uid imap.UID) []byte {
 }
 
 func appendMsg(c *imapclient.Client, mailbox string, msg []byte) (*imap.AppendData, error) {
-	cmd := c.Append(mailbox, int64(len(msg)), nil)
-	if _, err := cmd.Write(msg); err != nil {
-		return nil, err
-	}
-	if err := cmd.Close(); err != nil {
-		return nil, err
-	}
-	return cmd.Wait()
+	return testenv.AppendTo(c, mailbox, msg, nil)
 }
 
 func mailboxUIDs(t *testing.T, d *testenv.Dovecot, user, mailbox string) []imap.UID {

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/smimeproxy/smimeproxy/demo"
+	"github.com/smimeproxy/smimeproxy/internal/testenv"
 )
 
 // The tests in this file are the proxy's fast tier (internal/testenv): the upstream server is go-imap's
@@ -126,14 +127,7 @@ func TestMemSearchBody(t *testing.T) {
 // appendMsg appends msg to mailbox and returns the APPENDUID UID (RFC 4315).
 func appendMsg(t *testing.T, c *imapclient.Client, mailbox string, msg []byte) imap.UID {
 	t.Helper()
-	cmd := c.Append(mailbox, int64(len(msg)), nil)
-	if _, err := cmd.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := cmd.Wait()
+	data, err := testenv.AppendTo(c, mailbox, msg, nil)
 	if err != nil {
 		t.Fatalf("APPEND: %v", err)
 	}

@@ -65,14 +65,7 @@ func fetchStructure(t *testing.T, c *imapclient.Client, uid imap.UID, secs ...*i
 // appendVia appends msg to mailbox over c and returns the new UID.
 func appendVia(t *testing.T, c *imapclient.Client, mailbox string, msg []byte) imap.UID {
 	t.Helper()
-	cmd := c.Append(mailbox, int64(len(msg)), nil)
-	if _, err := cmd.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := cmd.Wait()
+	data, err := testenv.AppendTo(c, mailbox, msg, nil)
 	if err != nil || data.UID == 0 {
 		t.Fatalf("append to %s: %v (uid %v)", mailbox, err, data)
 	}

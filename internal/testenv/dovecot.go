@@ -320,18 +320,25 @@ func (d *Dovecot) Append(user, mailbox string, msg []byte, flags []imap.Flag, da
 	if mailbox != "INBOX" {
 		_ = c.Create(mailbox, nil).Wait() // ALREADYEXISTS is fine
 	}
-	cmd := c.Append(mailbox, int64(len(msg)), &imap.AppendOptions{Flags: flags, Time: date})
-	if _, err := cmd.Write(msg); err != nil {
-		d.t.Fatalf("testenv: append: %v", err)
-	}
-	if err := cmd.Close(); err != nil {
-		d.t.Fatalf("testenv: append: %v", err)
-	}
-	data, err := cmd.Wait()
+	data, err := AppendTo(c, mailbox, msg, &imap.AppendOptions{Flags: flags, Time: date})
 	if err != nil {
 		d.t.Fatalf("testenv: append to %s: %v", mailbox, err)
 	}
 	return data.UID
+}
+
+// AppendTo appends msg to mailbox over c (RFC 9051 section 6.3.12) and returns what the server answered (the
+// UID of APPENDUID, RFC 4315, when it says).
+func AppendTo(c *imapclient.Client, mailbox string, msg []byte, opts *imap.AppendOptions) (*imap.AppendData, error) {
+	cmd := c.Append(mailbox, int64(len(msg)), opts)
+	if _, err := cmd.Write(msg); err != nil {
+		cmd.Close()
+		return nil, err
+	}
+	if err := cmd.Close(); err != nil {
+		return nil, err
+	}
+	return cmd.Wait()
 }
 
 // Raw returns the bytes Dovecot serves for BODY.PEEK[] of the message with uid in user's mailbox.
